@@ -1,0 +1,282 @@
+//! `DxConnection`: one dedicated connection or LAG whose MACsec state the operator manages.
+// kube's `printcolumn(type_ = …)` arguments repeat by design; clippy reads them as duplicate
+// attributes.
+#![allow(clippy::duplicated_attributes)]
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Condition;
+
+/// Desired MACsec state of one Direct Connect dedicated connection (`dxcon-…`) or LAG
+/// (`dxlag-…`).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "dxmacsec.io",
+    version = "v1alpha1",
+    kind = "DxConnection",
+    doc = "MACsec state wanted on one Direct Connect dedicated connection or LAG",
+    namespaced,
+    status = "DxConnectionStatus",
+    shortname = "dxc",
+    category = "dxmacsec",
+    printcolumn(
+        name = "Connection",
+        type_ = "string",
+        json_path = ".spec.connectionId"
+    ),
+    printcolumn(name = "Type", type_ = "string", json_path = ".status.resourceType"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".status.encryptionMode"),
+    printcolumn(
+        name = "Port",
+        type_ = "string",
+        json_path = ".status.portEncryptionStatus"
+    ),
+    printcolumn(name = "Keys", type_ = "integer", json_path = ".status.associatedKeys"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new(
+    "!has(self.encryptionMode) || self.encryptionMode != 'must_encrypt' || !has(self.keys) || size(self.keys) > 0"
+).message("encryptionMode must_encrypt needs at least one key in keys: without a key the link carries no traffic"))]
+#[x_kube(validation = Rule::new("!has(self.keys) || size(self.keys) <= 3")
+    .message("keys may list at most 3 MacSecKeys: Direct Connect holds at most 3 keys per connection or LAG"))]
+#[serde(rename_all = "camelCase")]
+pub struct DxConnectionSpec {
+    /// The dedicated connection (`dxcon-…`) or LAG (`dxlag-…`). Immutable.
+    #[schemars(regex(pattern = r"^dx(con|lag)-[0-9a-z]+$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf")
+        .message("connectionId is immutable; create a new DxConnection for another connection"))]
+    pub connection_id: String,
+
+    /// AWS region of the connection; defaults to the operator's configured region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-\d+$"))]
+    pub region: Option<String>,
+
+    /// IAM role the operator assumes for this connection (another account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$"))]
+    pub role_arn: Option<String>,
+
+    /// Wanted encryption mode. Absent: the mode is not managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_mode: Option<EncryptionMode>,
+
+    /// MacSecKeys (same namespace) wanted on the connection, oldest first, newest last.
+    /// Absent: keys are not managed. Present: the exact set; other keys are removed after the
+    /// rotation overlap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 3))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub keys: Option<Vec<KeyReference>>,
+
+    /// How key rotation proceeds.
+    #[serde(default)]
+    pub rotation: Rotation,
+
+    /// Only switch to `must_encrypt` once the port reports `Encryption Up` (every member, for a
+    /// LAG).
+    #[serde(default = "default_true")]
+    pub require_encryption_up: bool,
+
+    /// `Manage` changes AWS; `ObserveOnly` computes and reports the plan and changes nothing.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+
+    /// What deleting this resource does to AWS: `Retain` nothing, `Disassociate` removes the
+    /// keys this resource manages first.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A reference to a MacSecKey in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct KeyReference {
+    /// Name of the MacSecKey.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Direct Connect encryption modes the operator can set.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EncryptionMode {
+    NoEncrypt,
+    ShouldEncrypt,
+    MustEncrypt,
+}
+
+impl EncryptionMode {
+    /// The string AWS uses.
+    pub fn as_aws_str(self) -> &'static str {
+        match self {
+            EncryptionMode::NoEncrypt => "no_encrypt",
+            EncryptionMode::ShouldEncrypt => "should_encrypt",
+            EncryptionMode::MustEncrypt => "must_encrypt",
+        }
+    }
+
+    /// Reads a mode reported by AWS; `None` for anything else (AWS has returned `unknown`).
+    pub fn from_aws_str(s: &str) -> Option<Self> {
+        match s {
+            "no_encrypt" => Some(EncryptionMode::NoEncrypt),
+            "should_encrypt" => Some(EncryptionMode::ShouldEncrypt),
+            "must_encrypt" => Some(EncryptionMode::MustEncrypt),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for EncryptionMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_aws_str())
+    }
+}
+
+/// Key rotation settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rotation {
+    /// Seconds an outgoing key stays associated after every wanted key is `associated`.
+    #[serde(default = "default_overlap")]
+    #[schemars(range(min = 0, max = 2592000))]
+    pub overlap_seconds: u32,
+}
+
+fn default_overlap() -> u32 {
+    300
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            overlap_seconds: default_overlap(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ManagementPolicy {
+    #[default]
+    Manage,
+    ObserveOnly,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Retain,
+    Disassociate,
+}
+
+/// Whether the AWS resource is a dedicated connection or a LAG.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ResourceType {
+    Connection,
+    Lag,
+}
+
+/// What the operator last observed and decided.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DxConnectionStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` and `Synced`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_type: Option<ResourceType>,
+    /// `connectionState` or `lagState` as AWS reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_sec_capable: Option<bool>,
+    /// Encryption mode as AWS reports it (any string, including `unknown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_mode: Option<String>,
+    /// `Encryption Up` / `Encryption Down`; for a LAG, a summary over its members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_encryption_status: Option<String>,
+    /// Number of keys in state `associated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub associated_keys: Option<i32>,
+    /// LAG members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    /// Keys on the connection or LAG.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyStatus>,
+    /// What the next step does (or would do, under `ObserveOnly`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub planned_actions: Vec<String>,
+    /// When AWS was last read (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<String>,
+}
+
+/// One member connection of a LAG.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub connection_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_encryption_status: Option<String>,
+}
+
+/// One MACsec key found on the connection or LAG. Never holds the CAK.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ckn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_arn: Option<String>,
+    /// `associating`, `associated`, `disassociating`, `disassociated` (or what AWS says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// `startOn` as AWS reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_on: Option<String>,
+    /// The MacSecKey this key belongs to; absent when the key is not in `spec.keys`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_sec_key: Option<String>,
+    /// When the operator first saw the key `associated` (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub associated_since: Option<String>,
+}
+
+impl DxConnection {
+    /// The condition of the given type, if present.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+    }
+}

@@ -1,0 +1,123 @@
+//! `MacSecKey`: one CKN/CAK pair and where its material comes from.
+// kube's `printcolumn(type_ = …)` arguments repeat by design; clippy reads them as duplicate
+// attributes.
+#![allow(clippy::duplicated_attributes)]
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Condition;
+
+/// One MACsec CKN/CAK pair. Exactly one source of key material must be set.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "dxmacsec.io",
+    version = "v1alpha1",
+    kind = "MacSecKey",
+    doc = "One MACsec CKN/CAK pair and where its key material comes from",
+    namespaced,
+    status = "MacSecKeyStatus",
+    shortname = "mskey",
+    category = "dxmacsec",
+    printcolumn(name = "CKN", type_ = "string", json_path = ".status.ckn"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Used By",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.usedBy"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new(
+    "(has(self.secretRef) ? 1 : 0) + (has(self.secretsManager) ? 1 : 0) + (has(self.directConnectSecretArn) ? 1 : 0) == 1"
+).message("set exactly one of secretRef, secretsManager or directConnectSecretArn"))]
+#[serde(rename_all = "camelCase")]
+pub struct MacSecKeySpec {
+    /// A Kubernetes Secret in the same namespace holding the CKN and CAK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeySource>,
+    /// A customer-owned Secrets Manager secret whose SecretString is JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_manager: Option<SecretsManagerSource>,
+    /// An existing Direct Connect-managed secret (`…:secret:directconnect!…`); the CKN is
+    /// learned from AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$"))]
+    pub direct_connect_secret_arn: Option<String>,
+}
+
+/// Keys of a Kubernetes Secret holding the pair.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeySource {
+    /// Name of the Secret (same namespace).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret holding the CKN.
+    #[serde(default = "default_ckn")]
+    pub ckn_key: String,
+    /// Key in the Secret holding the CAK.
+    #[serde(default = "default_cak")]
+    pub cak_key: String,
+}
+
+/// Fields of a Secrets Manager secret holding the pair.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretsManagerSource {
+    /// Name or ARN of the secret.
+    #[schemars(length(min = 1, max = 2048))]
+    pub secret_id: String,
+    /// Region of the secret; defaults to the connection's region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// JSON field of the SecretString holding the CKN.
+    #[serde(default = "default_ckn")]
+    pub ckn_field: String,
+    /// JSON field of the SecretString holding the CAK.
+    #[serde(default = "default_cak")]
+    pub cak_field: String,
+}
+
+fn default_ckn() -> String {
+    "ckn".to_string()
+}
+
+fn default_cak() -> String {
+    "cak".to_string()
+}
+
+/// What the operator knows of the key. Never holds the CAK.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MacSecKeyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The CKN (lower case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ckn: Option<String>,
+    /// ARN of the Direct Connect-managed secret created by the first association; later
+    /// associations use it, so the CAK is sent once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_connect_secret_arn: Option<String>,
+    /// DxConnections (same namespace) that reference this key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_by: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

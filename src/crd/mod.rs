@@ -1,0 +1,151 @@
+//! The two custom resources of group `dxmacsec.io/v1alpha1`: [`DxConnection`] and
+//! [`MacSecKey`], and the condition type they share.
+//!
+//! Owns the API surface users write (spec), what the operator reports (status), and the
+//! admission rules (OpenAPI patterns, enums, defaults and CEL) baked into the generated CRDs.
+//! Holds no logic beyond defaults and small accessors: decisions live in `plan`.
+
+mod connection;
+mod key;
+
+pub use connection::*;
+pub use key::*;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of both resources.
+pub const GROUP: &str = "dxmacsec.io";
+/// Finalizer the operator puts on both kinds.
+pub const FINALIZER: &str = "dxmacsec.io/finalizer";
+
+/// A status condition, shaped like `metav1.Condition` so kstatus, `kubectl wait`, Argo CD and
+/// Flux read it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready` or `Synced`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// Machine-readable reason in CamelCase, for example `Converged` or `KeyNotReady`.
+    pub reason: String,
+    /// What happened and, when something is wrong, what to do about it.
+    pub message: String,
+    /// When `status` last changed (RFC 3339).
+    pub last_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Both CRDs, as installed. Use this rather than `crd()` on the types: it also removes the
+/// `null` that schemars puts in the `enum` of optional enum fields, which is not a string and
+/// has no place in a structural schema.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    [DxConnection::crd(), MacSecKey::crd()]
+        .into_iter()
+        .map(|crd| {
+            let mut value = serde_json::to_value(crd).expect("a CRD serializes to JSON");
+            drop_null_from_enums(&mut value);
+            serde_json::from_value(value).expect("removing enum entries keeps a valid CRD")
+        })
+        .collect()
+}
+
+fn drop_null_from_enums(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                values.retain(|v| !v.is_null());
+            }
+            map.values_mut().for_each(drop_null_from_enums);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_null_from_enums),
+        _ => {}
+    }
+}
+
+/// Both CRDs as one multi-document YAML stream: the content of `crds/` and the chart's CRDs.
+pub fn crds_yaml() -> String {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd).expect("a CRD always serializes to YAML"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema_of(crd: &CustomResourceDefinition) -> serde_json::Value {
+        serde_json::to_value(&crd.spec.versions[0].schema).unwrap()
+    }
+
+    /// No `enum` in either CRD contains null (the API server wants strings only).
+    #[test]
+    fn enums_hold_no_null() {
+        for crd in crds() {
+            let text = serde_json::to_string(&schema_of(&crd)).unwrap();
+            assert!(
+                !text.contains(",null]") && !text.contains("[null"),
+                "{text}"
+            );
+        }
+        let text = serde_json::to_string(&schema_of(&crds()[0])).unwrap();
+        assert!(text.contains(r#""enum":["no_encrypt","should_encrypt","must_encrypt"]"#));
+    }
+
+    /// The admission rules the design asks for are in the generated schema.
+    #[test]
+    fn cel_rules_and_patterns_are_generated() {
+        let [dxc, key] = &crds()[..] else {
+            panic!("two CRDs")
+        };
+        let dxc = serde_json::to_string(&schema_of(dxc)).unwrap();
+        for needle in [
+            "self == oldSelf",
+            "size(self.keys) <= 3",
+            "'must_encrypt' || !has(self.keys) || size(self.keys) > 0",
+            r#"^dx(con|lag)-[0-9a-z]+$"#,
+            r#""maxItems":3"#,
+            r#""x-kubernetes-list-type":"map""#,
+        ] {
+            assert!(dxc.contains(needle), "DxConnection CRD lacks {needle}");
+        }
+        let key = serde_json::to_string(&schema_of(key)).unwrap();
+        assert!(key.contains("has(self.directConnectSecretArn) ? 1 : 0) == 1"));
+    }
+
+    /// Short names, category and the status subresource are set on both kinds.
+    #[test]
+    fn names_category_and_status_subresource() {
+        let crds = crds();
+        let short: Vec<_> = crds
+            .iter()
+            .map(|c| c.spec.names.short_names.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            short,
+            vec![vec!["dxc".to_string()], vec!["mskey".to_string()]]
+        );
+        for crd in &crds {
+            assert_eq!(
+                crd.spec.names.categories,
+                Some(vec!["dxmacsec".to_string()])
+            );
+            assert!(
+                crd.spec.versions[0]
+                    .subresources
+                    .as_ref()
+                    .unwrap()
+                    .status
+                    .is_some()
+            );
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! MACsec key material: the CKN (an identifier, safe to show) and the CAK (a secret).
+//!
+//! Owns parsing and validation of both. The [`Cak`] type has no `Serialize` impl and its
+//! `Debug`/`Display` print `<redacted>`, so a CAK cannot reach a log line, a status field or an
+//! error by accident; the only way to read it is [`Cak::expose`], called where the value goes
+//! to AWS. Parse errors name the field and describe the problem without echoing the value.
+
+use std::fmt;
+
+/// Length of a CKN or CAK in hexadecimal characters (32 bytes).
+pub const KEY_HEX_LEN: usize = 64;
+
+/// What is wrong with a CKN or CAK value. Never carries the value itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyMaterialError {
+    #[error("{field} is empty; it must be exactly 64 hexadecimal characters")]
+    Empty { field: String },
+    #[error(
+        "{field} has {len} characters; it must be exactly 64 hexadecimal characters (0-9, a-f)"
+    )]
+    WrongLength { field: String, len: usize },
+    #[error(
+        "{field} has a character that is not hexadecimal at position {position}; only 0-9, a-f and A-F are allowed"
+    )]
+    NotHex { field: String, position: usize },
+}
+
+/// Checks a 64-hex-character value. Surrounding whitespace is ignored, because Secrets made
+/// with `kubectl create secret --from-file` usually end in a newline.
+fn check_hex64(field: &str, raw: &str) -> Result<String, KeyMaterialError> {
+    let value = raw.trim();
+    if value.is_empty() {
+        return Err(KeyMaterialError::Empty {
+            field: field.to_string(),
+        });
+    }
+    if let Some(position) = value.chars().position(|c| !c.is_ascii_hexdigit()) {
+        return Err(KeyMaterialError::NotHex {
+            field: field.to_string(),
+            position: position + 1,
+        });
+    }
+    if value.len() != KEY_HEX_LEN {
+        return Err(KeyMaterialError::WrongLength {
+            field: field.to_string(),
+            len: value.chars().count(),
+        });
+    }
+    Ok(value.to_string())
+}
+
+/// Connectivity Association Key Name. Not secret; stored in lower case so comparisons are
+/// case-insensitive as AWS's are.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ckn(String);
+
+impl Ckn {
+    /// Parses a CKN; `field` names where it came from, for the error message.
+    pub fn parse(field: &str, raw: &str) -> Result<Self, KeyMaterialError> {
+        check_hex64(field, raw).map(|v| Ckn(v.to_ascii_lowercase()))
+    }
+
+    /// Lower-case form of a CKN as reported by AWS, for matching. AWS output is not validated:
+    /// an odd value simply matches nothing.
+    pub fn normalize_observed(raw: &str) -> String {
+        raw.trim().to_ascii_lowercase()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Ckn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Ckn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Ckn({})", self.0)
+    }
+}
+
+/// Connectivity Association Key: the MACsec secret. Printing it in any way yields
+/// `<redacted>`; it is deliberately not `Serialize`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cak(String);
+
+impl Cak {
+    /// Parses a CAK; `field` names where it came from, for the error message.
+    pub fn parse(field: &str, raw: &str) -> Result<Self, KeyMaterialError> {
+        check_hex64(field, raw).map(Cak)
+    }
+
+    /// The secret value, for the one place that sends it to AWS.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Cak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Cak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A fresh random CKN/CAK pair from the operating system's CSPRNG, for `keygen`.
+pub fn generate_pair() -> (Ckn, Cak) {
+    fn random_hex() -> String {
+        use rand::TryRngCore;
+        let mut bytes = [0u8; KEY_HEX_LEN / 2];
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut bytes)
+            .expect("the operating system's random number generator is unavailable");
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    (Ckn(random_hex()), Cak(random_hex()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX64: &str = "0123456789abcdefABCDEF0123456789abcdef0123456789abcdef0123456789";
+
+    /// Both cases and all of a-f are accepted (the AWS docs' "A-E" is a typo).
+    #[test]
+    fn accepts_64_hex_in_either_case() {
+        let ckn = Ckn::parse("ckn", HEX64).unwrap();
+        assert_eq!(ckn.as_str(), HEX64.to_ascii_lowercase());
+        assert!(Cak::parse("cak", HEX64).is_ok());
+    }
+
+    /// A trailing newline from `--from-file` is not an error.
+    #[test]
+    fn trims_surrounding_whitespace() {
+        assert!(Ckn::parse("ckn", &format!("{HEX64}\n")).is_ok());
+    }
+
+    /// Anchored at both ends: 65 characters are rejected (Terraform's regex lets them through).
+    #[test]
+    fn rejects_wrong_length() {
+        let err = Cak::parse("secret/k cak", &format!("{HEX64}a")).unwrap_err();
+        assert_eq!(
+            err,
+            KeyMaterialError::WrongLength {
+                field: "secret/k cak".into(),
+                len: 65
+            }
+        );
+        assert!(Ckn::parse("ckn", &HEX64[..63]).is_err());
+        assert!(matches!(
+            Ckn::parse("ckn", "  "),
+            Err(KeyMaterialError::Empty { .. })
+        ));
+    }
+
+    /// A non-hex character is reported by position, and the value never appears in the message.
+    #[test]
+    fn errors_name_the_field_and_never_echo_the_value() {
+        let secret = format!("{}g", &HEX64[..63]);
+        let err = Cak::parse("Secret default/k key cak", &secret).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("Secret default/k key cak"), "{msg}");
+        assert!(msg.contains("position 64"), "{msg}");
+        assert!(!msg.contains(&secret[..20]), "{msg}");
+        assert!(!format!("{err:?}").contains(&secret[..20]));
+    }
+
+    /// The CAK prints as `<redacted>` through Debug, Display and nested Debug.
+    #[test]
+    fn cak_is_redacted_in_every_format() {
+        let cak = Cak::parse("cak", HEX64).unwrap();
+        assert_eq!(format!("{cak}"), "<redacted>");
+        assert_eq!(format!("{cak:?}"), "<redacted>");
+        assert_eq!(format!("{:#?}", Some(&cak)), "Some(\n    <redacted>,\n)");
+        assert_eq!(cak.expose(), HEX64);
+    }
+
+    /// Generated pairs are valid, distinct and lower case.
+    #[test]
+    fn generated_pairs_are_valid_and_distinct() {
+        let (ckn1, cak1) = generate_pair();
+        let (ckn2, _) = generate_pair();
+        assert_ne!(ckn1, ckn2);
+        assert!(Ckn::parse("ckn", ckn1.as_str()).is_ok());
+        assert!(Cak::parse("cak", cak1.expose()).is_ok());
+        assert_eq!(cak1.expose(), cak1.expose().to_ascii_lowercase());
+    }
+}

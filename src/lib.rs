@@ -1,0 +1,11 @@
+//! dx-macsec-operator: keeps AWS Direct Connect MACsec state equal to `DxConnection` and
+//! `MacSecKey` custom resources.
+//!
+//! The decision logic is the pure [`plan`] module; everything that talks to Kubernetes or AWS
+//! is a thin shell around it.
+#![forbid(unsafe_code)]
+
+pub mod crd;
+pub mod keys;
+pub mod observed;
+pub mod plan;

@@ -1,0 +1,546 @@
+//! The planner scenario table: one test per rule of DESIGN.md "The reconcile".
+
+use std::time::Duration;
+
+use super::fixtures::*;
+use super::*;
+use crate::crd::EncryptionMode::*;
+use crate::crd::{ManagementPolicy, ResourceType};
+
+const CON: &str = "dxcon-abc123";
+const LAG: &str = "dxlag-ffff01";
+
+fn run(d: &Desired, o: Option<&ObservedResource>, now: i64) -> Plan {
+    plan(d, o, &PriorState::default(), t(now))
+}
+
+fn only_action(p: &Plan) -> &Action {
+    assert_eq!(p.actions.len(), 1, "expected one action, got {:?}", p);
+    &p.actions[0]
+}
+
+fn assert_associates(p: &Plan, c: char) {
+    match only_action(p) {
+        Action::Associate { ckn: Some(k), .. } => assert_eq!(k.as_str(), ckn(c)),
+        other => panic!("expected associate of {c}, got {other}"),
+    }
+}
+
+fn assert_removes(p: &Plan, c: char) {
+    match only_action(p) {
+        Action::Disassociate { secret_arn, .. } => assert_eq!(secret_arn, &managed_arn(c)),
+        other => panic!("expected disassociate of {c}, got {other}"),
+    }
+}
+
+fn assert_sets(p: &Plan, mode: EncryptionMode, op: &str) {
+    let a = only_action(p);
+    assert!(
+        matches!(a, Action::SetMode { mode: m, .. } if *m == mode),
+        "{a}"
+    );
+    assert_eq!(a.operation(), op);
+}
+
+fn assert_waits(p: &Plan, reason: Reason) {
+    assert!(
+        p.actions.is_empty(),
+        "expected no action, got {:?}",
+        p.actions
+    );
+    assert_eq!(p.reason, reason, "{}", p.message);
+    assert!(!p.ready);
+}
+
+/// First enable: associate, wait for associated, wait for Encryption Up, then must_encrypt.
+#[test]
+fn first_enable_goes_key_then_port_then_must_encrypt() {
+    let d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k1", 'a')]));
+    let p = run(&d, Some(&connection("no_encrypt", false, vec![])), 0);
+    assert_associates(&p, 'a');
+    assert!(matches!(
+        &p.actions[0],
+        Action::Associate {
+            with: Association::CknCak(..),
+            ..
+        }
+    ));
+    assert_eq!(p.requeue, Requeue::Soon);
+
+    let p = run(
+        &d,
+        Some(&connection(
+            "no_encrypt",
+            false,
+            vec![key('a', "associating")],
+        )),
+        10,
+    );
+    assert_waits(&p, Reason::Progressing);
+
+    // MACsec is not negotiated under no_encrypt: should_encrypt first, so the port can come up.
+    let p = run(
+        &d,
+        Some(&connection(
+            "no_encrypt",
+            false,
+            vec![key('a', "associated")],
+        )),
+        20,
+    );
+    assert_sets(&p, ShouldEncrypt, "UpdateConnection");
+
+    let p = run(
+        &d,
+        Some(&connection(
+            "should_encrypt",
+            false,
+            vec![key('a', "associated")],
+        )),
+        25,
+    );
+    assert_waits(&p, Reason::WaitingForEncryptionUp);
+    assert!(p.message.contains("Encryption Down"), "{}", p.message);
+    assert!(p.message.contains("router"), "{}", p.message);
+
+    let p = run(
+        &d,
+        Some(&connection(
+            "should_encrypt",
+            true,
+            vec![key('a', "associated")],
+        )),
+        30,
+    );
+    assert_sets(&p, MustEncrypt, "UpdateConnection");
+
+    let p = run(
+        &d,
+        Some(&connection(
+            "must_encrypt",
+            true,
+            vec![key('a', "associated")],
+        )),
+        40,
+    );
+    assert!(p.ready && p.synced && p.actions.is_empty());
+    assert_eq!(p.reason, Reason::Converged);
+    assert_eq!(p.requeue, Requeue::Resync);
+    assert_eq!(p.keys[0].mac_sec_key.as_deref(), Some("k1"));
+}
+
+/// Rotation with overlap: the new key is associated first; the old one goes only after the
+/// overlap, counted from when every wanted key was first seen associated.
+#[test]
+fn rotation_keeps_the_old_key_for_the_overlap() {
+    let d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k2", 'b')]));
+    let p = run(
+        &d,
+        Some(&connection(
+            "must_encrypt",
+            true,
+            vec![key('a', "associated")],
+        )),
+        0,
+    );
+    assert_associates(&p, 'b');
+
+    let both = |s: &str| {
+        connection(
+            "must_encrypt",
+            true,
+            vec![key('a', "associated"), key('b', s)],
+        )
+    };
+    assert_waits(
+        &run(&d, Some(&both("associating")), 10),
+        Reason::Progressing,
+    );
+
+    // First seen associated at t=20: the overlap runs to t=320.
+    let first = run(&d, Some(&both("associated")), 20);
+    assert_waits(&first, Reason::Progressing);
+    assert_eq!(first.requeue, Requeue::After(Duration::from_secs(300)));
+    let prior = PriorState::from_key_status(&first.keys, false);
+    assert_eq!(prior.associated_since.get(&ckn('b')), Some(&t(20)));
+
+    let p = plan(&d, Some(&both("associated")), &prior, t(319));
+    assert_waits(&p, Reason::Progressing);
+    assert_eq!(p.requeue, Requeue::After(Duration::from_secs(1)));
+
+    let p = plan(&d, Some(&both("associated")), &prior, t(320));
+    assert_removes(&p, 'a');
+    assert!(p.actions[0].to_string().contains("no longer wanted"));
+}
+
+/// Rotation under must_encrypt keeps the old key while the port is down (the router may not
+/// have the new key yet).
+#[test]
+fn rotation_waits_for_port_up_before_removing() {
+    let d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k2", 'b')]));
+    let o = connection(
+        "must_encrypt",
+        false,
+        vec![key('a', "associated"), key('b', "associated")],
+    );
+    let p = run(&d, Some(&o), 10_000);
+    assert_waits(&p, Reason::WaitingForEncryptionUp);
+}
+
+/// Keychain full: the oldest unwanted key goes first to make room, never the only associated.
+#[test]
+fn keychain_full_removes_oldest_unwanted_first() {
+    let d = desired(CON, Some(ShouldEncrypt), Some(vec![wanted("new", 'd')]));
+    let mut keys = vec![
+        key('a', "associated"),
+        key('b', "associated"),
+        key('c', "associated"),
+    ];
+    keys[0].start_on = Some("2026-03-01T00:00:00Z".into());
+    keys[1].start_on = Some("2026-01-01T00:00:00Z".into());
+    keys[2].start_on = Some("2026-02-01T00:00:00Z".into());
+    let p = run(&d, Some(&connection("should_encrypt", true, keys)), 0);
+    assert_removes(&p, 'b');
+    assert!(matches!(
+        p.actions[0],
+        Action::Disassociate {
+            why: Removal::KeychainFull,
+            ..
+        }
+    ));
+
+    // The only associated key is never the one removed for room.
+    let d = desired(
+        CON,
+        Some(ShouldEncrypt),
+        Some(vec![
+            wanted("w1", 'a'),
+            wanted("w2", 'b'),
+            wanted("w3", 'd'),
+        ]),
+    );
+    let keys = vec![
+        key('a', "associating"),
+        key('b', "associating"),
+        key('c', "associated"),
+    ];
+    let p = run(&d, Some(&connection("should_encrypt", true, keys)), 0);
+    assert_waits(&p, Reason::Progressing);
+    assert!(p.message.contains("keychain full"), "{}", p.message);
+}
+
+/// Turning encryption off: the mode goes first, then the keys, so AWS never flips the mode.
+#[test]
+fn turning_off_sets_the_mode_before_removing_keys() {
+    let d = desired(CON, Some(NoEncrypt), Some(vec![]));
+    let o = connection("must_encrypt", true, vec![key('a', "associated")]);
+    assert_sets(&run(&d, Some(&o), 0), NoEncrypt, "UpdateConnection");
+
+    let o = connection("no_encrypt", false, vec![key('a', "associated")]);
+    assert_removes(&run(&d, Some(&o), 1), 'a');
+
+    let o = connection("no_encrypt", false, vec![key('a', "disassociating")]);
+    assert_waits(&run(&d, Some(&o), 2), Reason::Progressing);
+
+    let o = connection("no_encrypt", false, vec![key('a', "disassociated")]);
+    assert!(run(&d, Some(&o), 3).ready);
+}
+
+/// LAG: the mode is set with UpdateLag, only when every member is up; members are reported.
+#[test]
+fn lag_uses_update_lag_and_waits_for_every_member() {
+    let d = desired(LAG, Some(MustEncrypt), Some(vec![wanted("k1", 'a')]));
+    let p = run(&d, Some(&lag("should_encrypt", &[true, false], vec![])), 0);
+    assert_associates(&p, 'a');
+    assert_eq!(p.actions[0].target().kind, ResourceType::Lag);
+
+    let o = lag(
+        "should_encrypt",
+        &[true, false],
+        vec![key('a', "associated")],
+    );
+    let p = run(&d, Some(&o), 1);
+    assert_waits(&p, Reason::WaitingForEncryptionUp);
+    assert!(p.message.contains("dxcon-member1"), "{}", p.message);
+    assert_eq!(
+        o.port_summary().as_deref(),
+        Some("Encryption Down (1/2 up)")
+    );
+
+    let o = lag(
+        "should_encrypt",
+        &[true, true],
+        vec![key('a', "associated")],
+    );
+    assert_sets(&run(&d, Some(&o), 2), MustEncrypt, "UpdateLag");
+
+    // A member whose mode differs from the LAG is reported, not changed.
+    let mut o = lag("must_encrypt", &[true, true], vec![key('a', "associated")]);
+    o.members[1].encryption_mode = Some("should_encrypt".into());
+    let p = run(&d, Some(&o), 3);
+    assert!(p.ready);
+    assert!(
+        p.message.contains("dxcon-member1 (should_encrypt)"),
+        "{}",
+        p.message
+    );
+}
+
+/// Not MACsec-capable: terminal, no calls, a message saying it cannot be turned on later.
+#[test]
+fn not_capable_is_terminal() {
+    let d = desired(CON, Some(ShouldEncrypt), Some(vec![wanted("k1", 'a')]));
+    let mut o = connection("no_encrypt", false, vec![]);
+    o.mac_sec_capable = false;
+    let p = run(&d, Some(&o), 0);
+    assert_waits(&p, Reason::NotMacSecCapable);
+    assert!(!p.synced);
+    assert_eq!(p.requeue, Requeue::Resync);
+
+    // Asking for no encryption on such a port, which reports no mode, is simply converged.
+    let d = desired(CON, Some(NoEncrypt), Some(vec![]));
+    o.encryption_mode = None;
+    assert!(run(&d, Some(&o), 0).ready);
+}
+
+/// A LAG member addressed directly is refused and pointed at its LAG.
+#[test]
+fn lag_member_is_managed_by_lag() {
+    let d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k1", 'a')]));
+    let mut o = connection("no_encrypt", false, vec![]);
+    o.lag_id = Some(LAG.into());
+    let p = run(&d, Some(&o), 0);
+    assert_waits(&p, Reason::ManagedByLag);
+    assert!(p.message.contains(LAG));
+}
+
+/// Not available: wait and look again soon; nothing is called.
+#[test]
+fn not_available_waits() {
+    let d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k1", 'a')]));
+    let mut o = connection("no_encrypt", false, vec![]);
+    o.state = "pending".into();
+    let p = run(&d, Some(&o), 0);
+    assert_waits(&p, Reason::NotAvailable);
+    assert!(p.synced);
+    assert_eq!(p.requeue, Requeue::Soon);
+}
+
+/// ObserveOnly: the step is computed and reported, never returned as an action.
+#[test]
+fn observe_only_withholds_the_step() {
+    let mut d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k1", 'a')]));
+    d.policy = ManagementPolicy::ObserveOnly;
+    let p = run(&d, Some(&connection("no_encrypt", false, vec![])), 0);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.withheld.len(), 1);
+    assert_eq!(p.reason, Reason::DriftDetected);
+    assert!(p.planned_actions()[0].starts_with("AssociateMacSecKey: associate MacSecKey k1"));
+    assert_eq!(p.requeue, Requeue::Resync);
+}
+
+/// An unknown mode string from AWS (`unknown`) does not fail: the wanted mode is set.
+#[test]
+fn unknown_mode_string_is_tolerated() {
+    let d = desired(CON, Some(ShouldEncrypt), None);
+    let p = run(&d, Some(&connection("unknown", false, vec![])), 0);
+    assert_sets(&p, ShouldEncrypt, "UpdateConnection");
+
+    let d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k1", 'a')]));
+    let o = connection("unknown", true, vec![key('a', "associated")]);
+    assert_sets(&run(&d, Some(&o), 0), MustEncrypt, "UpdateConnection");
+
+    // Unknown key states are waited on, not matched as associated.
+    let o = connection("unknown", true, vec![key('a', "pending-something")]);
+    assert_waits(&run(&d, Some(&o), 0), Reason::Progressing);
+}
+
+/// Crash recovery: the wanted key is already on AWS (in any case), so it is not associated
+/// again.
+#[test]
+fn crash_recovery_finds_the_key_by_ckn() {
+    let d = desired(CON, Some(ShouldEncrypt), Some(vec![wanted("k1", 'a')]));
+    let mut k = key('a', "associating");
+    k.ckn = Some(ckn('a').to_uppercase());
+    let p = run(&d, Some(&connection("should_encrypt", false, vec![k])), 0);
+    assert_waits(&p, Reason::Progressing);
+}
+
+/// requireEncryptionUp false: must_encrypt as soon as a wanted key is associated.
+#[test]
+fn require_encryption_up_false_skips_the_port_gate() {
+    let mut d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k1", 'a')]));
+    d.require_encryption_up = false;
+    let o = connection("no_encrypt", false, vec![key('a', "associated")]);
+    assert_sets(&run(&d, Some(&o), 0), MustEncrypt, "UpdateConnection");
+}
+
+/// A known managed secret ARN is used instead of the CAK.
+#[test]
+fn associates_by_managed_arn_when_known() {
+    let mut w = wanted("k1", 'a');
+    if let Ok(m) = &mut w.material {
+        m.secret_arn = Some(managed_arn('a'));
+    }
+    let d = desired(CON, None, Some(vec![w]));
+    let p = run(&d, Some(&connection("no_encrypt", false, vec![])), 0);
+    assert!(matches!(
+        &p.actions[0],
+        Action::Associate { with: Association::SecretArn(a), .. } if *a == managed_arn('a')
+    ));
+
+    // An ARN-only key is matched by ARN when its CKN is unknown.
+    let d = desired(
+        CON,
+        None,
+        Some(vec![WantedKey {
+            name: "arn-only".into(),
+            material: Ok(KeyMaterial::managed_secret(managed_arn('a'), None)),
+        }]),
+    );
+    let p = run(
+        &d,
+        Some(&connection(
+            "no_encrypt",
+            false,
+            vec![key('a', "associated")],
+        )),
+        0,
+    );
+    assert!(p.ready, "{}", p.message);
+    assert_eq!(p.keys[0].mac_sec_key.as_deref(), Some("arn-only"));
+}
+
+/// Invalid spec (bad ID, too many keys, duplicate names or CKNs): no call, a message naming
+/// the field.
+#[test]
+fn invalid_spec_blocks_every_call() {
+    let o = connection("no_encrypt", false, vec![]);
+    let cases = [
+        (desired("dxcon_bad", None, None), "spec.connectionId"),
+        (
+            desired(
+                CON,
+                None,
+                Some(vec![
+                    wanted("a", 'a'),
+                    wanted("b", 'b'),
+                    wanted("c", 'c'),
+                    wanted("d", 'd'),
+                ]),
+            ),
+            "at most 3",
+        ),
+        (
+            desired(CON, None, Some(vec![wanted("a", 'a'), wanted("a", 'b')])),
+            "twice",
+        ),
+        (
+            desired(CON, None, Some(vec![wanted("a", 'a'), wanted("b", 'a')])),
+            "same CKN",
+        ),
+        (
+            desired(CON, Some(MustEncrypt), Some(vec![])),
+            "at least one key",
+        ),
+    ];
+    for (d, needle) in cases {
+        let p = run(&d, Some(&o), 0);
+        assert_waits(&p, Reason::InvalidSpec);
+        assert!(!p.synced);
+        assert!(p.message.contains(needle), "{} lacks {needle}", p.message);
+    }
+}
+
+/// Key material not ready (missing Secret): no AWS mutation at all, even of the mode, and
+/// a retry soon.
+#[test]
+fn key_not_ready_blocks_every_call() {
+    let d = desired(
+        CON,
+        Some(NoEncrypt),
+        Some(vec![
+            wanted("ok", 'a'),
+            broken("k2", "Secret default/k2 not found"),
+        ]),
+    );
+    let p = run(&d, Some(&connection("must_encrypt", true, vec![])), 0);
+    assert_waits(&p, Reason::KeyNotReady);
+    assert!(
+        p.message
+            .contains("MacSecKey k2: Secret default/k2 not found")
+    );
+    assert_eq!(p.requeue, Requeue::Soon);
+}
+
+/// Not found and Conflict are reported without calls.
+#[test]
+fn not_found_and_conflict() {
+    let d = desired(CON, None, Some(vec![wanted("k1", 'a')]));
+    let p = run(&d, None, 0);
+    assert_waits(&p, Reason::NotFound);
+    assert!(p.message.contains("spec.region"));
+
+    let mut d = d;
+    d.conflict_with = Some("default/older".into());
+    let p = run(&d, Some(&connection("no_encrypt", false, vec![])), 0);
+    assert_waits(&p, Reason::Conflict);
+    assert!(p.message.contains("default/older"));
+}
+
+/// Drift by AWS itself: after the last key went under must_encrypt AWS set should_encrypt;
+/// must_encrypt comes back only once a key is associated again, and it is reported as drift.
+#[test]
+fn aws_made_drift_is_reported_and_repaired_in_order() {
+    let d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k1", 'a')]));
+    let prior = PriorState {
+        converged: true,
+        ..Default::default()
+    };
+    let p = plan(
+        &d,
+        Some(&connection("should_encrypt", false, vec![])),
+        &prior,
+        t(0),
+    );
+    assert_associates(&p, 'a');
+    assert_eq!(p.reason, Reason::DriftDetected);
+
+    let o = connection("should_encrypt", true, vec![key('a', "associated")]);
+    let p = plan(&d, Some(&o), &prior, t(1));
+    assert_sets(&p, MustEncrypt, "UpdateConnection");
+    assert!(p.message.contains("AWS switched it"), "{}", p.message);
+}
+
+/// Keys not managed but must_encrypt observed: emptying is refused rather than taking the link
+/// down; with keys unmanaged, any associated key unlocks must_encrypt.
+#[test]
+fn never_removes_the_last_key_under_must_encrypt() {
+    let d = desired(CON, None, Some(vec![]));
+    let o = connection("must_encrypt", true, vec![key('a', "associated")]);
+    let p = run(&d, Some(&o), 0);
+    assert_waits(&p, Reason::InvalidSpec);
+    assert!(p.message.contains("should_encrypt or no_encrypt first"));
+
+    let d = desired(CON, Some(MustEncrypt), None);
+    let o = connection("should_encrypt", true, vec![key('z', "associated")]);
+    assert_sets(&run(&d, Some(&o), 0), MustEncrypt, "UpdateConnection");
+    let o = connection("should_encrypt", true, vec![]);
+    assert_waits(&run(&d, Some(&o), 0), Reason::Progressing);
+}
+
+/// The CAK appears in no action text, message, status line or Debug output.
+#[test]
+fn cak_never_appears_in_plan_output() {
+    let d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k1", 'a')]));
+    let p = run(&d, Some(&connection("no_encrypt", false, vec![])), 0);
+    let secret = cak('a');
+    let everything = format!(
+        "{p:?} {} {} {:?}",
+        p.message,
+        p.planned_actions().join(" "),
+        p.keys
+    );
+    assert!(!everything.contains(&secret));
+    assert!(everything.contains("<redacted>"));
+}
