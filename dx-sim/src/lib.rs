@@ -1,0 +1,483 @@
+//! dx-sim: a local emulator of the AWS Direct Connect MACsec API and the Secrets Manager calls
+//! the operator uses, speaking the AWS JSON 1.1 protocol so unmodified AWS SDKs talk to it.
+//!
+//! Owns the HTTP surface (AWS operations on `POST /`, test controls under `/_sim/`), the call
+//! log, fault injection and the global rate limit. The account and its rules live in `model`.
+//! Any SigV4-signed request is accepted; the access key ID is recorded as the caller.
+#![forbid(unsafe_code)]
+
+pub mod model;
+pub mod secrets;
+pub mod seed;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use model::{Account, AwsError};
+pub use seed::Seed;
+
+/// One AWS call as the emulator saw it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CallRecord {
+    pub seq: u64,
+    pub operation: String,
+    /// The access key ID from the SigV4 `Authorization` header.
+    pub caller: String,
+    /// `connectionId`, `lagId` or `SecretId` of the request, when it has one.
+    pub target: Option<String>,
+    /// `ok` or the error code returned.
+    pub outcome: String,
+    /// Milliseconds since the emulator started (or was reset).
+    pub at_ms: u64,
+}
+
+/// A fault to inject: an error and/or added latency for an operation (`*` for every one),
+/// for the next `count` calls or at a `rate` (0..1).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Fault {
+    pub operation: String,
+    /// `ThrottlingException`, `DirectConnectServerException`, or another error code.
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub count: Option<u64>,
+    #[serde(default)]
+    pub rate: Option<f64>,
+    #[serde(default)]
+    pub latency_ms: u64,
+}
+
+/// Controls body for `POST /_sim/router`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RouterRequest {
+    connection_id: String,
+    ckns: Vec<String>,
+}
+
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64) -> Self {
+        TokenBucket {
+            rate,
+            tokens: rate.max(1.0),
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate.max(1.0));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Inner {
+    seed: Seed,
+    account: Account,
+    calls: Vec<CallRecord>,
+    counts: BTreeMap<String, u64>,
+    faults: Vec<Fault>,
+    limiter: Option<TokenBucket>,
+    started: Instant,
+}
+
+impl Inner {
+    fn new(seed: Seed) -> Result<Inner, String> {
+        let account = Account::from_seed(&seed)?;
+        Ok(Inner {
+            limiter: seed.rate_limit.map(TokenBucket::new),
+            seed,
+            account,
+            calls: Vec::new(),
+            counts: BTreeMap::new(),
+            faults: Vec::new(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Throttling and injected faults for one call: an error to return instead, and latency.
+    fn pre_call(&mut self, operation: &str) -> (Option<AwsError>, Duration) {
+        let mut latency = Duration::ZERO;
+        let mut error = None;
+        let mut rng = rand::rng();
+        for f in self
+            .faults
+            .iter_mut()
+            .filter(|f| f.operation == "*" || f.operation == operation)
+        {
+            let hit = match (f.count, f.rate) {
+                (Some(0), _) => false,
+                (Some(n), _) => {
+                    f.count = Some(n - 1);
+                    true
+                }
+                (None, Some(rate)) => rng.random_bool(rate.clamp(0.0, 1.0)),
+                (None, None) => true,
+            };
+            if hit {
+                latency += Duration::from_millis(f.latency_ms);
+                if error.is_none()
+                    && let Some(code) = &f.error
+                {
+                    error = Some(fault_error(code, f.message.clone()));
+                }
+            }
+        }
+        self.faults.retain(|f| f.count != Some(0));
+        if error.is_none()
+            && let Some(limiter) = &mut self.limiter
+            && !limiter.take(Instant::now())
+        {
+            error = Some(fault_error("ThrottlingException", None));
+        }
+        (error, latency)
+    }
+
+    fn record(&mut self, operation: &str, caller: String, target: Option<String>, outcome: &str) {
+        *self.counts.entry(operation.to_string()).or_default() += 1;
+        let seq = self.calls.len() as u64 + 1;
+        self.calls.push(CallRecord {
+            seq,
+            operation: operation.to_string(),
+            caller,
+            target,
+            outcome: outcome.to_string(),
+            at_ms: self.started.elapsed().as_millis() as u64,
+        });
+    }
+
+    fn dispatch(&mut self, service: &str, operation: &str, req: &Value) -> Result<Value, AwsError> {
+        self.account.tick(Instant::now());
+        let acc = &mut self.account;
+        match (service, operation) {
+            ("OvertureService", "DescribeConnections") => acc.describe_connections(req),
+            ("OvertureService", "DescribeLags") => acc.describe_lags(req),
+            ("OvertureService", "DescribeLocations") => acc.describe_locations(),
+            ("OvertureService", "AssociateMacSecKey") => acc.associate_mac_sec_key(req),
+            ("OvertureService", "DisassociateMacSecKey") => acc.disassociate_mac_sec_key(req),
+            ("OvertureService", "UpdateConnection") => acc.update_connection(req),
+            ("OvertureService", "UpdateLag") => acc.update_lag(req),
+            ("OvertureService", "CreateConnection") => acc.create_connection(req),
+            ("OvertureService", "CreateLag") => acc.create_lag(req),
+            ("OvertureService", "DeleteConnection") => acc.delete_connection(req),
+            ("secretsmanager", "CreateSecret") => secrets::create_secret(acc, req),
+            ("secretsmanager", "GetSecretValue") => secrets::get_secret_value(acc, req),
+            ("secretsmanager", "DescribeSecret") => secrets::describe_secret(acc, req),
+            _ => Err(AwsError {
+                code: "UnknownOperationException",
+                message: format!("dx-sim does not emulate {service}.{operation}"),
+            }),
+        }
+    }
+}
+
+fn fault_error(code: &str, message: Option<String>) -> AwsError {
+    let (code, default): (&'static str, &str) = match code {
+        "ThrottlingException" => ("ThrottlingException", "Rate exceeded"),
+        "DirectConnectServerException" => (
+            "DirectConnectServerException",
+            "An internal error occurred. Please try again.",
+        ),
+        "DirectConnectClientException" => (model::CLIENT_EXCEPTION, "Injected client error"),
+        _ => ("InternalFailure", "Injected failure"),
+    };
+    AwsError {
+        code,
+        message: message.unwrap_or_else(|| default.to_string()),
+    }
+}
+
+/// Shared emulator state; cheap to clone.
+#[derive(Clone)]
+pub struct Shared(Arc<Mutex<Inner>>);
+
+impl Shared {
+    pub fn new(seed: Seed) -> Result<Shared, String> {
+        Ok(Shared(Arc::new(Mutex::new(Inner::new(seed)?))))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every change is a whole
+        // assignment), so keep serving.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The account as JSON (no CAKs).
+    pub fn state(&self) -> Value {
+        let mut inner = self.lock();
+        inner.account.tick(Instant::now());
+        inner.account.dump()
+    }
+
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.lock().calls.clone()
+    }
+
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.lock().counts.clone()
+    }
+
+    pub fn add_fault(&self, fault: Fault) {
+        self.lock().faults.push(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    pub fn set_rate_limit(&self, rate: Option<f64>) {
+        self.lock().limiter = rate.map(TokenBucket::new);
+    }
+
+    pub fn set_router(&self, connection_id: &str, ckns: &[String]) -> Result<(), String> {
+        self.lock()
+            .account
+            .set_router(connection_id, ckns)
+            .map_err(|e| e.message)
+    }
+
+    /// Back to the seed: account, calls, faults and rate limit.
+    pub fn reset(&self) {
+        let mut inner = self.lock();
+        let seed = inner.seed.clone();
+        *inner = Inner::new(seed).expect("the seed was valid at start");
+    }
+}
+
+/// The access key ID of a SigV4 `Authorization` header.
+fn caller_of(headers: &HeaderMap) -> String {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("Credential=").nth(1))
+        .and_then(|v| v.split('/').next())
+        .unwrap_or("anonymous")
+        .to_string()
+}
+
+fn aws_response(status: StatusCode, body: Value, error_type: Option<&str>) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        "application/x-amz-json-1.1".parse().expect("static header"),
+    );
+    let request_id = format!("{:032x}", rand::rng().random::<u128>());
+    h.insert("x-amzn-RequestId", request_id.parse().expect("hex header"));
+    if let Some(t) = error_type
+        && let Ok(v) = t.parse()
+    {
+        h.insert("x-amzn-ErrorType", v);
+    }
+    resp
+}
+
+async fn aws_call(State(sim): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some((service, operation)) = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once('.'))
+        .map(|(s, o)| (s.to_string(), o.to_string()))
+    else {
+        return aws_response(
+            StatusCode::BAD_REQUEST,
+            json!({"__type": "MissingAction", "message": "X-Amz-Target header is required"}),
+            Some("MissingAction"),
+        );
+    };
+    let caller = caller_of(&headers);
+    let req: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return aws_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"__type": "SerializationException", "message": e.to_string()}),
+                    Some("SerializationException"),
+                );
+            }
+        }
+    };
+    let target = ["connectionId", "lagId", "SecretId", "Name"]
+        .iter()
+        .find_map(|f| req.get(*f).and_then(Value::as_str).map(str::to_string));
+    let (pre_error, latency) = sim.lock().pre_call(&operation);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let result = match pre_error {
+        Some(e) => Err(e),
+        None => sim.lock().dispatch(&service, &operation, &req),
+    };
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code,
+    };
+    sim.lock().record(&operation, caller, target, outcome);
+    match result {
+        Ok(body) => aws_response(StatusCode::OK, body, None),
+        Err(e) => {
+            let message_key = if service == "secretsmanager" {
+                "Message"
+            } else {
+                "message"
+            };
+            aws_response(
+                StatusCode::BAD_REQUEST,
+                json!({"__type": e.code, message_key: e.message}),
+                Some(e.code),
+            )
+        }
+    }
+}
+
+async fn get_state(State(sim): State<Shared>) -> Response {
+    axum::Json(sim.state()).into_response()
+}
+
+async fn get_calls(State(sim): State<Shared>) -> Response {
+    let inner = sim.lock();
+    axum::Json(json!({"counts": inner.counts, "calls": inner.calls})).into_response()
+}
+
+async fn post_faults(State(sim): State<Shared>, body: Bytes) -> Response {
+    let faults: Vec<Fault> = match serde_json::from_slice::<Value>(&body) {
+        Ok(v @ Value::Array(_)) => serde_json::from_value(v).unwrap_or_default(),
+        Ok(v) => serde_json::from_value(v)
+            .map(|f| vec![f])
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    if faults.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "expected a fault or a list of faults\n",
+        )
+            .into_response();
+    }
+    for f in faults {
+        sim.add_fault(f);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn delete_faults(State(sim): State<Shared>) -> Response {
+    sim.clear_faults();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn post_rate_limit(State(sim): State<Shared>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => {
+            sim.set_rate_limit(v.get("requestsPerSecond").and_then(Value::as_f64));
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn post_router(State(sim): State<Shared>, body: Bytes) -> Response {
+    let req: RouterRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    match sim.set_router(&req.connection_id, &req.ckns) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn post_reset(State(sim): State<Shared>) -> Response {
+    sim.reset();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The HTTP application for a shared emulator state.
+pub fn app(sim: Shared) -> Router {
+    Router::new()
+        .route("/", post(aws_call))
+        .route("/_sim/state", get(get_state))
+        .route("/_sim/calls", get(get_calls))
+        .route("/_sim/faults", post(post_faults).delete(delete_faults))
+        .route("/_sim/rate-limit", post(post_rate_limit))
+        .route("/_sim/router", post(post_router))
+        .route("/_sim/reset", post(post_reset))
+        .with_state(sim)
+}
+
+/// A running emulator on a loopback port; stops when dropped.
+pub struct Sim {
+    pub addr: SocketAddr,
+    pub shared: Shared,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Sim {
+    /// Starts on `127.0.0.1` with a free port.
+    pub async fn start(seed: Seed) -> std::io::Result<Sim> {
+        Self::start_on(seed, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    pub async fn start_on(seed: Seed, addr: SocketAddr) -> std::io::Result<Sim> {
+        let shared = Shared::new(seed).map_err(std::io::Error::other)?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let router = app(shared.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Sim {
+            addr,
+            shared,
+            shutdown: Some(tx),
+        })
+    }
+
+    /// The URL to give the SDK as endpoint (`AWS_ENDPOINT_URL`).
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

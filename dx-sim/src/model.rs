@@ -1,0 +1,979 @@
+//! The emulated account: connections, LAGs, MACsec keys, Direct Connect-managed secrets and
+//! customer routers, with the rules of DOMAIN.md. No HTTP here: each operation takes the
+//! request's JSON and returns the response JSON or an AWS-shaped error.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::seed::{Delays, Seed, SeedKey};
+
+/// An error as AWS returns it: `__type` and `message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+pub const CLIENT_EXCEPTION: &str = "DirectConnectClientException";
+
+fn client(message: impl Into<String>) -> AwsError {
+    AwsError {
+        code: CLIENT_EXCEPTION,
+        message: message.into(),
+    }
+}
+
+pub type OpResult = Result<Value, AwsError>;
+
+pub const MAX_KEYS: usize = 3;
+const VALID_MODES: [&str; 3] = ["no_encrypt", "should_encrypt", "must_encrypt"];
+
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub ckn: String,
+    pub secret_arn: String,
+    pub state: KeyPhase,
+    pub start_on: String,
+    /// When the pending transition completes.
+    pub due: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPhase {
+    Associating,
+    Associated,
+    Disassociating,
+}
+
+impl KeyPhase {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyPhase::Associating => "associating",
+            KeyPhase::Associated => "associated",
+            KeyPhase::Disassociating => "disassociating",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub id: String,
+    pub name: String,
+    pub location: String,
+    pub bandwidth: String,
+    pub state: String,
+    pub mac_sec_capable: bool,
+    pub encryption_mode: Option<String>,
+    pub lag_id: Option<String>,
+    /// Own keys; a LAG member reports its LAG's keys instead.
+    pub keys: Vec<Key>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Lag {
+    pub id: String,
+    pub name: String,
+    pub location: String,
+    pub bandwidth: String,
+    pub state: String,
+    pub mac_sec_capable: bool,
+    pub encryption_mode: Option<String>,
+    pub keys: Vec<Key>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Secret {
+    pub arn: String,
+    pub name: String,
+    pub secret_string: String,
+    /// `directconnect` for Direct Connect-managed secrets.
+    pub owning_service: Option<String>,
+    pub created: jiff::Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub code: String,
+    pub name: String,
+    pub port_speeds: Vec<String>,
+    pub mac_sec_port_speeds: Vec<String>,
+}
+
+/// The whole emulated account of one region.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub account: String,
+    pub region: String,
+    pub delays: Delays,
+    pub connections: BTreeMap<String, Connection>,
+    pub lags: BTreeMap<String, Lag>,
+    pub secrets: BTreeMap<String, Secret>,
+    pub locations: Vec<Location>,
+    /// Port (connection ID) → CKNs configured on the customer router.
+    pub routers: BTreeMap<String, BTreeSet<String>>,
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+fn now_string() -> String {
+    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+        .expect("the current second is a valid timestamp")
+        .to_string()
+}
+
+fn random_suffix(n: usize) -> String {
+    const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char)
+        .collect()
+}
+
+fn random_id(prefix: &str) -> String {
+    const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let tail: String = (0..8)
+        .map(|_| LOWER[rng.random_range(0..LOWER.len())] as char)
+        .collect();
+    format!("{prefix}-{tail}")
+}
+
+fn str_field<'a>(req: &'a Value, field: &str) -> Option<&'a str> {
+    req.get(field).and_then(Value::as_str)
+}
+
+fn required<'a>(req: &'a Value, field: &str) -> Result<&'a str, AwsError> {
+    str_field(req, field).ok_or_else(|| client(format!("{field} is required")))
+}
+
+impl Account {
+    pub fn from_seed(seed: &Seed) -> Result<Account, String> {
+        let mut acc = Account {
+            account: seed.account.clone(),
+            region: seed.region.clone(),
+            delays: seed.delays.clone(),
+            connections: BTreeMap::new(),
+            lags: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            locations: seed
+                .locations
+                .iter()
+                .map(|l| Location {
+                    code: l.code.clone(),
+                    name: l.name.clone().unwrap_or_else(|| l.code.clone()),
+                    port_speeds: l.port_speeds.clone(),
+                    mac_sec_port_speeds: l.mac_sec_port_speeds.clone(),
+                })
+                .collect(),
+            routers: BTreeMap::new(),
+        };
+        for c in &seed.connections {
+            if !(c.id.starts_with("dxcon-")) {
+                return Err(format!("seed connection {}: IDs start with dxcon-", c.id));
+            }
+            let keys = acc.seed_keys(&c.keys, &c.id)?;
+            acc.connections.insert(
+                c.id.clone(),
+                Connection {
+                    id: c.id.clone(),
+                    name: c.name.clone().unwrap_or_else(|| c.id.clone()),
+                    location: c.location.clone(),
+                    bandwidth: c.bandwidth.clone(),
+                    state: c.state.clone(),
+                    mac_sec_capable: c.mac_sec_capable,
+                    encryption_mode: c
+                        .encryption_mode
+                        .clone()
+                        .or_else(|| c.mac_sec_capable.then(|| "no_encrypt".to_string())),
+                    lag_id: None,
+                    keys,
+                },
+            );
+            acc.routers.insert(
+                c.id.clone(),
+                c.router.iter().map(|k| k.to_ascii_lowercase()).collect(),
+            );
+        }
+        for l in &seed.lags {
+            if !l.id.starts_with("dxlag-") {
+                return Err(format!("seed LAG {}: IDs start with dxlag-", l.id));
+            }
+            for m in &l.members {
+                let conn = acc.connections.get_mut(m).ok_or_else(|| {
+                    format!("seed LAG {}: member {m} is not a seeded connection", l.id)
+                })?;
+                if conn.mac_sec_capable != l.mac_sec_capable {
+                    return Err(format!(
+                        "Connection {m} and lag should be requested MacSec at the same time"
+                    ));
+                }
+                conn.lag_id = Some(l.id.clone());
+                // A connection joining a LAG drops its own keys and takes the LAG's.
+                conn.keys.clear();
+            }
+            let keys = acc.seed_keys(&l.keys, &l.id)?;
+            acc.lags.insert(
+                l.id.clone(),
+                Lag {
+                    id: l.id.clone(),
+                    name: l.name.clone().unwrap_or_else(|| l.id.clone()),
+                    location: l.location.clone(),
+                    bandwidth: l.bandwidth.clone(),
+                    state: l.state.clone(),
+                    mac_sec_capable: l.mac_sec_capable,
+                    encryption_mode: l
+                        .encryption_mode
+                        .clone()
+                        .or_else(|| l.mac_sec_capable.then(|| "no_encrypt".to_string())),
+                    keys,
+                },
+            );
+        }
+        if let Some(g) = &seed.generate {
+            let mode = Some(g.encryption_mode.clone());
+            for i in 0..g.connections {
+                let id = format!("dxcon-gen{i:05}");
+                acc.connections.insert(
+                    id.clone(),
+                    Connection {
+                        id: id.clone(),
+                        name: id.clone(),
+                        location: "EqDC2".into(),
+                        bandwidth: "10Gbps".into(),
+                        state: "available".into(),
+                        mac_sec_capable: true,
+                        encryption_mode: mode.clone(),
+                        lag_id: None,
+                        keys: Vec::new(),
+                    },
+                );
+                acc.routers.insert(id, BTreeSet::new());
+            }
+            for i in 0..g.lags {
+                let lag_id = format!("dxlag-gen{i:05}");
+                for m in 0..g.members_per_lag {
+                    let id = format!("dxcon-gen{i:05}m{m}");
+                    acc.connections.insert(
+                        id.clone(),
+                        Connection {
+                            id: id.clone(),
+                            name: id.clone(),
+                            location: "EqDC2".into(),
+                            bandwidth: "100Gbps".into(),
+                            state: "available".into(),
+                            mac_sec_capable: true,
+                            encryption_mode: mode.clone(),
+                            lag_id: Some(lag_id.clone()),
+                            keys: Vec::new(),
+                        },
+                    );
+                    acc.routers.insert(id, BTreeSet::new());
+                }
+                acc.lags.insert(
+                    lag_id.clone(),
+                    Lag {
+                        id: lag_id.clone(),
+                        name: lag_id,
+                        location: "EqDC2".into(),
+                        bandwidth: "100Gbps".into(),
+                        state: "available".into(),
+                        mac_sec_capable: true,
+                        encryption_mode: mode.clone(),
+                        keys: Vec::new(),
+                    },
+                );
+            }
+        }
+        Ok(acc)
+    }
+
+    fn seed_keys(&mut self, keys: &[SeedKey], owner: &str) -> Result<Vec<Key>, String> {
+        keys.iter()
+            .map(|k| {
+                if !is_hex64(&k.ckn) || !is_hex64(&k.cak) {
+                    return Err(format!(
+                        "seed keys of {owner}: CKN and CAK are 64 hex characters"
+                    ));
+                }
+                let arn = self.managed_secret_for(&k.ckn, &k.cak);
+                Ok(Key {
+                    ckn: k.ckn.to_ascii_lowercase(),
+                    secret_arn: arn,
+                    state: match k.state.as_deref() {
+                        Some("associating") => KeyPhase::Associating,
+                        _ => KeyPhase::Associated,
+                    },
+                    start_on: now_string(),
+                    due: Instant::now(),
+                })
+            })
+            .collect()
+    }
+
+    /// The Direct Connect-managed secret of a CKN, created on first use (one per CKN).
+    fn managed_secret_for(&mut self, ckn: &str, cak: &str) -> String {
+        let ckn = ckn.to_ascii_lowercase();
+        let name = format!("directconnect!prod/{}/directconnect/{ckn}", self.region);
+        if let Some(s) = self.secrets.values().find(|s| s.name == name) {
+            return s.arn.clone();
+        }
+        let arn = format!(
+            "arn:aws:secretsmanager:{}:{}:secret:{name}-{}",
+            self.region,
+            self.account,
+            random_suffix(6)
+        );
+        self.secrets.insert(
+            arn.clone(),
+            Secret {
+                arn: arn.clone(),
+                name,
+                secret_string: json!({"ckn": ckn, "cak": cak}).to_string(),
+                owning_service: Some("directconnect".into()),
+                created: jiff::Timestamp::now(),
+            },
+        );
+        arn
+    }
+
+    /// Applies every asynchronous transition that is due.
+    pub fn tick(&mut self, now: Instant) {
+        let mut emptied_lags = Vec::new();
+        let mut emptied_conns = Vec::new();
+        for (id, keys) in self
+            .lags
+            .iter_mut()
+            .map(|(id, l)| (id.clone(), &mut l.keys))
+        {
+            if advance(keys, now) {
+                emptied_lags.push(id);
+            }
+        }
+        for (id, keys) in self
+            .connections
+            .iter_mut()
+            .map(|(id, c)| (id.clone(), &mut c.keys))
+        {
+            if advance(keys, now) {
+                emptied_conns.push(id);
+            }
+        }
+        // AWS's own rule: the last key removed under must_encrypt turns the mode to
+        // should_encrypt.
+        for id in emptied_lags {
+            if let Some(l) = self.lags.get_mut(&id)
+                && l.encryption_mode.as_deref() == Some("must_encrypt")
+            {
+                l.encryption_mode = Some("should_encrypt".into());
+            }
+        }
+        for id in emptied_conns {
+            if let Some(c) = self.connections.get_mut(&id)
+                && c.encryption_mode.as_deref() == Some("must_encrypt")
+            {
+                c.encryption_mode = Some("should_encrypt".into());
+            }
+        }
+    }
+
+    /// Keys and mode a connection reports: its own, or its LAG's for a member.
+    fn effective(&self, c: &Connection) -> (Option<String>, Vec<Key>) {
+        match c.lag_id.as_ref().and_then(|l| self.lags.get(l)) {
+            Some(lag) => (lag.encryption_mode.clone(), lag.keys.clone()),
+            None => (c.encryption_mode.clone(), c.keys.clone()),
+        }
+    }
+
+    /// `Encryption Up` when MACsec is allowed by the mode and some associated key's CKN is
+    /// on the customer router of this port.
+    pub fn port_status(&self, c: &Connection) -> Option<&'static str> {
+        if !c.mac_sec_capable {
+            return None;
+        }
+        let (mode, keys) = self.effective(c);
+        let router = self.routers.get(&c.id);
+        let up = c.state == "available"
+            && matches!(mode.as_deref(), Some("should_encrypt" | "must_encrypt"))
+            && keys.iter().any(|k| {
+                k.state == KeyPhase::Associated && router.is_some_and(|r| r.contains(&k.ckn))
+            });
+        Some(if up {
+            "Encryption Up"
+        } else {
+            "Encryption Down"
+        })
+    }
+
+    fn keys_json(keys: &[Key]) -> Value {
+        Value::Array(
+            keys.iter()
+                .map(|k| {
+                    json!({
+                        "secretARN": k.secret_arn,
+                        "ckn": k.ckn,
+                        "state": k.state.as_str(),
+                        "startOn": k.start_on,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    pub fn connection_json(&self, c: &Connection) -> Value {
+        let (mode, keys) = self.effective(c);
+        let mut v = json!({
+            "ownerAccount": self.account,
+            "connectionId": c.id,
+            "connectionName": c.name,
+            "connectionState": c.state,
+            "region": self.region,
+            "location": c.location,
+            "bandwidth": c.bandwidth,
+            "awsDevice": format!("{}-abcdefgh", c.location),
+            "awsDeviceV2": format!("{}-abcdefgh", c.location),
+            "awsLogicalDeviceId": format!("{}-1a2b3c4d", c.location),
+            "jumboFrameCapable": true,
+            "hasLogicalRedundancy": "unknown",
+            "tags": [],
+            "macSecCapable": c.mac_sec_capable,
+        });
+        let obj = v.as_object_mut().expect("a JSON object");
+        if let Some(lag) = &c.lag_id {
+            obj.insert("lagId".into(), json!(lag));
+        }
+        if c.mac_sec_capable {
+            obj.insert("encryptionMode".into(), json!(mode));
+            obj.insert("portEncryptionStatus".into(), json!(self.port_status(c)));
+            obj.insert("macSecKeys".into(), Self::keys_json(&keys));
+        }
+        v
+    }
+
+    pub fn lag_json(&self, l: &Lag) -> Value {
+        let members: Vec<Value> = self
+            .connections
+            .values()
+            .filter(|c| c.lag_id.as_deref() == Some(l.id.as_str()))
+            .map(|c| self.connection_json(c))
+            .collect();
+        let mut v = json!({
+            "connectionsBandwidth": l.bandwidth,
+            "numberOfConnections": members.len(),
+            "lagId": l.id,
+            "ownerAccount": self.account,
+            "lagName": l.name,
+            "lagState": l.state,
+            "location": l.location,
+            "region": self.region,
+            "minimumLinks": 0,
+            "awsDevice": format!("{}-abcdefgh", l.location),
+            "awsDeviceV2": format!("{}-abcdefgh", l.location),
+            "awsLogicalDeviceId": format!("{}-1a2b3c4d", l.location),
+            "connections": members,
+            "allowsHostedConnections": false,
+            "jumboFrameCapable": true,
+            "hasLogicalRedundancy": "unknown",
+            "tags": [],
+            "macSecCapable": l.mac_sec_capable,
+        });
+        if l.mac_sec_capable {
+            let obj = v.as_object_mut().expect("a JSON object");
+            obj.insert("encryptionMode".into(), json!(l.encryption_mode));
+            obj.insert("macSecKeys".into(), Self::keys_json(&l.keys));
+        }
+        v
+    }
+
+    fn page(req: &Value, total: usize) -> Result<(usize, usize), AwsError> {
+        let max = match req.get("maxResults") {
+            None | Some(Value::Null) => total.max(1),
+            Some(v) => {
+                let n = v.as_i64().unwrap_or(0);
+                if !(1..=100).contains(&n) {
+                    return Err(client(format!(
+                        "Invalid maxResults {n}: it must be between 1 and 100"
+                    )));
+                }
+                n as usize
+            }
+        };
+        let start = match str_field(req, "nextToken") {
+            None => 0,
+            Some(tok) => tok
+                .strip_prefix("dxsim-page-")
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n <= total)
+                .ok_or_else(|| client("The nextToken is invalid"))?,
+        };
+        Ok((start, (start + max).min(total)))
+    }
+
+    fn next_token(end: usize, total: usize) -> Value {
+        if end < total {
+            json!(format!("dxsim-page-{end}"))
+        } else {
+            Value::Null
+        }
+    }
+
+    pub fn describe_connections(&self, req: &Value) -> OpResult {
+        if let Some(id) = str_field(req, "connectionId") {
+            let c = self.connection(id)?;
+            return Ok(json!({"connections": [self.connection_json(c)]}));
+        }
+        let all: Vec<&Connection> = self.connections.values().collect();
+        let (start, end) = Self::page(req, all.len())?;
+        let items: Vec<Value> = all[start..end]
+            .iter()
+            .map(|c| self.connection_json(c))
+            .collect();
+        let mut out = json!({"connections": items});
+        if let t @ Value::String(_) = Self::next_token(end, all.len()) {
+            out["nextToken"] = t;
+        }
+        Ok(out)
+    }
+
+    pub fn describe_lags(&self, req: &Value) -> OpResult {
+        if let Some(id) = str_field(req, "lagId") {
+            let l = self.lag(id)?;
+            return Ok(json!({"lags": [self.lag_json(l)]}));
+        }
+        let all: Vec<&Lag> = self.lags.values().collect();
+        let (start, end) = Self::page(req, all.len())?;
+        let items: Vec<Value> = all[start..end].iter().map(|l| self.lag_json(l)).collect();
+        let mut out = json!({"lags": items});
+        if let t @ Value::String(_) = Self::next_token(end, all.len()) {
+            out["nextToken"] = t;
+        }
+        Ok(out)
+    }
+
+    pub fn describe_locations(&self) -> OpResult {
+        let items: Vec<Value> = self
+            .locations
+            .iter()
+            .map(|l| {
+                json!({
+                    "locationCode": l.code,
+                    "locationName": l.name,
+                    "region": self.region,
+                    "availablePortSpeeds": l.port_speeds,
+                    "availableProviders": [],
+                    "availableMacSecPortSpeeds": l.mac_sec_port_speeds,
+                })
+            })
+            .collect();
+        Ok(json!({"locations": items}))
+    }
+
+    fn connection(&self, id: &str) -> Result<&Connection, AwsError> {
+        self.connections
+            .get(id)
+            .ok_or_else(|| client(format!("Could not find Connection with ID {id}")))
+    }
+
+    fn lag(&self, id: &str) -> Result<&Lag, AwsError> {
+        self.lags
+            .get(id)
+            .ok_or_else(|| client(format!("Could not find Lag with ID {id}")))
+    }
+
+    /// The key list, capability and state of a connection or LAG by ID, for key operations.
+    fn key_owner(&mut self, id: &str) -> Result<(bool, String, &mut Vec<Key>), AwsError> {
+        if id.starts_with("dxlag-") {
+            let l = self
+                .lags
+                .get_mut(id)
+                .ok_or_else(|| client(format!("Could not find Lag with ID {id}")))?;
+            return Ok((l.mac_sec_capable, l.state.clone(), &mut l.keys));
+        }
+        let c = self
+            .connections
+            .get_mut(id)
+            .ok_or_else(|| client(format!("Could not find Connection with ID {id}")))?;
+        if let Some(lag) = &c.lag_id {
+            return Err(client(format!(
+                "Connection {id} is a member of LAG {lag}. MACsec keys of a LAG member are managed on the LAG"
+            )));
+        }
+        Ok((c.mac_sec_capable, c.state.clone(), &mut c.keys))
+    }
+
+    fn keys_response(&mut self, id: &str) -> Value {
+        let keys = if id.starts_with("dxlag-") {
+            self.lags.get(id).map(|l| l.keys.clone())
+        } else {
+            self.connections.get(id).map(|c| c.keys.clone())
+        }
+        .unwrap_or_default();
+        json!({"connectionId": id, "macSecKeys": Self::keys_json(&keys)})
+    }
+
+    pub fn associate_mac_sec_key(&mut self, req: &Value) -> OpResult {
+        let id = required(req, "connectionId")?.to_string();
+        let arn = str_field(req, "secretARN");
+        let ckn = str_field(req, "ckn");
+        let cak = str_field(req, "cak");
+        // Validate the parameters before looking anything up, as AWS does.
+        let (ckn, cak) = match (arn, ckn, cak) {
+            (Some(_), None, None) => (None, None),
+            (None, Some(ckn), Some(cak)) => {
+                if !is_hex64(ckn) {
+                    return Err(client(
+                        "The CKN must be 64 hexadecimal characters (0-9, A-F)",
+                    ));
+                }
+                if !is_hex64(cak) {
+                    return Err(client(
+                        "The CAK must be 64 hexadecimal characters (0-9, A-F)",
+                    ));
+                }
+                (Some(ckn.to_ascii_lowercase()), Some(cak.to_string()))
+            }
+            (Some(_), _, _) => {
+                return Err(client(
+                    "Specify either secretARN, or ckn and cak, but not both",
+                ));
+            }
+            (None, _, _) => {
+                return Err(client("Specify either secretARN, or both ckn and cak"));
+            }
+        };
+        let (capable, state, _) = self.key_owner(&id)?;
+        if !capable {
+            return Err(client(format!("{id} is not MACsec capable")));
+        }
+        if state != "available" {
+            return Err(client(
+                "The port is not in available state to associate the key",
+            ));
+        }
+        let (ckn, arn) = match (ckn, cak, arn) {
+            (Some(ckn), Some(cak), _) => {
+                let arn = self.managed_secret_for(&ckn, &cak);
+                (ckn, arn)
+            }
+            (_, _, Some(arn)) => {
+                let secret = self
+                    .secrets
+                    .get(arn)
+                    .filter(|s| s.owning_service.as_deref() == Some("directconnect"));
+                let Some(secret) = secret else {
+                    return Err(client(format!(
+                        "Secret {arn} is not a Direct Connect managed secret. Associate the key with ckn and cak first"
+                    )));
+                };
+                let ckn = serde_json::from_str::<Value>(&secret.secret_string)
+                    .ok()
+                    .and_then(|v| v.get("ckn").and_then(Value::as_str).map(str::to_string))
+                    .unwrap_or_default();
+                (ckn, arn.to_string())
+            }
+            _ => unreachable!("validated above"),
+        };
+        let delay = Duration::from_millis(self.delays.associate_ms);
+        let (_, _, keys) = self.key_owner(&id)?;
+        if keys.iter().any(|k| k.ckn == ckn) {
+            return Err(client(format!(
+                "The CKN {ckn} is already associated with {id}"
+            )));
+        }
+        if keys.len() >= MAX_KEYS {
+            return Err(client(format!(
+                "{id} already has the maximum of {MAX_KEYS} MACsec keys. Disassociate a key first"
+            )));
+        }
+        keys.push(Key {
+            ckn,
+            secret_arn: arn,
+            state: if delay.is_zero() {
+                KeyPhase::Associated
+            } else {
+                KeyPhase::Associating
+            },
+            start_on: now_string(),
+            due: Instant::now() + delay,
+        });
+        Ok(self.keys_response(&id))
+    }
+
+    pub fn disassociate_mac_sec_key(&mut self, req: &Value) -> OpResult {
+        let id = required(req, "connectionId")?.to_string();
+        let arn = required(req, "secretARN")?.to_string();
+        let delay = Duration::from_millis(self.delays.disassociate_ms);
+        let (_, state, keys) = self.key_owner(&id)?;
+        if state != "available" {
+            return Err(client(
+                "The port is not in available state to disassociate the key",
+            ));
+        }
+        let key = keys
+            .iter_mut()
+            .find(|k| k.secret_arn == arn)
+            .ok_or_else(|| client(format!("The secret {arn} is not associated with {id}")))?;
+        if key.state != KeyPhase::Disassociating {
+            key.state = KeyPhase::Disassociating;
+            key.due = Instant::now() + delay;
+        }
+        let removed = Self::keys_json(std::slice::from_ref(key));
+        if delay.is_zero() {
+            self.tick(Instant::now());
+        }
+        Ok(json!({"connectionId": id, "macSecKeys": removed}))
+    }
+
+    fn check_mode(req: &Value, capable: bool, id: &str) -> Result<Option<String>, AwsError> {
+        let Some(mode) = str_field(req, "encryptionMode") else {
+            return Ok(None);
+        };
+        if !VALID_MODES.contains(&mode) {
+            return Err(client(format!(
+                "Invalid encryptionMode {mode}. Valid values: no_encrypt, should_encrypt, must_encrypt"
+            )));
+        }
+        if !capable {
+            return Err(client(format!(
+                "{id} is not MACsec capable; encryptionMode cannot be set"
+            )));
+        }
+        Ok(Some(mode.to_string()))
+    }
+
+    pub fn update_connection(&mut self, req: &Value) -> OpResult {
+        let id = required(req, "connectionId")?.to_string();
+        let c = self.connection(&id)?;
+        let mode = Self::check_mode(req, c.mac_sec_capable, &id)?;
+        if let (Some(_), Some(lag)) = (&mode, &c.lag_id) {
+            return Err(client(format!(
+                "Connection {id} is a member of LAG {lag}; set the encryption mode on the LAG"
+            )));
+        }
+        if c.state != "available" {
+            return Err(client(format!(
+                "Connection {id} is in state {}; it must be available to be updated",
+                c.state
+            )));
+        }
+        let c = self.connections.get_mut(&id).expect("looked up above");
+        if let Some(name) = str_field(req, "connectionName") {
+            c.name = name.to_string();
+        }
+        if mode.is_some() {
+            c.encryption_mode = mode;
+        }
+        let c = self.connections[&id].clone();
+        Ok(self.connection_json(&c))
+    }
+
+    pub fn update_lag(&mut self, req: &Value) -> OpResult {
+        let id = required(req, "lagId")?.to_string();
+        let l = self.lag(&id)?;
+        let mode = Self::check_mode(req, l.mac_sec_capable, &id)?;
+        if l.state != "available" {
+            return Err(client(format!(
+                "Lag {id} is in state {}; it must be available to be updated",
+                l.state
+            )));
+        }
+        let l = self.lags.get_mut(&id).expect("looked up above");
+        if let Some(name) = str_field(req, "lagName") {
+            l.name = name.to_string();
+        }
+        if mode.is_some() {
+            l.encryption_mode = mode;
+        }
+        let l = self.lags[&id].clone();
+        Ok(self.lag_json(&l))
+    }
+
+    fn check_location(
+        &self,
+        location: &str,
+        bandwidth: &str,
+        macsec: bool,
+    ) -> Result<(), AwsError> {
+        if self.locations.is_empty() {
+            return Ok(());
+        }
+        let loc = self
+            .locations
+            .iter()
+            .find(|l| l.code == location)
+            .ok_or_else(|| client(format!("Location {location} is not valid")))?;
+        // Locations write 10G where connections write 10Gbps.
+        let speed = bandwidth.trim_end_matches("bps");
+        if macsec && !loc.mac_sec_port_speeds.iter().any(|s| s == speed) {
+            return Err(client(format!(
+                "MACsec is not available for {bandwidth} ports at {location}"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn create_connection(&mut self, req: &Value) -> OpResult {
+        let location = required(req, "location")?.to_string();
+        let bandwidth = required(req, "bandwidth")?.to_string();
+        let name = required(req, "connectionName")?.to_string();
+        let macsec = req
+            .get("requestMACSec")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if macsec && !matches!(bandwidth.as_str(), "10Gbps" | "100Gbps" | "400Gbps") {
+            return Err(client(format!(
+                "MACsec is only available on dedicated 10, 100 and 400 Gbps connections, not {bandwidth}"
+            )));
+        }
+        self.check_location(&location, &bandwidth, macsec)?;
+        let lag_id = str_field(req, "lagId").map(str::to_string);
+        if let Some(lag) = &lag_id {
+            let l = self.lag(lag)?;
+            if l.mac_sec_capable != macsec {
+                return Err(client(format!(
+                    "Connection {name} and lag should be requested MacSec at the same time"
+                )));
+            }
+        }
+        let id = random_id("dxcon");
+        let c = Connection {
+            id: id.clone(),
+            name,
+            location,
+            bandwidth,
+            state: "requested".into(),
+            mac_sec_capable: macsec,
+            encryption_mode: macsec.then(|| "no_encrypt".to_string()),
+            lag_id,
+            keys: Vec::new(),
+        };
+        self.routers.insert(id.clone(), BTreeSet::new());
+        self.connections.insert(id, c.clone());
+        Ok(self.connection_json(&c))
+    }
+
+    pub fn create_lag(&mut self, req: &Value) -> OpResult {
+        let location = required(req, "location")?.to_string();
+        let bandwidth = required(req, "connectionsBandwidth")?.to_string();
+        let name = required(req, "lagName")?.to_string();
+        let count = req
+            .get("numberOfConnections")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| client("numberOfConnections is required"))? as usize;
+        let macsec = req
+            .get("requestMACSec")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        self.check_location(&location, &bandwidth, macsec)?;
+        let lag_id = random_id("dxlag");
+        if let Some(existing) = str_field(req, "connectionId") {
+            let c = self.connection(existing)?;
+            if c.mac_sec_capable != macsec {
+                return Err(client(format!(
+                    "Connection {existing} and lag should be requested MacSec at the same time"
+                )));
+            }
+            let c = self.connections.get_mut(existing).expect("looked up above");
+            c.lag_id = Some(lag_id.clone());
+            c.keys.clear();
+        }
+        for i in 0..count {
+            let id = random_id("dxcon");
+            self.routers.insert(id.clone(), BTreeSet::new());
+            self.connections.insert(
+                id.clone(),
+                Connection {
+                    id,
+                    name: format!("{name}-{i}"),
+                    location: location.clone(),
+                    bandwidth: bandwidth.clone(),
+                    state: "requested".into(),
+                    mac_sec_capable: macsec,
+                    encryption_mode: macsec.then(|| "no_encrypt".to_string()),
+                    lag_id: Some(lag_id.clone()),
+                    keys: Vec::new(),
+                },
+            );
+        }
+        let l = Lag {
+            id: lag_id.clone(),
+            name,
+            location,
+            bandwidth,
+            state: "requested".into(),
+            mac_sec_capable: macsec,
+            encryption_mode: macsec.then(|| "no_encrypt".to_string()),
+            keys: Vec::new(),
+        };
+        self.lags.insert(lag_id, l.clone());
+        Ok(self.lag_json(&l))
+    }
+
+    pub fn delete_connection(&mut self, req: &Value) -> OpResult {
+        let id = required(req, "connectionId")?.to_string();
+        self.connection(&id)?;
+        let c = self.connections.get_mut(&id).expect("looked up above");
+        c.state = "deleted".into();
+        c.keys.clear();
+        let c = c.clone();
+        Ok(self.connection_json(&c))
+    }
+
+    /// Sets the CKNs configured on a port's customer router; for a LAG, on every member.
+    pub fn set_router(&mut self, id: &str, ckns: &[String]) -> Result<(), AwsError> {
+        let ports: Vec<String> = if id.starts_with("dxlag-") {
+            self.lag(id)?;
+            self.connections
+                .values()
+                .filter(|c| c.lag_id.as_deref() == Some(id))
+                .map(|c| c.id.clone())
+                .collect()
+        } else {
+            self.connection(id)?;
+            vec![id.to_string()]
+        };
+        let set: BTreeSet<String> = ckns.iter().map(|c| c.to_ascii_lowercase()).collect();
+        for p in ports {
+            self.routers.insert(p, set.clone());
+        }
+        Ok(())
+    }
+
+    /// A JSON dump of the whole account, for tests. CAKs are not included.
+    pub fn dump(&self) -> Value {
+        let routers: BTreeMap<&String, Vec<&String>> = self
+            .routers
+            .iter()
+            .map(|(k, v)| (k, v.iter().collect()))
+            .collect();
+        let secrets: Vec<Value> = self
+            .secrets
+            .values()
+            .map(|s| json!({"arn": s.arn, "name": s.name, "owningService": s.owning_service}))
+            .collect();
+        json!({
+            "account": self.account,
+            "region": self.region,
+            "connections": self.connections.values().map(|c| self.connection_json(c)).collect::<Vec<_>>(),
+            "lags": self.lags.values().map(|l| self.lag_json(l)).collect::<Vec<_>>(),
+            "secrets": secrets,
+            "routers": routers,
+        })
+    }
+}
+
+/// Advances key transitions; true when the list went from some keys to none.
+fn advance(keys: &mut Vec<Key>, now: Instant) -> bool {
+    let had = !keys.is_empty();
+    for k in keys.iter_mut() {
+        if k.state == KeyPhase::Associating && k.due <= now {
+            k.state = KeyPhase::Associated;
+        }
+    }
+    keys.retain(|k| !(k.state == KeyPhase::Disassociating && k.due <= now));
+    had && keys.is_empty()
+}

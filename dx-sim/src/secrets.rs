@@ -1,0 +1,103 @@
+//! The Secrets Manager calls the operator uses: CreateSecret (customer-owned key secrets),
+//! GetSecretValue and DescribeSecret (customer-owned and Direct Connect-managed secrets).
+
+use serde_json::{Value, json};
+
+use crate::model::{Account, AwsError, OpResult, Secret};
+
+fn not_found() -> AwsError {
+    AwsError {
+        code: "ResourceNotFoundException",
+        message: "Secrets Manager can't find the specified secret.".into(),
+    }
+}
+
+fn invalid(message: &str) -> AwsError {
+    AwsError {
+        code: "InvalidParameterException",
+        message: message.into(),
+    }
+}
+
+fn find<'a>(acc: &'a Account, req: &Value) -> Result<&'a Secret, AwsError> {
+    let id = req
+        .get("SecretId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("SecretId is required"))?;
+    acc.secrets
+        .values()
+        .find(|s| s.arn == id || s.name == id)
+        .ok_or_else(not_found)
+}
+
+fn version_id(s: &Secret) -> String {
+    format!("{:032x}", s.created.as_nanosecond() as u128)
+}
+
+pub fn create_secret(acc: &mut Account, req: &Value) -> OpResult {
+    let name = req
+        .get("Name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("Name is required"))?
+        .to_string();
+    if acc.secrets.values().any(|s| s.name == name) {
+        return Err(AwsError {
+            code: "ResourceExistsException",
+            message: format!("The operation failed because the secret {name} already exists."),
+        });
+    }
+    let secret_string = req
+        .get("SecretString")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let suffix: String = {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        (0..6)
+            .map(|_| rng.sample(rand::distr::Alphanumeric) as char)
+            .collect()
+    };
+    let arn = format!(
+        "arn:aws:secretsmanager:{}:{}:secret:{name}-{suffix}",
+        acc.region, acc.account
+    );
+    let secret = Secret {
+        arn: arn.clone(),
+        name: name.clone(),
+        secret_string,
+        owning_service: None,
+        created: jiff::Timestamp::now(),
+    };
+    let version = version_id(&secret);
+    acc.secrets.insert(arn.clone(), secret);
+    Ok(json!({"ARN": arn, "Name": name, "VersionId": version}))
+}
+
+pub fn get_secret_value(acc: &Account, req: &Value) -> OpResult {
+    let s = find(acc, req)?;
+    Ok(json!({
+        "ARN": s.arn,
+        "Name": s.name,
+        "VersionId": version_id(s),
+        "SecretString": s.secret_string,
+        "VersionStages": ["AWSCURRENT"],
+        "CreatedDate": s.created.as_second(),
+    }))
+}
+
+pub fn describe_secret(acc: &Account, req: &Value) -> OpResult {
+    let s = find(acc, req)?;
+    let mut out = json!({
+        "ARN": s.arn,
+        "Name": s.name,
+        "CreatedDate": s.created.as_second(),
+        "VersionIdsToStages": { version_id(s): ["AWSCURRENT"] },
+        "Tags": [],
+    });
+    if let Some(owner) = &s.owning_service {
+        out["OwningService"] = json!(owner);
+        out["Tags"] = json!([{"Key": "aws:secretsmanager:owningService", "Value": owner}]);
+    }
+    Ok(out)
+}

@@ -1,0 +1,172 @@
+//! The seed file: the account dx-sim starts from (connections, LAGs, locations, routers,
+//! delays, rate limit). YAML, camelCase keys; see `examples/sim-account.yaml`.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Seed {
+    #[serde(default = "default_account")]
+    pub account: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub delays: Delays,
+    /// Requests per second over all operations; beyond it calls get ThrottlingException.
+    #[serde(default)]
+    pub rate_limit: Option<f64>,
+    #[serde(default)]
+    pub locations: Vec<SeedLocation>,
+    #[serde(default)]
+    pub connections: Vec<SeedConnection>,
+    #[serde(default)]
+    pub lags: Vec<SeedLag>,
+    /// Extra MACsec-capable connections and LAGs made up in bulk (benchmarks).
+    #[serde(default)]
+    pub generate: Option<Generate>,
+}
+
+/// How long asynchronous changes take, in milliseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Delays {
+    /// `associating` → `associated`.
+    #[serde(default = "default_associate_ms")]
+    pub associate_ms: u64,
+    /// `disassociating` → gone.
+    #[serde(default = "default_disassociate_ms")]
+    pub disassociate_ms: u64,
+}
+
+impl Default for Delays {
+    fn default() -> Self {
+        Delays {
+            associate_ms: default_associate_ms(),
+            disassociate_ms: default_disassociate_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedLocation {
+    pub code: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "default_port_speeds")]
+    pub port_speeds: Vec<String>,
+    /// Written as AWS does: `10G`, `100G`, `400G`.
+    #[serde(default)]
+    pub mac_sec_port_speeds: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedKey {
+    pub ckn: String,
+    pub cak: String,
+    #[serde(default)]
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedConnection {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "default_location")]
+    pub location: String,
+    #[serde(default = "default_bandwidth")]
+    pub bandwidth: String,
+    #[serde(default = "default_state")]
+    pub state: String,
+    #[serde(default)]
+    pub mac_sec_capable: bool,
+    #[serde(default)]
+    pub encryption_mode: Option<String>,
+    /// Keys already associated (ignored for LAG members, which mirror their LAG).
+    #[serde(default)]
+    pub keys: Vec<SeedKey>,
+    /// CKNs configured on the customer router at the other end of this port.
+    #[serde(default)]
+    pub router: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedLag {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "default_location")]
+    pub location: String,
+    #[serde(default = "default_bandwidth")]
+    pub bandwidth: String,
+    #[serde(default = "default_state")]
+    pub state: String,
+    #[serde(default)]
+    pub mac_sec_capable: bool,
+    #[serde(default)]
+    pub encryption_mode: Option<String>,
+    /// IDs of member connections, declared under `connections`.
+    #[serde(default)]
+    pub members: Vec<String>,
+    #[serde(default)]
+    pub keys: Vec<SeedKey>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Generate {
+    #[serde(default)]
+    pub connections: usize,
+    #[serde(default)]
+    pub lags: usize,
+    #[serde(default = "default_members")]
+    pub members_per_lag: usize,
+    #[serde(default = "default_mode")]
+    pub encryption_mode: String,
+}
+
+fn default_account() -> String {
+    "123456789012".into()
+}
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_associate_ms() -> u64 {
+    1000
+}
+fn default_disassociate_ms() -> u64 {
+    1000
+}
+fn default_port_speeds() -> Vec<String> {
+    vec!["1G".into(), "10G".into(), "100G".into()]
+}
+fn default_location() -> String {
+    "EqDC2".into()
+}
+fn default_bandwidth() -> String {
+    "10Gbps".into()
+}
+fn default_state() -> String {
+    "available".into()
+}
+fn default_members() -> usize {
+    2
+}
+fn default_mode() -> String {
+    "no_encrypt".into()
+}
+
+impl Seed {
+    pub fn from_yaml(text: &str) -> Result<Seed, serde_yaml::Error> {
+        serde_yaml::from_str(text)
+    }
+
+    /// An empty account in us-east-1.
+    pub fn empty() -> Seed {
+        Seed::from_yaml("{}").expect("the empty seed parses")
+    }
+}
