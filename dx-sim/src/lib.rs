@@ -63,6 +63,14 @@ pub struct Fault {
     pub latency_ms: u64,
 }
 
+/// Controls body for `POST /_sim/connection-state`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StateRequest {
+    connection_id: String,
+    state: String,
+}
+
 /// Controls body for `POST /_sim/router`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -264,6 +272,14 @@ impl Shared {
             .map_err(|e| e.message)
     }
 
+    /// Sets the state of a connection or LAG (`available`, `pending`, `down`…).
+    pub fn set_state(&self, id: &str, state: &str) -> Result<(), String> {
+        self.lock()
+            .account
+            .set_state(id, state)
+            .map_err(|e| e.message)
+    }
+
     /// Back to the seed: account, calls, faults and rate limit.
     pub fn reset(&self) {
         let mut inner = self.lock();
@@ -417,6 +433,17 @@ async fn post_router(State(sim): State<Shared>, body: Bytes) -> Response {
     }
 }
 
+async fn post_connection_state(State(sim): State<Shared>, body: Bytes) -> Response {
+    let req: StateRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    match sim.set_state(&req.connection_id, &req.state) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+    }
+}
+
 async fn post_reset(State(sim): State<Shared>) -> Response {
     sim.reset();
     StatusCode::NO_CONTENT.into_response()
@@ -431,6 +458,7 @@ pub fn app(sim: Shared) -> Router {
         .route("/_sim/faults", post(post_faults).delete(delete_faults))
         .route("/_sim/rate-limit", post(post_rate_limit))
         .route("/_sim/router", post(post_router))
+        .route("/_sim/connection-state", post(post_connection_state))
         .route("/_sim/reset", post(post_reset))
         .with_state(sim)
 }

@@ -943,6 +943,23 @@ impl Account {
         Ok(())
     }
 
+    /// Sets the state of a connection or LAG, as the provisioning process would (for
+    /// example `requested` → `available` once the cross-connect is done).
+    pub fn set_state(&mut self, id: &str, state: &str) -> Result<(), AwsError> {
+        if id.starts_with("dxlag-") {
+            self.lags
+                .get_mut(id)
+                .ok_or_else(|| client(format!("Could not find Lag with ID {id}")))?
+                .state = state.to_string();
+        } else {
+            self.connections
+                .get_mut(id)
+                .ok_or_else(|| client(format!("Could not find Connection with ID {id}")))?
+                .state = state.to_string();
+        }
+        Ok(())
+    }
+
     /// A JSON dump of the whole account, for tests. CAKs are not included.
     pub fn dump(&self) -> Value {
         let routers: BTreeMap<&String, Vec<&String>> = self

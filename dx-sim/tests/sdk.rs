@@ -11,6 +11,8 @@ use aws_sdk_directconnect::types::MacSecKey;
 use aws_sdk_secretsmanager as sm;
 use dx_sim::{Fault, Seed, Sim};
 
+mod common;
+
 const CKN_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const CKN_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const CKN_C: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
@@ -735,27 +737,61 @@ async fn http_controls() {
     assert_eq!(calls["counts"]["AssociateMacSecKey"], 1);
     assert_eq!(calls["calls"][1]["outcome"], "ThrottlingException");
 
+    let (status, _) = http(
+        &sim,
+        "POST",
+        "/_sim/connection-state",
+        r#"{"connectionId":"dxcon-cap00002","state":"down"}"#,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let conn = c
+        .describe_connections()
+        .connection_id("dxcon-cap00002")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        conn.connections()[0].connection_state().map(|s| s.as_str()),
+        Some("down")
+    );
+
     let (status, _) = http(&sim, "POST", "/_sim/reset", "").await;
     assert_eq!(status, 204);
     assert!(keys_of(&c, "dxcon-cap00002").await.is_empty());
     assert_eq!(sim.shared.calls().len(), 1);
 }
 
-/// A minimal HTTP/1.1 client for the control endpoints.
 async fn http(sim: &Sim, method: &str, path: &str, body: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(sim.addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    common::http(
+        &sim.endpoint(),
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        body,
+    )
+    .await
+}
+
+/// The newcomer's seed in examples/ loads and describes what its comments say.
+#[tokio::test]
+async fn example_seed_loads() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/sim-account.yaml"
+    ))
+    .unwrap();
+    let sim = Sim::start(Seed::from_yaml(&text).unwrap()).await.unwrap();
+    let c = dx(&sim).await;
+    assert_eq!(
+        c.describe_connections()
+            .send()
+            .await
+            .unwrap()
+            .connections()
+            .len(),
+        4
     );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let lags = c.describe_lags().send().await.unwrap();
+    assert_eq!(lags.lags()[0].connections().len(), 2);
 }
