@@ -5,7 +5,14 @@
 //! is a thin shell around it.
 #![forbid(unsafe_code)]
 
+pub mod aws;
+pub mod cli;
 pub mod crd;
+pub mod desired;
+pub mod engine;
 pub mod keys;
+pub mod material;
 pub mod observed;
 pub mod plan;
+pub mod status;
+pub mod telemetry;

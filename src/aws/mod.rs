@@ -1,0 +1,83 @@
+//! AWS access: Direct Connect and Secrets Manager behind small traits, their SDK
+//! implementations, and the shared per-(role, region) observation cache.
+//!
+//! Owns every AWS call the operator makes and the classification of their errors. Makes no
+//! decisions: what to call comes from `plan`.
+
+mod cache;
+mod error;
+mod sdk;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use cache::ObservationCache;
+pub use error::{AwsError, ErrorClass};
+pub use sdk::{SdkOptions, SdkProvider};
+
+use crate::crd::EncryptionMode;
+use crate::observed::ObservedResource;
+use crate::plan::{Association, Target};
+
+/// A boxed future, so the traits below can be used as trait objects.
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Which account and region a call goes to: the region, and the role assumed (none: the
+/// operator's own credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Scope {
+    pub region: String,
+    pub role_arn: Option<String>,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.role_arn {
+            Some(role) => write!(f, "{} as {role}", self.region),
+            None => f.write_str(&self.region),
+        }
+    }
+}
+
+/// Direct Connect in one scope.
+pub trait DirectConnectApi: Send + Sync {
+    /// Every connection (LAG members included) and every LAG, all pages.
+    fn describe_all(&self) -> BoxFut<'_, Result<Vec<ObservedResource>, AwsError>>;
+    /// One connection or LAG; `None` when Direct Connect does not know it.
+    fn describe_one<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFut<'a, Result<Option<ObservedResource>, AwsError>>;
+    fn associate<'a>(
+        &'a self,
+        target: &'a Target,
+        with: &'a Association,
+    ) -> BoxFut<'a, Result<(), AwsError>>;
+    fn disassociate<'a>(
+        &'a self,
+        target: &'a Target,
+        secret_arn: &'a str,
+    ) -> BoxFut<'a, Result<(), AwsError>>;
+    fn set_mode<'a>(
+        &'a self,
+        target: &'a Target,
+        mode: EncryptionMode,
+    ) -> BoxFut<'a, Result<(), AwsError>>;
+}
+
+/// Secrets Manager in one scope: reading customer-owned key secrets.
+pub trait SecretsApi: Send + Sync {
+    /// The SecretString of a secret, by name or ARN.
+    fn secret_string<'a>(&'a self, secret_id: &'a str) -> BoxFut<'a, Result<String, AwsError>>;
+}
+
+/// Hands out clients per scope.
+pub trait AwsProvider: Send + Sync {
+    fn direct_connect<'a>(
+        &'a self,
+        scope: &'a Scope,
+    ) -> BoxFut<'a, Result<Arc<dyn DirectConnectApi>, AwsError>>;
+    fn secrets<'a>(&'a self, scope: &'a Scope)
+    -> BoxFut<'a, Result<Arc<dyn SecretsApi>, AwsError>>;
+}

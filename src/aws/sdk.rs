@@ -1,0 +1,372 @@
+//! The real AWS clients, on the official SDK crates, and the conversion of their shapes
+//! into [`ObservedResource`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_directconnect as dc;
+use aws_sdk_secretsmanager as sm;
+
+use super::{AwsError, AwsProvider, BoxFut, DirectConnectApi, Scope, SecretsApi};
+use crate::crd::{EncryptionMode, ResourceType};
+use crate::observed::{ObservedKey, ObservedMember, ObservedResource};
+use crate::plan::{Association, Target};
+
+/// Page size for DescribeConnections / DescribeLags (the API's maximum).
+const PAGE_SIZE: i32 = 100;
+
+/// How the SDK clients are built.
+#[derive(Debug, Clone)]
+pub struct SdkOptions {
+    /// Overrides the endpoint of every service (an emulator); `AWS_ENDPOINT_URL` also works.
+    pub endpoint_url: Option<String>,
+    /// Whole-operation timeout, retries included.
+    pub operation_timeout: Duration,
+    /// Attempts per call, with the SDK's adaptive (client-side rate limiting) retry mode.
+    pub max_attempts: u32,
+}
+
+impl Default for SdkOptions {
+    fn default() -> Self {
+        SdkOptions {
+            endpoint_url: None,
+            operation_timeout: Duration::from_secs(30),
+            max_attempts: 4,
+        }
+    }
+}
+
+/// The Direct Connect and Secrets Manager clients of one scope.
+type ScopeClients = (Arc<SdkDirectConnect>, Arc<SdkSecrets>);
+
+/// Builds SDK clients from the standard credential chain, one pair per scope, assuming the
+/// scope's role through STS when it has one.
+pub struct SdkProvider {
+    base: SdkConfig,
+    clients: Mutex<HashMap<Scope, ScopeClients>>,
+}
+
+impl SdkProvider {
+    pub async fn new(options: &SdkOptions) -> SdkProvider {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::adaptive().with_max_attempts(options.max_attempts))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(options.operation_timeout)
+                    .operation_attempt_timeout(options.operation_timeout / 2)
+                    .connect_timeout(Duration::from_secs(5))
+                    .build(),
+            );
+        if let Some(url) = &options.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        SdkProvider {
+            base: loader.load().await,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The region of the standard chain (`AWS_REGION`, profile…), if any.
+    pub fn default_region(&self) -> Option<String> {
+        self.base.region().map(|r| r.to_string())
+    }
+
+    async fn clients(&self, scope: &Scope) -> ScopeClients {
+        if let Some(c) = self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(scope)
+        {
+            return c.clone();
+        }
+        let region = Region::new(scope.region.clone());
+        let mut builder = self.base.to_builder();
+        builder.set_region(Some(region.clone()));
+        if let Some(role) = &scope.role_arn {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name("dx-macsec-operator")
+                .region(region)
+                .configure(&self.base)
+                .build()
+                .await;
+            builder.set_credentials_provider(Some(SharedCredentialsProvider::new(provider)));
+        }
+        let conf = builder.build();
+        let pair = (
+            Arc::new(SdkDirectConnect(dc::Client::new(&conf))),
+            Arc::new(SdkSecrets(sm::Client::new(&conf))),
+        );
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(scope.clone())
+            .or_insert(pair)
+            .clone()
+    }
+}
+
+impl AwsProvider for SdkProvider {
+    fn direct_connect<'a>(
+        &'a self,
+        scope: &'a Scope,
+    ) -> BoxFut<'a, Result<Arc<dyn DirectConnectApi>, AwsError>> {
+        Box::pin(async move {
+            let (dx, _) = self.clients(scope).await;
+            Ok(dx as Arc<dyn DirectConnectApi>)
+        })
+    }
+
+    fn secrets<'a>(
+        &'a self,
+        scope: &'a Scope,
+    ) -> BoxFut<'a, Result<Arc<dyn SecretsApi>, AwsError>> {
+        Box::pin(async move {
+            let (_, secrets) = self.clients(scope).await;
+            Ok(secrets as Arc<dyn SecretsApi>)
+        })
+    }
+}
+
+pub struct SdkDirectConnect(dc::Client);
+
+fn key_of(k: &dc::types::MacSecKey) -> ObservedKey {
+    ObservedKey {
+        secret_arn: k.secret_arn().map(str::to_string),
+        ckn: k.ckn().map(str::to_string),
+        state: k.state().map(str::to_string),
+        start_on: k.start_on().map(str::to_string),
+    }
+}
+
+/// A connection as the domain sees it; `None` without an ID.
+pub fn observe_connection(c: &dc::types::Connection) -> Option<ObservedResource> {
+    Some(ObservedResource {
+        id: c.connection_id()?.to_string(),
+        kind: ResourceType::Connection,
+        state: c
+            .connection_state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        mac_sec_capable: c.mac_sec_capable().unwrap_or(false),
+        encryption_mode: c.encryption_mode().map(str::to_string),
+        port_encryption_status: c.port_encryption_status().map(str::to_string),
+        lag_id: c.lag_id().filter(|l| !l.is_empty()).map(str::to_string),
+        keys: c.mac_sec_keys().iter().map(key_of).collect(),
+        members: Vec::new(),
+    })
+}
+
+/// A LAG with its members as the domain sees it; `None` without an ID.
+pub fn observe_lag(l: &dc::types::Lag) -> Option<ObservedResource> {
+    Some(ObservedResource {
+        id: l.lag_id()?.to_string(),
+        kind: ResourceType::Lag,
+        state: l
+            .lag_state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        mac_sec_capable: l.mac_sec_capable().unwrap_or(false),
+        encryption_mode: l.encryption_mode().map(str::to_string),
+        port_encryption_status: None,
+        lag_id: None,
+        keys: l.mac_sec_keys().iter().map(key_of).collect(),
+        members: l
+            .connections()
+            .iter()
+            .filter_map(|m| {
+                Some(ObservedMember {
+                    connection_id: m.connection_id()?.to_string(),
+                    state: m
+                        .connection_state()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_else(|| "unknown".into()),
+                    mac_sec_capable: m.mac_sec_capable().unwrap_or(false),
+                    encryption_mode: m.encryption_mode().map(str::to_string),
+                    port_encryption_status: m.port_encryption_status().map(str::to_string),
+                })
+            })
+            .collect(),
+    })
+}
+
+/// "Unknown ID" in the words of AWS, moto or dx-sim: the resource does not exist.
+fn is_not_found(e: &AwsError) -> bool {
+    matches!(
+        e.code.as_deref(),
+        Some("ConnectionNotFound" | "LagNotFound")
+    ) || e.message.contains("Could not find")
+        || e.message.contains("does not exist")
+        || e.message.contains("does not match any")
+}
+
+impl DirectConnectApi for SdkDirectConnect {
+    fn describe_all(&self) -> BoxFut<'_, Result<Vec<ObservedResource>, AwsError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let page = self
+                    .0
+                    .describe_connections()
+                    .max_results(PAGE_SIZE)
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("DescribeConnections", &e))?;
+                out.extend(page.connections().iter().filter_map(observe_connection));
+                match page.next_token() {
+                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                    _ => break,
+                }
+            }
+            loop {
+                let page = self
+                    .0
+                    .describe_lags()
+                    .max_results(PAGE_SIZE)
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("DescribeLags", &e))?;
+                out.extend(page.lags().iter().filter_map(observe_lag));
+                match page.next_token() {
+                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                    _ => break,
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn describe_one<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFut<'a, Result<Option<ObservedResource>, AwsError>> {
+        Box::pin(async move {
+            let found = if id.starts_with("dxlag-") {
+                self.0
+                    .describe_lags()
+                    .lag_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("DescribeLags", &e))
+                    .map(|o| o.lags().iter().filter_map(observe_lag).find(|r| r.id == id))
+            } else {
+                self.0
+                    .describe_connections()
+                    .connection_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("DescribeConnections", &e))
+                    .map(|o| {
+                        o.connections()
+                            .iter()
+                            .filter_map(observe_connection)
+                            .find(|r| r.id == id)
+                    })
+            };
+            match found {
+                Err(e) if is_not_found(&e) => Ok(None),
+                other => other,
+            }
+        })
+    }
+
+    fn associate<'a>(
+        &'a self,
+        target: &'a Target,
+        with: &'a Association,
+    ) -> BoxFut<'a, Result<(), AwsError>> {
+        Box::pin(async move {
+            let req = self.0.associate_mac_sec_key().connection_id(&target.id);
+            let (req, secret) = match with {
+                Association::SecretArn(arn) => (req.secret_arn(arn), ""),
+                Association::CknCak(ckn, cak) => {
+                    (req.ckn(ckn.as_str()).cak(cak.expose()), cak.expose())
+                }
+            };
+            req.send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("AssociateMacSecKey", &e).scrubbed(secret))
+        })
+    }
+
+    fn disassociate<'a>(
+        &'a self,
+        target: &'a Target,
+        secret_arn: &'a str,
+    ) -> BoxFut<'a, Result<(), AwsError>> {
+        Box::pin(async move {
+            self.0
+                .disassociate_mac_sec_key()
+                .connection_id(&target.id)
+                .secret_arn(secret_arn)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("DisassociateMacSecKey", &e))
+        })
+    }
+
+    fn set_mode<'a>(
+        &'a self,
+        target: &'a Target,
+        mode: EncryptionMode,
+    ) -> BoxFut<'a, Result<(), AwsError>> {
+        Box::pin(async move {
+            match target.kind {
+                ResourceType::Lag => self
+                    .0
+                    .update_lag()
+                    .lag_id(&target.id)
+                    .encryption_mode(mode.as_aws_str())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| AwsError::from_sdk("UpdateLag", &e)),
+                ResourceType::Connection => self
+                    .0
+                    .update_connection()
+                    .connection_id(&target.id)
+                    .encryption_mode(mode.as_aws_str())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| AwsError::from_sdk("UpdateConnection", &e)),
+            }
+        })
+    }
+}
+
+pub struct SdkSecrets(sm::Client);
+
+impl SecretsApi for SdkSecrets {
+    fn secret_string<'a>(&'a self, secret_id: &'a str) -> BoxFut<'a, Result<String, AwsError>> {
+        Box::pin(async move {
+            let out = self
+                .0
+                .get_secret_value()
+                .secret_id(secret_id)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("GetSecretValue", &e))?;
+            out.secret_string()
+                .map(str::to_string)
+                .ok_or_else(|| AwsError {
+                    operation: "GetSecretValue",
+                    code: None,
+                    message: format!(
+                        "secret {secret_id} has no SecretString (binary secrets are not supported)"
+                    ),
+                    class: super::ErrorClass::Terminal,
+                })
+        })
+    }
+}

@@ -1,0 +1,303 @@
+//! Reading DxConnection, MacSecKey and Secret manifests from files and folders.
+//!
+//! Multi-document YAML (or JSON); folders are read recursively for `.yaml`, `.yml` and
+//! `.json` files in name order. Errors name the file, the document and the field. Other
+//! kinds are skipped with a note, as `kubectl apply` users keep them side by side.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Secret;
+use serde::de::DeserializeOwned;
+
+use crate::crd::{DxConnection, MacSecKey};
+
+/// A parsed object and where it came from.
+#[derive(Debug, Clone)]
+pub struct Sourced<T> {
+    pub value: T,
+    /// `path, document N`.
+    pub origin: String,
+}
+
+/// Everything read from the inputs, namespaces filled in (`default` when absent).
+#[derive(Debug, Default)]
+pub struct Inputs {
+    pub connections: Vec<Sourced<DxConnection>>,
+    pub keys: BTreeMap<(String, String), Sourced<MacSecKey>>,
+    pub secrets: BTreeMap<(String, String), crate::material::SecretData>,
+    /// Documents of other kinds that were skipped.
+    pub skipped: Vec<String>,
+}
+
+fn files_in(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for p in entries {
+            let is_manifest = p
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+            if p.is_dir() || is_manifest {
+                files_in(&p, out)?;
+            }
+        }
+    } else {
+        out.push(path.to_path_buf());
+    }
+    Ok(())
+}
+
+fn typed<T: DeserializeOwned>(
+    doc: serde_yaml::Value,
+    origin: &str,
+    what: &str,
+) -> Result<T, String> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            format!("{origin}: {what}: {inner}")
+        } else {
+            format!("{origin}: {what}: {path}: {inner}")
+        }
+    })
+}
+
+fn str_at<'a>(doc: &'a serde_yaml::Value, keys: &[&str]) -> Option<&'a str> {
+    keys.iter()
+        .try_fold(doc, |v, k| v.get(*k))
+        .and_then(|v| v.as_str())
+}
+
+/// Reads every path; collects all errors rather than stopping at the first.
+pub fn load(paths: &[PathBuf]) -> Result<Inputs, Vec<String>> {
+    let mut inputs = Inputs::default();
+    let mut errors = Vec::new();
+    let mut files = Vec::new();
+    for p in paths {
+        if let Err(e) = files_in(p, &mut files) {
+            errors.push(e);
+        }
+    }
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(format!("{}: {e}", file.display()));
+                continue;
+            }
+        };
+        for (i, de) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let origin = format!("{}, document {}", file.display(), i + 1);
+            let doc = match <serde_yaml::Value as serde::Deserialize>::deserialize(de) {
+                Ok(serde_yaml::Value::Null) => continue,
+                Ok(v) => v,
+                Err(e) => {
+                    errors.push(format!("{origin}: not valid YAML: {e}"));
+                    // The rest of the stream cannot be trusted after a syntax error.
+                    break;
+                }
+            };
+            if let Err(e) = add(&mut inputs, doc, &origin) {
+                errors.push(e);
+            }
+        }
+    }
+    if inputs.connections.is_empty() && errors.is_empty() {
+        errors.push("no DxConnection found in the inputs".to_string());
+    }
+    if errors.is_empty() {
+        Ok(inputs)
+    } else {
+        Err(errors)
+    }
+}
+
+fn add(inputs: &mut Inputs, doc: serde_yaml::Value, origin: &str) -> Result<(), String> {
+    let api_version = str_at(&doc, &["apiVersion"])
+        .unwrap_or_default()
+        .to_string();
+    let Some(kind) = str_at(&doc, &["kind"]).map(str::to_string) else {
+        return Err(format!("{origin}: kind is missing"));
+    };
+    let name = str_at(&doc, &["metadata", "name"]).map(str::to_string);
+    let Some(name) = name else {
+        return Err(format!("{origin}: {kind}: metadata.name is missing"));
+    };
+    let what = format!("{kind} {name}");
+    match (api_version.as_str(), kind.as_str()) {
+        ("dxmacsec.io/v1alpha1", "DxConnection") => {
+            let mut dxc: DxConnection = typed(doc, origin, &what)?;
+            let ns = dxc
+                .metadata
+                .namespace
+                .get_or_insert_with(|| "default".into())
+                .clone();
+            if inputs.connections.iter().any(|c| {
+                c.value.metadata.namespace.as_deref() == Some(&ns)
+                    && c.value.metadata.name.as_deref() == Some(&name)
+            }) {
+                return Err(format!(
+                    "{origin}: {what}: DxConnection {ns}/{name} is defined twice"
+                ));
+            }
+            inputs.connections.push(Sourced {
+                value: dxc,
+                origin: origin.to_string(),
+            });
+        }
+        ("dxmacsec.io/v1alpha1", "MacSecKey") => {
+            let mut key: MacSecKey = typed(doc, origin, &what)?;
+            let ns = key
+                .metadata
+                .namespace
+                .get_or_insert_with(|| "default".into())
+                .clone();
+            crate::material::check_one_source(&key.spec)
+                .map_err(|e| format!("{origin}: {what}: {e}"))?;
+            let previous = inputs.keys.insert(
+                (ns.clone(), name.clone()),
+                Sourced {
+                    value: key,
+                    origin: origin.to_string(),
+                },
+            );
+            if previous.is_some() {
+                return Err(format!(
+                    "{origin}: {what}: MacSecKey {ns}/{name} is defined twice"
+                ));
+            }
+        }
+        ("v1", "Secret") => {
+            let secret: Secret = typed(doc, origin, &what)?;
+            let ns = secret
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
+            let mut data: BTreeMap<String, Vec<u8>> = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            // As the API server does: stringData wins over data.
+            for (k, v) in secret.string_data.unwrap_or_default() {
+                data.insert(k, v.into_bytes());
+            }
+            inputs.secrets.insert((ns, name), data);
+        }
+        (_, "DxConnection" | "MacSecKey") => {
+            return Err(format!(
+                "{origin}: {what}: apiVersion {api_version:?} is not served; use dxmacsec.io/v1alpha1"
+            ));
+        }
+        _ => inputs
+            .skipped
+            .push(format!("{origin}: {what} ({api_version})")),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn tempdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "dxm-input-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Errors name the file, the document and the field path.
+    #[test]
+    fn errors_name_file_document_and_field() {
+        let d = tempdir();
+        let f = write(
+            &d,
+            "bad.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\napiVersion: dxmacsec.io/v1alpha1\nkind: DxConnection\nmetadata: {name: c}\nspec:\n  connectionId: dxcon-1\n  encryptionMode: always\n",
+        );
+        let errs = load(std::slice::from_ref(&f)).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(&format!(
+                "{}, document 2: DxConnection c: spec.encryptionMode: unknown variant `always`",
+                f.display()
+            )),
+            "{}",
+            errs[0]
+        );
+    }
+
+    /// Secrets take `data` (base64) and `stringData`; folders are read; defaults apply.
+    #[test]
+    fn reads_folders_secrets_and_defaults() {
+        let d = tempdir();
+        write(
+            &d,
+            "a.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {ckn: YWJj}\nstringData: {cak: def}\n---\napiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: k}\nspec: {secretRef: {name: s}}\n",
+        );
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        write(
+            &d.join("sub"),
+            "b.yml",
+            "apiVersion: dxmacsec.io/v1alpha1\nkind: DxConnection\nmetadata: {name: c, namespace: net}\nspec: {connectionId: dxcon-1}\n",
+        );
+        write(&d, "notes.txt", "not yaml: [");
+        let inputs = load(&[d]).unwrap();
+        let secret = &inputs.secrets[&("default".to_string(), "s".to_string())];
+        assert_eq!(secret["ckn"], b"abc");
+        assert_eq!(secret["cak"], b"def");
+        let key = &inputs.keys[&("default".to_string(), "k".to_string())].value;
+        assert_eq!(key.spec.secret_ref.as_ref().unwrap().cak_key, "cak");
+        let c = &inputs.connections[0].value;
+        assert_eq!(c.metadata.namespace.as_deref(), Some("net"));
+        assert!(c.spec.require_encryption_up);
+        assert_eq!(c.spec.rotation.overlap_seconds, 300);
+    }
+
+    /// Broken YAML, a missing kind, two key sources and an empty input are all reported.
+    #[test]
+    fn reports_every_problem() {
+        let d = tempdir();
+        let f1 = write(&d, "1.yaml", "kind: [unclosed\n");
+        let f2 = write(
+            &d,
+            "2.yaml",
+            "metadata: {name: x}\n---\napiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: k}\nspec: {secretRef: {name: s}, directConnectSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:x'}\n",
+        );
+        let errs = load(&[f1, f2]).unwrap_err();
+        assert!(
+            errs[0].contains("1.yaml, document 1: not valid YAML"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].contains("2.yaml, document 1: kind is missing"),
+            "{errs:?}"
+        );
+        assert!(errs[2].contains("set exactly one of"), "{errs:?}");
+        let empty = write(&d, "3.yaml", "");
+        assert_eq!(
+            load(&[empty]).unwrap_err(),
+            vec!["no DxConnection found in the inputs".to_string()]
+        );
+    }
+}

@@ -1,0 +1,401 @@
+//! The cluster-free commands: `plan`, `apply` and `keygen`.
+//!
+//! `plan` and `apply` read manifests from files, read AWS, and run the same planner and
+//! engine as the controller. No Kubernetes cluster is involved. Key material and the CAK
+//! stay inside `Desired`; output is built from plans, statuses and errors, none of which
+//! can hold a CAK.
+
+pub mod input;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::aws::{AwsProvider, BoxFut, ErrorClass, ObservationCache, Scope};
+use crate::crd::{DxConnection, DxConnectionStatus};
+use crate::desired;
+use crate::engine::{Engine, Mode, PassResult};
+use crate::material::{SecretData, SecretReader};
+use crate::plan::{Desired, PriorState, Reason};
+use crate::status::dxconnection_status;
+
+use input::Inputs;
+
+/// Exit codes of `plan` and `apply`.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_CHANGES: i32 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// Secrets read from the input files.
+struct FileSecrets(BTreeMap<(String, String), SecretData>);
+
+impl SecretReader for FileSecrets {
+    fn read<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<Option<SecretData>, String>> {
+        let found = self
+            .0
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned();
+        Box::pin(async move { Ok(found) })
+    }
+}
+
+/// One DxConnection from the files, ready for passes.
+struct Item {
+    name: String,
+    connection_id: String,
+    scope: Result<Scope, String>,
+    desired: Option<Desired>,
+    prior: PriorState,
+    status: Option<DxConnectionStatus>,
+    last: Option<PassResult>,
+    done: bool,
+}
+
+/// Resolves every DxConnection of the inputs; later duplicates of one AWS resource get a
+/// Conflict naming the first.
+async fn prepare(
+    inputs: &Inputs,
+    aws: &dyn AwsProvider,
+    default_region: Option<&str>,
+) -> Vec<Item> {
+    let secrets = FileSecrets(inputs.secrets.clone());
+    let mut owners: BTreeMap<(Scope, String), String> = BTreeMap::new();
+    let mut items = Vec::new();
+    for c in &inputs.connections {
+        let dxc: &DxConnection = &c.value;
+        let ns = dxc
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = format!("{ns}/{}", dxc.metadata.name.clone().unwrap_or_default());
+        let scope = desired::scope_of(dxc, default_region);
+        let desired = match &scope {
+            Ok(scope) => {
+                let find = |key: &str| {
+                    inputs
+                        .keys
+                        .get(&(ns.clone(), key.to_string()))
+                        .map(|k| k.value.clone())
+                };
+                let mut d = desired::desired(dxc, find, &secrets, aws, scope).await;
+                let owner = owners
+                    .entry((scope.clone(), d.connection_id.clone()))
+                    .or_insert_with(|| name.clone());
+                if *owner != name {
+                    d.conflict_with = Some(owner.clone());
+                }
+                Some(d)
+            }
+            Err(_) => None,
+        };
+        items.push(Item {
+            name,
+            connection_id: dxc.spec.connection_id.clone(),
+            scope,
+            desired,
+            prior: PriorState::default(),
+            status: None,
+            last: None,
+            done: false,
+        });
+    }
+    items
+}
+
+async fn run_pass(engine: &Engine, item: &mut Item, mode: Mode) {
+    let (Ok(scope), Some(desired)) = (&item.scope, &item.desired) else {
+        return;
+    };
+    let now = jiff::Timestamp::now();
+    let result = engine.pass(scope, desired, &item.prior, now, mode).await;
+    let status = dxconnection_status(item.status.as_ref(), &result, None, now);
+    item.prior = PriorState::from_key_status(&status.keys, false);
+    item.status = Some(status);
+    item.last = Some(result);
+}
+
+/// How an item stands after its last pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Converged,
+    /// Needs changes or is waiting for AWS.
+    Pending,
+    /// Needs a person: bad spec, missing key, unknown connection, a terminal AWS error.
+    Failed,
+}
+
+fn standing(item: &Item) -> Standing {
+    if item.scope.is_err() {
+        return Standing::Failed;
+    }
+    let Some(r) = &item.last else {
+        return Standing::Pending;
+    };
+    if let Some(e) = &r.error {
+        return if e.class == ErrorClass::Terminal {
+            Standing::Failed
+        } else {
+            Standing::Pending
+        };
+    }
+    match &r.plan {
+        Some(p) if p.ready => Standing::Converged,
+        Some(p) if !p.synced => Standing::Failed,
+        _ => Standing::Pending,
+    }
+}
+
+fn reason_and_message(item: &Item) -> (String, String) {
+    match (&item.scope, &item.last) {
+        (Err(e), _) => (Reason::InvalidSpec.to_string(), e.clone()),
+        (_, Some(r)) => {
+            let (_, reason, message) = if r.error.is_some() {
+                r.synced()
+            } else {
+                r.ready()
+            };
+            (reason.to_string(), message)
+        }
+        (_, None) => ("Pending".into(), String::new()),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report<'a> {
+    name: &'a str,
+    connection_id: &'a str,
+    region: Option<&'a str>,
+    ready: bool,
+    reason: String,
+    message: String,
+    planned_actions: Vec<String>,
+    status: Option<&'a DxConnectionStatus>,
+}
+
+fn report(item: &Item) -> Report<'_> {
+    let (reason, message) = reason_and_message(item);
+    Report {
+        name: &item.name,
+        connection_id: &item.connection_id,
+        region: item.scope.as_ref().ok().map(|s| s.region.as_str()),
+        ready: standing(item) == Standing::Converged,
+        reason,
+        message,
+        planned_actions: item
+            .last
+            .as_ref()
+            .and_then(|r| r.plan.as_ref())
+            .map(|p| p.planned_actions())
+            .unwrap_or_default(),
+        status: item.status.as_ref(),
+    }
+}
+
+fn print_text(item: &Item) {
+    let r = report(item);
+    println!(
+        "{}  {} ({})",
+        r.name,
+        r.connection_id,
+        r.region.unwrap_or("no region")
+    );
+    if let Some(s) = r.status
+        && s.connection_state.is_some()
+    {
+        println!(
+            "  AWS: {} {}, mode {}, port {}, {} key(s) associated",
+            s.resource_type
+                .map(|t| format!("{t:?}"))
+                .unwrap_or_default(),
+            s.connection_state.as_deref().unwrap_or("?"),
+            s.encryption_mode.as_deref().unwrap_or("none"),
+            s.port_encryption_status.as_deref().unwrap_or("-"),
+            s.associated_keys.unwrap_or(0)
+        );
+    }
+    println!("  {}: {}", r.reason, r.message);
+    for a in &r.planned_actions {
+        println!("  next: {a}");
+    }
+}
+
+/// Loads inputs and builds the AWS access shared by `plan` and `apply`.
+async fn setup(
+    files: &[PathBuf],
+    aws: Arc<dyn AwsProvider>,
+    default_region: Option<&str>,
+) -> Result<(Engine, Vec<Item>, Inputs), i32> {
+    let inputs = match input::load(files) {
+        Ok(i) => i,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            return Err(EXIT_ERROR);
+        }
+    };
+    for s in &inputs.skipped {
+        eprintln!("note: skipped {s}");
+    }
+    // Within one CLI run every read should see fresh data: a short maximum age.
+    let engine = Engine::new(
+        aws.clone(),
+        Arc::new(ObservationCache::new(Duration::from_secs(2))),
+    );
+    let items = prepare(&inputs, aws.as_ref(), default_region).await;
+    Ok((engine, items, inputs))
+}
+
+/// `plan -f`: what each DxConnection's next step would be. Exit 0 when nothing would
+/// change, 2 when something would, 1 on errors.
+pub async fn plan(
+    files: &[PathBuf],
+    output: Output,
+    aws: Arc<dyn AwsProvider>,
+    default_region: Option<&str>,
+) -> i32 {
+    let (engine, mut items, _) = match setup(files, aws, default_region).await {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    for item in &mut items {
+        run_pass(&engine, item, Mode::DryRun).await;
+    }
+    match output {
+        Output::Text => items.iter().for_each(print_text),
+        Output::Json => {
+            let reports: Vec<Report<'_>> = items.iter().map(report).collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&reports).expect("reports serialize")
+            );
+        }
+    }
+    let standings: Vec<Standing> = items.iter().map(standing).collect();
+    if standings.contains(&Standing::Failed) {
+        EXIT_ERROR
+    } else if standings.contains(&Standing::Pending) {
+        EXIT_CHANGES
+    } else {
+        EXIT_OK
+    }
+}
+
+/// `apply -f`: runs passes until every DxConnection converges, fails, or `timeout` passes.
+/// Exit 0 only when all converged.
+pub async fn apply(
+    files: &[PathBuf],
+    timeout: Duration,
+    interval: Duration,
+    aws: Arc<dyn AwsProvider>,
+    default_region: Option<&str>,
+) -> i32 {
+    let (engine, mut items, _) = match setup(files, aws, default_region).await {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let deadline = Instant::now() + timeout;
+    let mut last_lines: Vec<String> = vec![String::new(); items.len()];
+    let mut backoff = interval;
+    loop {
+        let mut throttled = false;
+        for (item, last_line) in items.iter_mut().zip(&mut last_lines) {
+            if item.done {
+                continue;
+            }
+            if item.scope.is_err() {
+                item.done = true;
+                eprintln!("{}: {}", item.name, reason_and_message(item).1);
+                continue;
+            }
+            run_pass(&engine, item, Mode::Execute).await;
+            if let Some(r) = &item.last {
+                for a in &r.executed {
+                    println!("{}: {a}", item.name);
+                }
+                throttled |= r
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.class == ErrorClass::Throttled);
+            }
+            let (reason, message) = reason_and_message(item);
+            let line = format!("{}: {reason}: {message}", item.name);
+            if line != *last_line {
+                println!("{line}");
+                *last_line = line;
+            }
+            item.done = standing(item) != Standing::Pending;
+        }
+        if items.iter().all(|i| i.done) || Instant::now() >= deadline {
+            break;
+        }
+        // Back off while AWS throttles; otherwise poll at the interval.
+        backoff = if throttled {
+            (backoff * 2).min(Duration::from_secs(20))
+        } else {
+            interval
+        };
+        let jitter =
+            Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 5 + 1));
+        tokio::time::sleep(
+            (backoff + jitter).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+    }
+    println!();
+    println!(
+        "{:<32} {:<16} {:<15} {:<16} {:>4}  {:<6} REASON",
+        "NAME", "CONNECTION", "MODE", "PORT", "KEYS", "READY"
+    );
+    for item in &items {
+        let s = item.status.clone().unwrap_or_default();
+        let (reason, _) = reason_and_message(item);
+        println!(
+            "{:<32} {:<16} {:<15} {:<16} {:>4}  {:<6} {reason}",
+            item.name,
+            item.connection_id,
+            s.encryption_mode.as_deref().unwrap_or("-"),
+            s.port_encryption_status.as_deref().unwrap_or("-"),
+            s.associated_keys.unwrap_or(0),
+            if standing(item) == Standing::Converged {
+                "True"
+            } else {
+                "False"
+            },
+        );
+    }
+    if items.iter().all(|i| standing(i) == Standing::Converged) {
+        EXIT_OK
+    } else {
+        if Instant::now() >= deadline {
+            eprintln!("error: not converged within {}s", timeout.as_secs());
+        }
+        EXIT_ERROR
+    }
+}
+
+/// `keygen`: a Secret manifest with a fresh CKN/CAK from the OS CSPRNG.
+pub fn keygen(name: &str, namespace: &str) -> String {
+    let (ckn, cak) = crate::keys::generate_pair();
+    format!(
+        "# A fresh MACsec key from dx-macsec-operator keygen. Configure the same CKN/CAK on your\n\
+         # router, apply this Secret, and reference it from a MacSecKey (spec.secretRef.name: {name}).\n\
+         apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\ntype: Opaque\nstringData:\n  ckn: \"{ckn}\"\n  cak: \"{}\"\n",
+        cak.expose()
+    )
+}

@@ -1,0 +1,72 @@
+//! From a `DxConnection` and the MacSecKeys it names to the planner's [`Desired`], and the
+//! AWS [`Scope`] it lives in. Shared by the CLI and the controller.
+
+use std::time::Duration;
+
+use crate::aws::{AwsProvider, Scope};
+use crate::crd::{DxConnection, MacSecKey};
+use crate::material::{self, SecretReader};
+use crate::plan::{Desired, KeyProblem, WantedKey};
+
+/// The region and role of a DxConnection; `default_region` fills a missing `spec.region`.
+pub fn scope_of(dxc: &DxConnection, default_region: Option<&str>) -> Result<Scope, String> {
+    let region = dxc
+        .spec
+        .region
+        .clone()
+        .or_else(|| default_region.map(str::to_string))
+        .ok_or_else(|| {
+            "spec.region is not set and the operator has no default region; set spec.region or AWS_REGION (--region)"
+                .to_string()
+        })?;
+    Ok(Scope {
+        region,
+        role_arn: dxc.spec.role_arn.clone(),
+    })
+}
+
+/// Everything but key material and conflicts, which `desired` adds.
+fn base(dxc: &DxConnection) -> Desired {
+    Desired {
+        connection_id: dxc.spec.connection_id.clone(),
+        encryption_mode: dxc.spec.encryption_mode,
+        keys: None,
+        overlap: Duration::from_secs(u64::from(dxc.spec.rotation.overlap_seconds)),
+        require_encryption_up: dxc.spec.require_encryption_up,
+        policy: dxc.spec.management_policy,
+        conflict_with: None,
+    }
+}
+
+/// Resolves every MacSecKey named in `spec.keys`; `find_key` looks one up by name in the
+/// DxConnection's namespace.
+pub async fn desired(
+    dxc: &DxConnection,
+    find_key: impl Fn(&str) -> Option<MacSecKey>,
+    secrets: &dyn SecretReader,
+    aws: &dyn AwsProvider,
+    scope: &Scope,
+) -> Desired {
+    let namespace = dxc.metadata.namespace.as_deref().unwrap_or("default");
+    let mut d = base(dxc);
+    if let Some(refs) = &dxc.spec.keys {
+        let mut keys = Vec::with_capacity(refs.len());
+        for (i, r) in refs.iter().enumerate() {
+            let material = match find_key(&r.name) {
+                Some(key) => material::resolve(&key, secrets, aws, scope).await,
+                None => Err(KeyProblem {
+                    message: format!(
+                        "MacSecKey {namespace}/{} (spec.keys[{i}].name) not found; create it or fix the name",
+                        r.name
+                    ),
+                }),
+            };
+            keys.push(WantedKey {
+                name: r.name.clone(),
+                material,
+            });
+        }
+        d.keys = Some(keys);
+    }
+    d
+}

@@ -1,0 +1,160 @@
+//! Reading the key material a MacSecKey points at: a Kubernetes Secret, a customer-owned
+//! Secrets Manager secret, or a Direct Connect-managed secret ARN.
+//!
+//! Returns [`KeyMaterial`] for the planner or a [`KeyProblem`] whose message names the
+//! MacSecKey field and the fix. Values are parsed into `Ckn`/`Cak` at once and never
+//! formatted into a message.
+
+use std::collections::BTreeMap;
+
+use crate::aws::{AwsProvider, BoxFut, Scope};
+use crate::crd::{MacSecKey, MacSecKeySpec};
+use crate::keys::{Cak, Ckn};
+use crate::plan::{KeyMaterial, KeyProblem};
+
+/// The data of a Kubernetes Secret, by key.
+pub type SecretData = BTreeMap<String, Vec<u8>>;
+
+/// Reads Kubernetes Secrets by name (the controller uses `get`, the CLI the files given).
+pub trait SecretReader: Send + Sync {
+    /// The data of Secret `namespace/name`; `Ok(None)` when it does not exist.
+    fn read<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<Option<SecretData>, String>>;
+}
+
+fn problem(message: String) -> KeyProblem {
+    KeyProblem { message }
+}
+
+/// Checks that exactly one source is set (the CRD's CEL rule, for objects that skipped
+/// admission such as CLI files).
+pub fn check_one_source(spec: &MacSecKeySpec) -> Result<(), String> {
+    let count = [
+        spec.secret_ref.is_some(),
+        spec.secrets_manager.is_some(),
+        spec.direct_connect_secret_arn.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if count == 1 {
+        Ok(())
+    } else {
+        Err(format!(
+            "spec sets {count} key sources; set exactly one of secretRef, secretsManager or directConnectSecretArn"
+        ))
+    }
+}
+
+/// Resolves the material of `key` for a DxConnection in `scope`.
+pub async fn resolve(
+    key: &MacSecKey,
+    secrets: &dyn SecretReader,
+    aws: &dyn AwsProvider,
+    scope: &Scope,
+) -> Result<KeyMaterial, KeyProblem> {
+    let namespace = key.metadata.namespace.as_deref().unwrap_or("default");
+    check_one_source(&key.spec).map_err(problem)?;
+    let status = key.status.as_ref();
+    // The managed secret learned from an earlier association, valid while the CKN is the same.
+    let known_arn = |ckn: &Ckn| {
+        status
+            .filter(|s| {
+                s.ckn.as_deref().map(Ckn::normalize_observed).as_deref() == Some(ckn.as_str())
+            })
+            .and_then(|s| s.direct_connect_secret_arn.clone())
+    };
+
+    if let Some(arn) = &key.spec.direct_connect_secret_arn {
+        let ckn = status
+            .and_then(|s| s.ckn.as_deref())
+            .and_then(|c| Ckn::parse("status.ckn", c).ok());
+        return Ok(KeyMaterial::managed_secret(arn.clone(), ckn));
+    }
+
+    if let Some(r) = &key.spec.secret_ref {
+        let data = secrets.read(namespace, &r.name).await.map_err(|e| {
+            problem(format!(
+                "cannot read Secret {namespace}/{} (spec.secretRef.name): {e}",
+                r.name
+            ))
+        })?;
+        let Some(data) = data else {
+            return Err(problem(format!(
+                "Secret {namespace}/{} (spec.secretRef.name) not found; create it in namespace {namespace} or fix the name",
+                r.name
+            )));
+        };
+        let field = |k: &str, which: &str| -> Result<String, KeyProblem> {
+            let bytes = data.get(k).ok_or_else(|| {
+                problem(format!(
+                    "Secret {namespace}/{} has no key {k:?} (spec.secretRef.{which}); add it or point {which} at the right key",
+                    r.name
+                ))
+            })?;
+            String::from_utf8(bytes.clone()).map_err(|_| {
+                problem(format!(
+                    "Secret {namespace}/{} key {k:?} is not text; it must hold 64 hexadecimal characters",
+                    r.name
+                ))
+            })
+        };
+        let ckn_field = format!("Secret {namespace}/{} key {:?}", r.name, r.ckn_key);
+        let cak_field = format!("Secret {namespace}/{} key {:?}", r.name, r.cak_key);
+        let ckn = Ckn::parse(&ckn_field, &field(&r.ckn_key, "cknKey")?)
+            .map_err(|e| problem(e.to_string()))?;
+        let cak = Cak::parse(&cak_field, &field(&r.cak_key, "cakKey")?)
+            .map_err(|e| problem(e.to_string()))?;
+        let arn = known_arn(&ckn);
+        return Ok(KeyMaterial::pair(ckn, cak, arn));
+    }
+
+    if let Some(sm) = &key.spec.secrets_manager {
+        let sm_scope = Scope {
+            region: sm.region.clone().unwrap_or_else(|| scope.region.clone()),
+            role_arn: scope.role_arn.clone(),
+        };
+        let api = aws
+            .secrets(&sm_scope)
+            .await
+            .map_err(|e| problem(e.to_string()))?;
+        let text = api.secret_string(&sm.secret_id).await.map_err(|e| {
+            problem(format!(
+                "cannot read Secrets Manager secret {} (spec.secretsManager.secretId) in {}: {e}",
+                sm.secret_id, sm_scope.region
+            ))
+        })?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
+            problem(format!(
+                "Secrets Manager secret {}: SecretString is not JSON; it must be an object with {:?} and {:?} fields",
+                sm.secret_id, sm.ckn_field, sm.cak_field
+            ))
+        })?;
+        let field = |f: &str, which: &str| -> Result<&str, KeyProblem> {
+            json.get(f).and_then(|v| v.as_str()).ok_or_else(|| {
+                problem(format!(
+                    "Secrets Manager secret {} has no string field {f:?} (spec.secretsManager.{which})",
+                    sm.secret_id
+                ))
+            })
+        };
+        let ckn_field = format!(
+            "Secrets Manager secret {} field {:?}",
+            sm.secret_id, sm.ckn_field
+        );
+        let cak_field = format!(
+            "Secrets Manager secret {} field {:?}",
+            sm.secret_id, sm.cak_field
+        );
+        let ckn = Ckn::parse(&ckn_field, field(&sm.ckn_field, "cknField")?)
+            .map_err(|e| problem(e.to_string()))?;
+        let cak = Cak::parse(&cak_field, field(&sm.cak_field, "cakField")?)
+            .map_err(|e| problem(e.to_string()))?;
+        let arn = known_arn(&ckn);
+        return Ok(KeyMaterial::pair(ckn, cak, arn));
+    }
+    unreachable!("check_one_source accepted a spec without a source")
+}
