@@ -126,3 +126,148 @@ impl ObservationCache {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::aws::BoxFut;
+    use crate::crd::{EncryptionMode, ResourceType};
+    use crate::plan::{Association, Target};
+
+    /// Counts Describe calls; every call takes a while so concurrent readers overlap.
+    #[derive(Default)]
+    struct CountingApi {
+        all: AtomicUsize,
+        one: AtomicUsize,
+    }
+
+    fn resource(id: &str) -> ObservedResource {
+        ObservedResource {
+            id: id.into(),
+            kind: ResourceType::Connection,
+            state: "available".into(),
+            mac_sec_capable: true,
+            encryption_mode: Some("no_encrypt".into()),
+            port_encryption_status: None,
+            lag_id: None,
+            keys: vec![],
+            members: vec![],
+        }
+    }
+
+    impl DirectConnectApi for CountingApi {
+        fn describe_all(&self) -> BoxFut<'_, Result<Vec<ObservedResource>, AwsError>> {
+            Box::pin(async move {
+                self.all.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok((0..100).map(|i| resource(&format!("dxcon-{i}"))).collect())
+            })
+        }
+        fn describe_one<'a>(
+            &'a self,
+            id: &'a str,
+        ) -> BoxFut<'a, Result<Option<ObservedResource>, AwsError>> {
+            Box::pin(async move {
+                self.one.fetch_add(1, Ordering::SeqCst);
+                Ok(Some(resource(id)))
+            })
+        }
+        fn associate<'a>(
+            &'a self,
+            _: &'a Target,
+            _: &'a Association,
+        ) -> BoxFut<'a, Result<(), AwsError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn disassociate<'a>(
+            &'a self,
+            _: &'a Target,
+            _: &'a str,
+        ) -> BoxFut<'a, Result<(), AwsError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn set_mode<'a>(
+            &'a self,
+            _: &'a Target,
+            _: EncryptionMode,
+        ) -> BoxFut<'a, Result<(), AwsError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn scope() -> Scope {
+        Scope {
+            region: "us-east-1".into(),
+            role_arn: None,
+        }
+    }
+
+    /// 100 resources observed at once cost one full refresh, not 100 Describe calls.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_readers_share_one_refresh() {
+        let cache = Arc::new(ObservationCache::new(Duration::from_secs(60)));
+        let api = Arc::new(CountingApi::default());
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..100 {
+            let (cache, api) = (cache.clone(), api.clone());
+            tasks.spawn(async move {
+                cache
+                    .observe(&scope(), api.as_ref(), &format!("dxcon-{i}"))
+                    .await
+                    .unwrap()
+            });
+        }
+        while let Some(found) = tasks.join_next().await {
+            assert!(found.unwrap().is_some());
+        }
+        assert_eq!(api.all.load(Ordering::SeqCst), 1);
+        assert_eq!(api.one.load(Ordering::SeqCst), 0);
+        assert_eq!(cache.describe_counts(), (1, 0));
+    }
+
+    /// A changed resource is re-read alone, once; others keep being served from the snapshot.
+    #[tokio::test]
+    async fn changed_resource_is_reread_alone() {
+        let cache = ObservationCache::new(Duration::from_secs(60));
+        let api = CountingApi::default();
+        cache.observe(&scope(), &api, "dxcon-1").await.unwrap();
+        cache.mark_changed(&scope(), "dxcon-1").await;
+        cache.observe(&scope(), &api, "dxcon-1").await.unwrap();
+        cache.observe(&scope(), &api, "dxcon-1").await.unwrap();
+        cache.observe(&scope(), &api, "dxcon-2").await.unwrap();
+        assert_eq!(
+            (
+                api.all.load(Ordering::SeqCst),
+                api.one.load(Ordering::SeqCst)
+            ),
+            (1, 1)
+        );
+        // Unknown IDs are answered from the snapshot too.
+        assert!(
+            cache
+                .observe(&scope(), &api, "dxcon-999")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(api.all.load(Ordering::SeqCst), 1);
+    }
+
+    /// Past the maximum age the whole snapshot is refreshed; scopes are separate.
+    #[tokio::test]
+    async fn old_snapshots_are_refreshed_and_scopes_are_separate() {
+        let cache = ObservationCache::new(Duration::from_millis(20));
+        let api = CountingApi::default();
+        cache.observe(&scope(), &api, "dxcon-1").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        cache.observe(&scope(), &api, "dxcon-1").await.unwrap();
+        let other = Scope {
+            region: "eu-west-1".into(),
+            role_arn: Some("arn:aws:iam::111111111111:role/dx".into()),
+        };
+        cache.observe(&other, &api, "dxcon-1").await.unwrap();
+        assert_eq!(api.all.load(Ordering::SeqCst), 3);
+    }
+}

@@ -27,7 +27,11 @@ pub struct SdkOptions {
     pub endpoint_url: Option<String>,
     /// Whole-operation timeout, retries included.
     pub operation_timeout: Duration,
-    /// Attempts per call, with the SDK's adaptive (client-side rate limiting) retry mode.
+    /// Attempts per call, with the SDK's standard retry mode (exponential backoff with
+    /// jitter). Not the SDK's adaptive mode: under a storm where half the calls are throttled
+    /// its client-side rate limiter slowed every call past the operation timeout, and nothing
+    /// converged. Adapting to throttling is done by the callers instead, which back off by
+    /// error class.
     pub max_attempts: u32,
 }
 
@@ -54,7 +58,7 @@ pub struct SdkProvider {
 impl SdkProvider {
     pub async fn new(options: &SdkOptions) -> SdkProvider {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::adaptive().with_max_attempts(options.max_attempts))
+            .retry_config(RetryConfig::standard().with_max_attempts(options.max_attempts))
             .timeout_config(
                 TimeoutConfig::builder()
                     .operation_timeout(options.operation_timeout)
@@ -67,6 +71,14 @@ impl SdkProvider {
         }
         SdkProvider {
             base: loader.load().await,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A provider on an already loaded SDK configuration (tests, embedding).
+    pub fn from_sdk_config(base: SdkConfig) -> SdkProvider {
+        SdkProvider {
+            base,
             clients: Mutex::new(HashMap::new()),
         }
     }

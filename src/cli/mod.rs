@@ -399,3 +399,28 @@ pub fn keygen(name: &str, namespace: &str) -> String {
         cak.expose()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{Cak, Ckn};
+
+    /// keygen prints a Secret with a valid, fresh pair each time.
+    #[test]
+    fn keygen_prints_a_valid_fresh_secret() {
+        let read = |text: &str| {
+            let s: k8s_openapi::api::core::v1::Secret = serde_yaml::from_str(text).unwrap();
+            assert_eq!(s.metadata.name.as_deref(), Some("k"));
+            assert_eq!(s.metadata.namespace.as_deref(), Some("net"));
+            let data = s.string_data.unwrap();
+            assert!(Ckn::parse("ckn", &data["ckn"]).is_ok());
+            assert!(Cak::parse("cak", &data["cak"]).is_ok());
+            (data["ckn"].clone(), data["cak"].clone())
+        };
+        let (ckn1, cak1) = read(&keygen("k", "net"));
+        let (ckn2, cak2) = read(&keygen("k", "net"));
+        assert_ne!(ckn1, ckn2);
+        assert_ne!(cak1, cak2);
+        assert_ne!(ckn1, cak1);
+    }
+}

@@ -1,0 +1,604 @@
+//! `plan` and `apply` end to end: the real binary, the real AWS SDK, dx-sim as Direct
+//! Connect. Each test starts its own emulator and asserts on exit codes, output, the
+//! emulator's state and its call log.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dx_sim::{CallRecord, Fault, Seed, Sim};
+use serde_json::Value;
+
+const CKN_A: &str = "aaaa000000000000000000000000000000000000000000000000000000000001";
+const CKN_B: &str = "bbbb000000000000000000000000000000000000000000000000000000000002";
+/// Distinct, easily searched CAKs (no test output may contain them).
+const CAK_A: &str = "cafe0000000000000000000000000000000000000000000000000000deadbee1";
+const CAK_B: &str = "cafe0000000000000000000000000000000000000000000000000000deadbee2";
+
+const MUTATING: &[&str] = &[
+    "AssociateMacSecKey",
+    "DisassociateMacSecKey",
+    "UpdateConnection",
+    "UpdateLag",
+];
+
+async fn sim(seed: &str) -> Sim {
+    Sim::start(Seed::from_yaml(seed).unwrap()).await.unwrap()
+}
+
+fn dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "dxm-cli-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A Secret and MacSecKey named `name` holding `ckn`/`cak`.
+fn key(name: &str, ckn: &str, cak: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{ckn: \"{ckn}\", cak: \"{cak}\"}}\n---\n\
+         apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: {name}}}\nspec: {{secretRef: {{name: {name}}}}}\n---\n"
+    )
+}
+
+/// A DxConnection; `extra` is more spec, in flow style.
+fn dxc(name: &str, id: &str, mode: &str, keys: &[&str], extra: &str) -> String {
+    let keys: Vec<String> = keys.iter().map(|k| format!("{{name: {k}}}")).collect();
+    format!(
+        "apiVersion: dxmacsec.io/v1alpha1\nkind: DxConnection\nmetadata: {{name: {name}}}\nspec: {{connectionId: {id}, encryptionMode: {mode}, keys: [{}]{extra}}}\n---\n",
+        keys.join(", ")
+    )
+}
+
+fn write(text: &str) -> PathBuf {
+    let d = dir();
+    let f = d.join("manifests.yaml");
+    std::fs::write(&f, text).unwrap();
+    f
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+fn command(sim: &Sim, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_dx-macsec-operator"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_ACCESS_KEY_ID", "AKIDCLI")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", sim.endpoint())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn cli(sim: &Sim, args: &[&str]) -> Run {
+    let out = command(sim, args).output().await.unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn apply(sim: &Sim, file: &std::path::Path, timeout: &str) -> Run {
+    cli(
+        sim,
+        &[
+            "apply",
+            "-f",
+            file.to_str().unwrap(),
+            "--timeout",
+            timeout,
+            "--interval",
+            "200ms",
+        ],
+    )
+    .await
+}
+
+fn ok_calls<'a>(calls: &'a [CallRecord], op: &str) -> Vec<&'a CallRecord> {
+    calls
+        .iter()
+        .filter(|c| c.operation == op && c.outcome == "ok")
+        .collect()
+}
+
+fn connection<'a>(state: &'a Value, id: &str) -> &'a Value {
+    state["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["connectionId"] == id)
+        .unwrap()
+}
+
+fn lag<'a>(state: &'a Value, id: &str) -> &'a Value {
+    state["lags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["lagId"] == id)
+        .unwrap()
+}
+
+fn assert_no_cak(run: &Run) {
+    for cak in [CAK_A, CAK_B] {
+        assert!(
+            !run.all().contains(cak),
+            "a CAK was printed:\n{}",
+            run.all()
+        );
+    }
+}
+
+const BASIC: &str = r#"
+delays: { associateMs: 300, disassociateMs: 300 }
+connections:
+  - { id: dxcon-c1, macSecCapable: true, router: [aaaa000000000000000000000000000000000000000000000000000000000001] }
+  - { id: dxcon-m1, bandwidth: 100Gbps, macSecCapable: true, router: [aaaa000000000000000000000000000000000000000000000000000000000001] }
+  - { id: dxcon-m2, bandwidth: 100Gbps, macSecCapable: true, router: [aaaa000000000000000000000000000000000000000000000000000000000001] }
+  - { id: dxcon-plain, bandwidth: 1Gbps, macSecCapable: false }
+lags:
+  - { id: dxlag-l1, bandwidth: 100Gbps, macSecCapable: true, members: [dxcon-m1, dxcon-m2] }
+"#;
+
+/// Enabling MACsec on a connection and on a LAG: key first, must_encrypt last, members
+/// mirror the LAG, the CAK is sent once and never printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enables_macsec_on_a_connection_and_a_lag() {
+    let sim = sim(BASIC).await;
+    let f = write(&format!(
+        "{}{}{}",
+        key("k-a", CKN_A, CAK_A),
+        dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], ""),
+        dxc("core", "dxlag-l1", "must_encrypt", &["k-a"], "")
+    ));
+    let run = apply(&sim, &f, "60s").await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_no_cak(&run);
+    assert!(run.stdout.contains("default/conn") && run.stdout.contains("Converged"));
+
+    let state = sim.shared.state();
+    let c = connection(&state, "dxcon-c1");
+    assert_eq!(c["encryptionMode"], "must_encrypt");
+    assert_eq!(c["portEncryptionStatus"], "Encryption Up");
+    assert_eq!(c["macSecKeys"][0]["ckn"], CKN_A);
+    assert_eq!(c["macSecKeys"][0]["state"], "associated");
+    let l = lag(&state, "dxlag-l1");
+    assert_eq!(l["encryptionMode"], "must_encrypt");
+    for m in l["connections"].as_array().unwrap() {
+        assert_eq!(m["encryptionMode"], "must_encrypt");
+        assert_eq!(m["portEncryptionStatus"], "Encryption Up");
+    }
+
+    // Per target: the key is associated before must_encrypt is set.
+    let calls = sim.shared.calls();
+    for (target, update) in [("dxcon-c1", "UpdateConnection"), ("dxlag-l1", "UpdateLag")] {
+        let seq_of = |op: &str| {
+            calls
+                .iter()
+                .filter(|c| {
+                    c.operation == op && c.outcome == "ok" && c.target.as_deref() == Some(target)
+                })
+                .map(|c| c.seq)
+                .collect::<Vec<_>>()
+        };
+        let assoc = seq_of("AssociateMacSecKey");
+        let updates = seq_of(update);
+        assert_eq!(assoc.len(), 1, "{target}: {calls:?}");
+        assert!(
+            updates.iter().all(|u| *u > assoc[0]),
+            "{target}: mode changed before the key: {calls:?}"
+        );
+    }
+    // Converging again changes nothing.
+    let before = calls.len();
+    let run = apply(&sim, &f, "10s").await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    let after = sim.shared.calls();
+    assert!(
+        after[before..]
+            .iter()
+            .all(|c| !MUTATING.contains(&c.operation.as_str())),
+        "{:?}",
+        &after[before..]
+    );
+}
+
+/// Rotation: the new key is associated first and the old one is removed only after the
+/// overlap has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_keeps_the_old_key_for_the_overlap() {
+    let sim = sim(&format!(
+        "delays: {{ associateMs: 300, disassociateMs: 300 }}\nconnections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}], router: [\"{CKN_A}\", \"{CKN_B}\"] }}\n"
+    ))
+    .await;
+    let f = write(&format!(
+        "{}{}",
+        key("k-b", CKN_B, CAK_B),
+        dxc(
+            "conn",
+            "dxcon-c1",
+            "must_encrypt",
+            &["k-b"],
+            ", rotation: {overlapSeconds: 3}"
+        )
+    ));
+    let run = apply(&sim, &f, "60s").await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_no_cak(&run);
+    let calls = sim.shared.calls();
+    let assoc = ok_calls(&calls, "AssociateMacSecKey");
+    let removed = ok_calls(&calls, "DisassociateMacSecKey");
+    assert_eq!((assoc.len(), removed.len()), (1, 1), "{calls:?}");
+    // associated after ~300 ms, then 3 s of overlap.
+    let gap = removed[0].at_ms - assoc[0].at_ms;
+    assert!(
+        gap >= 3_000,
+        "old key removed {gap} ms after the new one was associated"
+    );
+    let state = sim.shared.state();
+    let keys = connection(&state, "dxcon-c1")["macSecKeys"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["ckn"], CKN_B);
+    assert_eq!(
+        connection(&state, "dxcon-c1")["encryptionMode"],
+        "must_encrypt"
+    );
+    assert!(
+        !calls.iter().any(|c| c.operation == "UpdateConnection"),
+        "mode never touched: {calls:?}"
+    );
+}
+
+/// Turning encryption off: the mode goes to no_encrypt before the keys are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_off_sets_the_mode_before_removing_keys() {
+    let sim = sim(&format!(
+        "delays: {{ associateMs: 300, disassociateMs: 300 }}\nconnections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}], router: [\"{CKN_A}\"] }}\n"
+    ))
+    .await;
+    let f = write(&dxc("conn", "dxcon-c1", "no_encrypt", &[], ""));
+    let run = apply(&sim, &f, "30s").await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    let calls = sim.shared.calls();
+    let update = ok_calls(&calls, "UpdateConnection");
+    let removed = ok_calls(&calls, "DisassociateMacSecKey");
+    assert_eq!((update.len(), removed.len()), (1, 1), "{calls:?}");
+    assert!(update[0].seq < removed[0].seq);
+    let state = sim.shared.state();
+    assert_eq!(
+        connection(&state, "dxcon-c1")["encryptionMode"],
+        "no_encrypt"
+    );
+    assert!(
+        connection(&state, "dxcon-c1")["macSecKeys"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The customer router lacks the key: must_encrypt is withheld, with a message that says
+/// what to do, and apply fails at its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn must_encrypt_is_withheld_until_the_router_has_the_key() {
+    let sim = sim(
+        "delays: { associateMs: 200 }\nconnections:\n  - { id: dxcon-c1, macSecCapable: true }\n",
+    )
+    .await;
+    let f = write(&format!(
+        "{}{}",
+        key("k-a", CKN_A, CAK_A),
+        dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
+    ));
+    let run = apply(&sim, &f, "3s").await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stdout.contains("WaitingForEncryptionUp"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("configure the same CKN/CAK on your router"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("not converged within 3s"),
+        "{}",
+        run.stderr
+    );
+    let state = sim.shared.state();
+    assert_eq!(
+        connection(&state, "dxcon-c1")["encryptionMode"],
+        "should_encrypt"
+    );
+
+    // plan says what is pending: exit 2.
+    let run = cli(&sim, &["plan", "-f", f.to_str().unwrap()]).await;
+    assert_eq!(run.code, 2, "{}", run.all());
+    // Once the router has the key, apply finishes the job.
+    sim.shared
+        .set_router("dxcon-c1", &[CKN_A.to_string()])
+        .unwrap();
+    let run = apply(&sim, &f, "20s").await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(
+        connection(&sim.shared.state(), "dxcon-c1")["encryptionMode"],
+        "must_encrypt"
+    );
+}
+
+/// Half of all calls throttled: apply still converges, with exactly one association.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_storm_converges_without_duplicate_association() {
+    let sim = sim(BASIC).await;
+    sim.shared.add_fault(Fault {
+        operation: "*".into(),
+        error: Some("ThrottlingException".into()),
+        message: None,
+        count: None,
+        rate: Some(0.5),
+        latency_ms: 0,
+    });
+    let f = write(&format!(
+        "{}{}",
+        key("k-a", CKN_A, CAK_A),
+        dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
+    ));
+    let run = apply(&sim, &f, "90s").await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    let calls = sim.shared.calls();
+    let throttled = calls
+        .iter()
+        .filter(|c| c.outcome == "ThrottlingException")
+        .count();
+    assert!(throttled > 0, "the storm did not happen");
+    assert_eq!(ok_calls(&calls, "AssociateMacSecKey").len(), 1, "{calls:?}");
+    assert_eq!(
+        connection(&sim.shared.state(), "dxcon-c1")["encryptionMode"],
+        "must_encrypt"
+    );
+}
+
+/// apply killed right after an association, then run again: converges with one association.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_associate_converges_with_one_association() {
+    let sim = sim(&format!(
+        "delays: {{ associateMs: 2000 }}\nconnections:\n  - {{ id: dxcon-c1, macSecCapable: true, router: [\"{CKN_A}\"] }}\n"
+    ))
+    .await;
+    let f = write(&format!(
+        "{}{}",
+        key("k-a", CKN_A, CAK_A),
+        dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
+    ));
+    let mut child = command(
+        &sim,
+        &["apply", "-f", f.to_str().unwrap(), "--interval", "100ms"],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ok_calls(&sim.shared.calls(), "AssociateMacSecKey").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "apply never associated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().await.unwrap();
+    let state = sim.shared.state();
+    assert_eq!(
+        connection(&state, "dxcon-c1")["macSecKeys"][0]["state"],
+        "associating",
+        "killed mid-flight"
+    );
+
+    let run = apply(&sim, &f, "30s").await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    let calls = sim.shared.calls();
+    assert_eq!(ok_calls(&calls, "AssociateMacSecKey").len(), 1, "{calls:?}");
+    assert!(calls.iter().all(|c| c.outcome == "ok"), "{calls:?}");
+}
+
+/// Bad inputs: a clear error, exit 1, and no mutating call in the emulator's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_fail_cleanly_without_mutations() {
+    let sim = sim(BASIC).await;
+    let bad_cak = "cafe0000000000000000000000000000000000000000000000000000deadbeeZ";
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            format!(
+                "{}{}",
+                key("k-a", "abc", CAK_A),
+                dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
+            ),
+            &[
+                "KeyNotReady",
+                "Secret default/k-a key \"ckn\" has 3 characters",
+                "64 hexadecimal",
+            ],
+        ),
+        (
+            format!(
+                "{}{}",
+                key("k-a", CKN_A, bad_cak),
+                dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
+            ),
+            &[
+                "Secret default/k-a key \"cak\" has a character that is not hexadecimal at position 64",
+            ],
+        ),
+        (
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: k-a}}\nstringData: {{ckn: \"{CKN_A}\"}}\n---\napiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: k-a}}\nspec: {{secretRef: {{name: k-a}}}}\n---\n{}",
+                dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
+            ),
+            &["Secret default/k-a has no key \"cak\" (spec.secretRef.cakKey)"],
+        ),
+        (
+            dxc("conn", "dxcon-c1", "should_encrypt", &["missing"], ""),
+            &["MacSecKey default/missing (spec.keys[0].name) not found"],
+        ),
+        (
+            format!(
+                "{}{}",
+                key("k-a", CKN_A, CAK_A),
+                dxc("conn", "dxcon-nope", "must_encrypt", &["k-a"], "")
+            ),
+            &[
+                "NotFound",
+                "Direct Connect has no connection or LAG dxcon-nope",
+            ],
+        ),
+        (
+            format!(
+                "{}{}",
+                key("k-a", CKN_A, CAK_A),
+                dxc("conn", "dxcon-plain", "should_encrypt", &["k-a"], "")
+            ),
+            &["NotMacSecCapable", "cannot be enabled later"],
+        ),
+        (
+            format!(
+                "{}{}",
+                key("k-a", CKN_A, CAK_A),
+                dxc("conn", "dxcon-m1", "must_encrypt", &["k-a"], "")
+            ),
+            &["ManagedByLag", "set spec.connectionId to dxlag-l1"],
+        ),
+        (
+            "apiVersion: v1\nkind: [unclosed\n".to_string(),
+            &["document 1: not valid YAML"],
+        ),
+        (
+            dxc("conn", "dxcon-c1", "always_encrypt", &[], ""),
+            &[
+                "document 1: DxConnection conn: spec.encryptionMode: unknown variant `always_encrypt`",
+            ],
+        ),
+    ];
+    for (text, needles) in cases {
+        let f = write(&text);
+        for run in [
+            apply(&sim, &f, "5s").await,
+            cli(&sim, &["plan", "-f", f.to_str().unwrap()]).await,
+        ] {
+            assert_eq!(run.code, 1, "{}", run.all());
+            for n in needles {
+                assert!(run.all().contains(n), "output lacks {n:?}:\n{}", run.all());
+            }
+            assert!(
+                !run.all().contains(bad_cak) && !run.all().contains(CAK_A),
+                "a CAK was printed:\n{}",
+                run.all()
+            );
+        }
+    }
+    let calls = sim.shared.calls();
+    assert!(
+        calls
+            .iter()
+            .all(|c| !MUTATING.contains(&c.operation.as_str())),
+        "{calls:?}"
+    );
+}
+
+/// plan: exit codes 2 / 0, JSON output with the planned step, and no change to AWS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_reports_without_changing_anything() {
+    let sim = sim(BASIC).await;
+    let f = write(&format!(
+        "{}{}",
+        key("k-a", CKN_A, CAK_A),
+        dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
+    ));
+    let run = cli(&sim, &["plan", "-f", f.to_str().unwrap(), "-o", "json"]).await;
+    assert_eq!(run.code, 2, "{}", run.all());
+    let reports: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(reports[0]["name"], "default/conn");
+    assert_eq!(reports[0]["ready"], false);
+    let step = reports[0]["plannedActions"][0].as_str().unwrap();
+    assert!(
+        step.starts_with("AssociateMacSecKey: associate MacSecKey k-a"),
+        "{step}"
+    );
+    assert_eq!(reports[0]["status"]["connectionState"], "available");
+    assert!(
+        sim.shared
+            .calls()
+            .iter()
+            .all(|c| !MUTATING.contains(&c.operation.as_str()))
+    );
+    assert_no_cak(&run);
+
+    assert_eq!(apply(&sim, &f, "30s").await.code, 0);
+    let run = cli(&sim, &["plan", "-f", f.to_str().unwrap()]).await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains("Converged"));
+}
+
+/// The CAK appears in no output at the most verbose log level, in text or JSON logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cak_never_reaches_output_or_logs() {
+    let sim = sim(BASIC).await;
+    let f = write(&format!(
+        "{}{}{}",
+        key("k-a", CKN_A, CAK_A),
+        dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], ""),
+        dxc("core", "dxlag-l1", "must_encrypt", &["k-a"], "")
+    ));
+    for format in ["text", "json"] {
+        sim.shared.reset();
+        let mut cmd = command(
+            &sim,
+            &[
+                "apply",
+                "-f",
+                f.to_str().unwrap(),
+                "--interval",
+                "200ms",
+                "--log-format",
+                format,
+            ],
+        );
+        cmd.env("RUST_LOG", "trace");
+        let out = cmd.output().await.unwrap();
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert_eq!(run.code, 0, "{}", run.stdout);
+        assert!(
+            run.stderr.len() > 10_000,
+            "trace logging produced little: {} bytes",
+            run.stderr.len()
+        );
+        assert_no_cak(&run);
+    }
+}
