@@ -55,6 +55,7 @@ pub async fn desired(
             let material = match find_key(&r.name) {
                 Some(key) => material::resolve(&key, secrets, aws, scope).await,
                 None => Err(KeyProblem {
+                    reason: "MacSecKeyNotFound",
                     message: format!(
                         "MacSecKey {namespace}/{} (spec.keys[{i}].name) not found; create it or fix the name",
                         r.name

@@ -7,11 +7,14 @@
 
 pub mod aws;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod desired;
 pub mod engine;
+pub mod http;
 pub mod keys;
 pub mod material;
+pub mod metrics;
 pub mod observed;
 pub mod plan;
 pub mod status;

@@ -26,7 +26,24 @@ pub trait SecretReader: Send + Sync {
 }
 
 fn problem(message: String) -> KeyProblem {
-    KeyProblem { message }
+    KeyProblem {
+        reason: "InvalidKeyMaterial",
+        message,
+    }
+}
+
+fn not_found(message: String) -> KeyProblem {
+    KeyProblem {
+        reason: "SecretNotFound",
+        message,
+    }
+}
+
+fn read_error(message: String) -> KeyProblem {
+    KeyProblem {
+        reason: "SecretReadError",
+        message,
+    }
 }
 
 /// Checks that exactly one source is set (the CRD's CEL rule, for objects that skipped
@@ -77,13 +94,13 @@ pub async fn resolve(
 
     if let Some(r) = &key.spec.secret_ref {
         let data = secrets.read(namespace, &r.name).await.map_err(|e| {
-            problem(format!(
+            read_error(format!(
                 "cannot read Secret {namespace}/{} (spec.secretRef.name): {e}",
                 r.name
             ))
         })?;
         let Some(data) = data else {
-            return Err(problem(format!(
+            return Err(not_found(format!(
                 "Secret {namespace}/{} (spec.secretRef.name) not found; create it in namespace {namespace} or fix the name",
                 r.name
             )));

@@ -6,6 +6,7 @@
 
 mod cache;
 mod error;
+mod metered;
 mod sdk;
 
 use std::future::Future;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 pub use cache::ObservationCache;
 pub use error::{AwsError, ErrorClass};
+pub use metered::MeteredProvider;
 pub use sdk::{SdkOptions, SdkProvider};
 
 use crate::crd::EncryptionMode;

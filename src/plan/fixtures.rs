@@ -103,6 +103,7 @@ pub fn broken(name: &str, message: &str) -> WantedKey {
     WantedKey {
         name: name.into(),
         material: Err(KeyProblem {
+            reason: "SecretNotFound",
             message: message.into(),
         }),
     }

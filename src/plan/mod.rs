@@ -57,6 +57,9 @@ pub struct KeyMaterial {
 /// Why a wanted key cannot be used yet (missing Secret, bad format, AWS read failed…).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyProblem {
+    /// Machine-readable: `SecretNotFound`, `InvalidKeyMaterial`, `MacSecKeyNotFound`,
+    /// `SecretReadError`.
+    pub reason: &'static str,
     pub message: String,
 }
 

@@ -1,0 +1,137 @@
+//! A decorator that counts every AWS call by operation and outcome in the metrics.
+
+use std::sync::Arc;
+
+use super::{AwsError, AwsProvider, BoxFut, DirectConnectApi, Scope, SecretsApi};
+use crate::crd::{EncryptionMode, ResourceType};
+use crate::metrics::Metrics;
+use crate::observed::ObservedResource;
+use crate::plan::{Association, Target};
+
+pub struct MeteredProvider {
+    inner: Arc<dyn AwsProvider>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredProvider {
+    pub fn new(inner: Arc<dyn AwsProvider>, metrics: Arc<Metrics>) -> Self {
+        MeteredProvider { inner, metrics }
+    }
+}
+
+struct Metered<T: ?Sized> {
+    inner: Arc<T>,
+    metrics: Arc<Metrics>,
+}
+
+fn record<T>(metrics: &Metrics, operation: &str, result: &Result<T, AwsError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.code.as_deref().unwrap_or("transport_error"),
+    };
+    metrics.aws_call(operation, outcome);
+}
+
+impl AwsProvider for MeteredProvider {
+    fn direct_connect<'a>(
+        &'a self,
+        scope: &'a Scope,
+    ) -> BoxFut<'a, Result<Arc<dyn DirectConnectApi>, AwsError>> {
+        Box::pin(async move {
+            let inner = self.inner.direct_connect(scope).await?;
+            Ok(Arc::new(Metered {
+                inner,
+                metrics: self.metrics.clone(),
+            }) as Arc<dyn DirectConnectApi>)
+        })
+    }
+
+    fn secrets<'a>(
+        &'a self,
+        scope: &'a Scope,
+    ) -> BoxFut<'a, Result<Arc<dyn SecretsApi>, AwsError>> {
+        Box::pin(async move {
+            let inner = self.inner.secrets(scope).await?;
+            Ok(Arc::new(Metered {
+                inner,
+                metrics: self.metrics.clone(),
+            }) as Arc<dyn SecretsApi>)
+        })
+    }
+}
+
+impl DirectConnectApi for Metered<dyn DirectConnectApi> {
+    fn describe_all(&self) -> BoxFut<'_, Result<Vec<ObservedResource>, AwsError>> {
+        Box::pin(async move {
+            let r = self.inner.describe_all().await;
+            record(&self.metrics, "DescribeAll", &r);
+            r
+        })
+    }
+
+    fn describe_one<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFut<'a, Result<Option<ObservedResource>, AwsError>> {
+        Box::pin(async move {
+            let r = self.inner.describe_one(id).await;
+            let op = if id.starts_with("dxlag-") {
+                "DescribeLags"
+            } else {
+                "DescribeConnections"
+            };
+            record(&self.metrics, op, &r);
+            r
+        })
+    }
+
+    fn associate<'a>(
+        &'a self,
+        target: &'a Target,
+        with: &'a Association,
+    ) -> BoxFut<'a, Result<(), AwsError>> {
+        Box::pin(async move {
+            let r = self.inner.associate(target, with).await;
+            record(&self.metrics, "AssociateMacSecKey", &r);
+            r
+        })
+    }
+
+    fn disassociate<'a>(
+        &'a self,
+        target: &'a Target,
+        secret_arn: &'a str,
+    ) -> BoxFut<'a, Result<(), AwsError>> {
+        Box::pin(async move {
+            let r = self.inner.disassociate(target, secret_arn).await;
+            record(&self.metrics, "DisassociateMacSecKey", &r);
+            r
+        })
+    }
+
+    fn set_mode<'a>(
+        &'a self,
+        target: &'a Target,
+        mode: EncryptionMode,
+    ) -> BoxFut<'a, Result<(), AwsError>> {
+        Box::pin(async move {
+            let r = self.inner.set_mode(target, mode).await;
+            let op = match target.kind {
+                ResourceType::Lag => "UpdateLag",
+                ResourceType::Connection => "UpdateConnection",
+            };
+            record(&self.metrics, op, &r);
+            r
+        })
+    }
+}
+
+impl SecretsApi for Metered<dyn SecretsApi> {
+    fn secret_string<'a>(&'a self, secret_id: &'a str) -> BoxFut<'a, Result<String, AwsError>> {
+        Box::pin(async move {
+            let r = self.inner.secret_string(secret_id).await;
+            record(&self.metrics, "GetSecretValue", &r);
+            r
+        })
+    }
+}

@@ -1,0 +1,395 @@
+//! The Kubernetes shell: `dx-macsec-operator run`.
+//!
+//! Two kube-runtime controllers (DxConnection and MacSecKey) share one [`Context`]: the AWS
+//! engine and its observation cache, the event recorder, metrics and the reflector stores.
+//! Decisions come from `engine`/`plan`; this module reads Kubernetes, writes status with
+//! server-side apply, publishes events and chooses when to look again. Secrets are read
+//! with `get` only.
+
+pub mod connection;
+pub mod key;
+pub mod leader;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::aws::BoxFut;
+use crate::crd::{DxConnection, MacSecKey};
+use crate::engine::Engine;
+use crate::material::{SecretData, SecretReader};
+use crate::metrics::Metrics;
+use crate::plan::Requeue;
+
+/// The field manager of every status write.
+pub const FIELD_MANAGER: &str = "dx-macsec-operator";
+
+/// Errors of one reconcile; each decides how soon to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("deletion waits: {0}")]
+    CleanupPending(String),
+    #[error("MacSecKey is in use by {0}; remove it from their spec.keys first")]
+    KeyInUse(String),
+}
+
+impl Error {
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubeError",
+            Error::Finalizer(_) => "FinalizerError",
+            Error::CleanupPending(_) => "CleanupPending",
+            Error::KeyInUse(_) => "InUse",
+        }
+    }
+}
+
+/// Settings of the controller.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Region for DxConnections without `spec.region`.
+    pub default_region: Option<String>,
+    /// Look again this soon while something is in flight.
+    pub short_requeue: Duration,
+    /// Periodic resync once converged: drift made in AWS is found within this time.
+    pub resync: Duration,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub engine: Engine,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    pub connections: Store<DeserializeGuard<DxConnection>>,
+    pub keys: Store<DeserializeGuard<MacSecKey>>,
+}
+
+impl Context {
+    /// Every DxConnection that deserialized, from the reflector.
+    pub fn all_connections(&self) -> Vec<Arc<DxConnection>> {
+        self.connections
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok().map(|d| Arc::new(d.clone())))
+            .collect()
+    }
+
+    pub fn find_key(&self, namespace: &str, name: &str) -> Option<MacSecKey> {
+        self.keys
+            .get(&ObjectRef::new(name).within(namespace))
+            .and_then(|g| g.0.as_ref().ok().cloned())
+    }
+
+    /// When to reconcile again for a planner requeue hint, with jitter so many resources do
+    /// not move in lockstep.
+    pub fn requeue(&self, hint: Requeue) -> Action {
+        let base = match hint {
+            Requeue::Soon => self.settings.short_requeue,
+            Requeue::After(d) => d.min(self.settings.resync),
+            Requeue::Resync => self.settings.resync,
+        };
+        Action::requeue(jitter(base))
+    }
+
+    pub async fn publish(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            // Events hold at most 1 kB of note.
+            note: Some(note.chars().take(1000).collect()),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, reference).await {
+            tracing::warn!(error = %e, "cannot publish an event");
+        }
+    }
+}
+
+/// Up to +20% of `base`.
+pub fn jitter(base: Duration) -> Duration {
+    let extra = rand::random_range(0..=base.as_millis() as u64 / 5);
+    base + Duration::from_millis(extra)
+}
+
+/// Reads Secrets with `get` (the operator has no list or watch on Secrets).
+pub struct KubeSecrets(pub Client);
+
+impl SecretReader for KubeSecrets {
+    fn read<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<Option<SecretData>, String>> {
+        Box::pin(async move {
+            let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
+            let secret = api.get_opt(name).await.map_err(|e| match e {
+                kube::Error::Api(s) if s.code == 403 => {
+                    format!("the operator may not get Secret {namespace}/{name} (check its RBAC)")
+                }
+                other => other.to_string(),
+            })?;
+            Ok(secret.map(|s| {
+                let mut data: BTreeMap<String, Vec<u8>> = s
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
+                for (k, v) in s.string_data.unwrap_or_default() {
+                    data.insert(k, v.into_bytes());
+                }
+                data
+            }))
+        })
+    }
+}
+
+/// Fails with a clear message when the CRDs are not installed.
+pub async fn preflight(client: &Client) -> Result<(), String> {
+    let lp = kube::api::ListParams::default().limit(1);
+    for (kind, result) in [
+        (
+            "DxConnection",
+            Api::<DxConnection>::all(client.clone())
+                .list(&lp)
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "MacSecKey",
+            Api::<MacSecKey>::all(client.clone())
+                .list(&lp)
+                .await
+                .map(|_| ()),
+        ),
+    ] {
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                return Err(format!(
+                    "the {kind} CRD is not installed: kubectl apply -f crds/ (or install the Helm chart)"
+                ));
+            }
+            Err(e) => return Err(format!("cannot list {kind} objects: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// The object reference events are published on.
+pub fn reference<K: Resource<DynamicType = ()>>(
+    obj: &K,
+) -> k8s_openapi::api::core::v1::ObjectReference {
+    obj.object_ref(&())
+}
+
+/// Runs both controllers until `shutdown` resolves.
+pub async fn run_controllers(
+    client: Client,
+    engine: Engine,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+    reporter: Reporter,
+    ready: Arc<AtomicBool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let dxc_api: Api<DeserializeGuard<DxConnection>> = Api::all(client.clone());
+    let key_api: Api<DeserializeGuard<MacSecKey>> = Api::all(client.clone());
+    let wc = watcher::Config::default().any_semantic();
+
+    let dxc_controller = Controller::new(dxc_api.clone(), wc.clone());
+    let key_controller = Controller::new(key_api.clone(), wc.clone());
+    let connections = dxc_controller.store();
+    let keys = key_controller.store();
+
+    // A MacSecKey change re-reconciles every DxConnection that references it.
+    let by_key = connections.clone();
+    let dxc_controller = dxc_controller.watches(key_api, wc.clone(), move |key| {
+        let ns = key.namespace().unwrap_or_default();
+        let name = key.name_any();
+        by_key
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter(|d| {
+                d.namespace().as_deref() == Some(ns.as_str()) && connection::references(d, &name)
+            })
+            .map(|d| ObjectRef::<DeserializeGuard<DxConnection>>::new(&d.name_any()).within(&ns))
+            .collect::<Vec<_>>()
+    });
+    // A DxConnection change (including deletion) updates the usedBy of its MacSecKeys.
+    let key_controller = key_controller.watches(dxc_api, wc, |guard| {
+        let ns = guard.namespace().unwrap_or_default();
+        guard
+            .0
+            .as_ref()
+            .ok()
+            .and_then(|d| d.spec.keys.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(move |k| ObjectRef::new(&k.name).within(&ns))
+            .collect::<Vec<_>>()
+    });
+
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        engine,
+        metrics,
+        settings,
+        connections,
+        keys,
+    });
+    ready.store(true, Ordering::SeqCst);
+    let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
+    let dxc = dxc_controller
+        .graceful_shutdown_on(shutdown.clone())
+        .run(connection::reconcile, connection::error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let keys = key_controller
+        .graceful_shutdown_on(shutdown)
+        .run(key::reconcile, key::error_policy, ctx)
+        .for_each(|_| async {});
+    tokio::join!(dxc, keys);
+}
+
+/// Options of `dx-macsec-operator run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub settings: Settings,
+    pub http_addr: std::net::SocketAddr,
+    /// `None`: act without leader election (a single replica).
+    pub lease: Option<leader::LeaseConfig>,
+    pub identity: String,
+    pub observation_max_age: Duration,
+}
+
+/// SIGTERM or Ctrl-C.
+async fn termination() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// The controller process: preflight, HTTP endpoints, leader election, controllers, and a
+/// graceful stop on SIGTERM. Returns the process exit code.
+pub async fn run(client: Client, aws: Arc<dyn crate::aws::AwsProvider>, opts: RunOptions) -> i32 {
+    if let Err(message) = preflight(&client).await {
+        tracing::error!("{message}");
+        eprintln!("error: {message}");
+        return 1;
+    }
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let http = tokio::spawn(crate::http::serve(
+        opts.http_addr,
+        metrics.clone(),
+        ready.clone(),
+    ));
+    let metered = Arc::new(crate::aws::MeteredProvider::new(aws, metrics.clone()));
+    let engine = Engine::new(
+        metered,
+        Arc::new(crate::aws::ObservationCache::new(opts.observation_max_age)),
+    );
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: Some(opts.identity.clone()),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let code = match &opts.lease {
+        None => {
+            ready.store(true, Ordering::SeqCst);
+            let controllers = run_controllers(
+                client.clone(),
+                engine,
+                metrics,
+                opts.settings.clone(),
+                reporter,
+                ready.clone(),
+                stop,
+            );
+            tokio::pin!(controllers);
+            tokio::select! {
+                _ = &mut controllers => 0,
+                _ = termination() => {
+                    let _ = stop_tx.send(true);
+                    controllers.await;
+                    0
+                }
+            }
+        }
+        Some(lease) => {
+            // Standing by is a healthy, ready state: only the leader acts.
+            ready.store(true, Ordering::SeqCst);
+            tokio::select! {
+                _ = leader::acquire(client.clone(), lease) => {}
+                _ = termination() => return 0,
+            }
+            let controllers = run_controllers(
+                client.clone(),
+                engine,
+                metrics,
+                opts.settings.clone(),
+                reporter,
+                ready.clone(),
+                stop,
+            );
+            tokio::pin!(controllers);
+            let code = tokio::select! {
+                _ = &mut controllers => 0,
+                _ = leader::hold(client.clone(), lease) => {
+                    // Lost the Lease: stop acting at once and exit to restart as a follower.
+                    let _ = stop_tx.send(true);
+                    controllers.await;
+                    1
+                }
+                _ = termination() => {
+                    let _ = stop_tx.send(true);
+                    controllers.await;
+                    0
+                }
+            };
+            leader::release(client.clone(), lease).await;
+            code
+        }
+    };
+    http.abort();
+    code
+}

@@ -1,0 +1,680 @@
+//! Controller tests without a cluster: a kube Client on a mocked API server (tower-test)
+//! whose verifier asserts every request in order, and dx-sim in-process as AWS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::client::Body;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::aws::{ObservationCache, SdkProvider};
+use crate::crd::{
+    DeletionPolicy, DxConnectionSpec, DxConnectionStatus, EncryptionMode, FINALIZER, KeyReference,
+    MacSecKeySpec, SecretKeySource,
+};
+
+const CKN: &str = "abcd000000000000000000000000000000000000000000000000000000000001";
+const CAK: &str = "feed000000000000000000000000000000000000000000000000000000c0ffee";
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// One expected request: method, a fragment of the path and query, and the response.
+struct Expect {
+    method: &'static str,
+    path: String,
+    status: StatusCode,
+    /// `None`: answer with the request body (writes echo what was sent).
+    response: Option<Value>,
+    /// Query parameters that must be present, in any order.
+    query: Vec<&'static str>,
+}
+
+fn expect(method: &'static str, path: impl Into<String>) -> Expect {
+    Expect {
+        method,
+        path: path.into(),
+        status: StatusCode::OK,
+        response: None,
+        query: Vec::new(),
+    }
+}
+
+impl Expect {
+    /// Server-side apply by this operator's field manager, forced.
+    fn server_side_apply(mut self) -> Self {
+        self.query = vec!["fieldManager=dx-macsec-operator", "force=true"];
+        self
+    }
+
+    /// Answers a write with the object as the API server would return it.
+    fn returning<T: serde::Serialize>(mut self, obj: &T) -> Self {
+        self.response = Some(serde_json::to_value(obj).unwrap());
+        self
+    }
+
+    fn answer(mut self, status: StatusCode, body: Value) -> Self {
+        self.status = status;
+        self.response = Some(body);
+        self
+    }
+}
+
+/// Serves the expected requests in order and returns the bodies it received. A missing or
+/// unexpected request fails the test within a second.
+async fn verify(mut handle: Handle, script: Vec<Expect>) -> Vec<Value> {
+    let mut bodies = Vec::new();
+    for e in script {
+        let (req, send) = tokio::time::timeout(Duration::from_secs(1), handle.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("no request came; expected {} {}", e.method, e.path))
+            .expect("the client is gone");
+        let uri = req.uri().to_string();
+        assert_eq!(req.method().as_str(), e.method, "{uri}");
+        assert!(
+            uri.contains(&e.path),
+            "expected {} {}, got {uri}",
+            e.method,
+            e.path
+        );
+        for q in &e.query {
+            assert!(uri.contains(q), "{uri} lacks {q}");
+        }
+        let bytes = req.into_body().collect_bytes().await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let response = e.response.unwrap_or_else(|| body.clone());
+        bodies.push(body);
+        send.send_response(
+            Response::builder()
+                .status(e.status)
+                .body(Body::from(serde_json::to_vec(&response).unwrap()))
+                .unwrap(),
+        );
+    }
+    // Nothing more may come.
+    if let Ok(Some((req, _))) =
+        tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await
+    {
+        panic!("unexpected request {} {}", req.method(), req.uri());
+    }
+    bodies
+}
+
+fn dxc(name: &str, created_secs: i64, spec: DxConnectionSpec) -> DxConnection {
+    let mut d = DxConnection::new(name, spec);
+    d.metadata.namespace = Some("net".into());
+    d.metadata.generation = Some(1);
+    d.metadata.resource_version = Some("1".into());
+    d.metadata.uid = Some(format!("uid-{name}"));
+    d.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    d.metadata.creation_timestamp = Some(Time(
+        jiff::Timestamp::from_second(1_800_000_000 + created_secs).unwrap(),
+    ));
+    d
+}
+
+fn spec(id: &str, mode: Option<EncryptionMode>, keys: &[&str]) -> DxConnectionSpec {
+    serde_json::from_value(json!({
+        "connectionId": id,
+        "region": "us-east-1",
+        "encryptionMode": mode,
+        "keys": keys.iter().map(|k| KeyReference { name: k.to_string() }).collect::<Vec<_>>(),
+    }))
+    .unwrap()
+}
+
+fn mskey(name: &str) -> MacSecKey {
+    let mut k = MacSecKey::new(
+        name,
+        MacSecKeySpec {
+            secret_ref: Some(SecretKeySource {
+                name: name.into(),
+                ckn_key: "ckn".into(),
+                cak_key: "cak".into(),
+            }),
+            secrets_manager: None,
+            direct_connect_secret_arn: None,
+        },
+    );
+    k.metadata.namespace = Some("net".into());
+    k.metadata.generation = Some(1);
+    k.metadata.resource_version = Some("1".into());
+    k.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    k
+}
+
+fn secret_json(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "net"},
+           "stringData": {"ckn": CKN, "cak": CAK}})
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+}
+
+struct Harness {
+    ctx: Arc<Context>,
+    handle: Option<Handle>,
+    sim: dx_sim::Sim,
+}
+
+async fn harness(seed: &str, connections: Vec<DxConnection>, keys: Vec<MacSecKey>) -> Harness {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let sim = dx_sim::Sim::start(dx_sim::Seed::from_yaml(seed).unwrap())
+        .await
+        .unwrap();
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIDCTRL", "x", None, None, "test",
+        ))
+        .endpoint_url(sim.endpoint())
+        .load()
+        .await;
+    let (conn_store, mut conn_writer) = reflector::store::<DeserializeGuard<DxConnection>>();
+    for d in connections {
+        conn_writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(d))));
+    }
+    let (key_store, mut key_writer) = reflector::store::<DeserializeGuard<MacSecKey>>();
+    for k in keys {
+        key_writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(k))));
+    }
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some("test".into()),
+            },
+        ),
+        client,
+        engine: Engine::new(
+            Arc::new(crate::aws::MeteredProvider::new(
+                Arc::new(SdkProvider::from_sdk_config(conf)),
+                metrics.clone(),
+            )),
+            Arc::new(ObservationCache::new(Duration::from_secs(60))),
+        ),
+        metrics,
+        settings: Settings {
+            default_region: Some("us-east-1".into()),
+            short_requeue: Duration::from_secs(10),
+            resync: Duration::from_secs(300),
+        },
+        connections: conn_store,
+        keys: key_store,
+    });
+    Harness {
+        ctx,
+        handle: Some(handle),
+        sim,
+    }
+}
+
+impl Harness {
+    /// Runs one DxConnection reconcile against the scripted API server.
+    async fn reconcile(
+        &mut self,
+        obj: DxConnection,
+        script: Vec<Expect>,
+    ) -> (Result<Action, Error>, Vec<Value>) {
+        let verifier = tokio::spawn(verify(self.handle.take().unwrap(), script));
+        let result =
+            connection::reconcile(Arc::new(DeserializeGuard(Ok(obj))), self.ctx.clone()).await;
+        (result, verifier.await.unwrap())
+    }
+
+    async fn reconcile_key(
+        &mut self,
+        obj: MacSecKey,
+        script: Vec<Expect>,
+    ) -> (Result<Action, Error>, Vec<Value>) {
+        let verifier = tokio::spawn(verify(self.handle.take().unwrap(), script));
+        let result = key::reconcile(Arc::new(DeserializeGuard(Ok(obj))), self.ctx.clone()).await;
+        (result, verifier.await.unwrap())
+    }
+
+    fn mutations(&self) -> Vec<String> {
+        self.sim
+            .shared
+            .calls()
+            .into_iter()
+            .filter(|c| !c.operation.starts_with("Describe"))
+            .map(|c| c.operation)
+            .collect()
+    }
+}
+
+const SEED: &str = "delays: { associateMs: 100, disassociateMs: 100 }\nconnections:\n  - { id: dxcon-c1, macSecCapable: true }\n";
+
+fn status_patch(obj: &DxConnection) -> Expect {
+    let name = obj.metadata.name.clone().unwrap();
+    expect(
+        "PATCH",
+        format!("/apis/dxmacsec.io/v1alpha1/namespaces/net/dxconnections/{name}/status?"),
+    )
+    .server_side_apply()
+    .returning(obj)
+}
+
+fn key_status_patch(obj: &MacSecKey) -> Expect {
+    let name = obj.metadata.name.clone().unwrap();
+    expect(
+        "PATCH",
+        format!("/apis/dxmacsec.io/v1alpha1/namespaces/net/macseckeys/{name}/status?"),
+    )
+    .server_side_apply()
+    .returning(obj)
+}
+
+/// The JSON patch the finalizer helper sends on the object itself.
+fn object_patch(obj: &DxConnection) -> Expect {
+    let name = obj.metadata.name.clone().unwrap();
+    expect(
+        "PATCH",
+        format!("/apis/dxmacsec.io/v1alpha1/namespaces/net/dxconnections/{name}?"),
+    )
+    .returning(obj)
+}
+
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/net/events";
+
+fn condition<'a>(status_body: &'a Value, type_: &str) -> &'a Value {
+    status_body["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap()
+}
+
+/// A first pass: the Secret is read with get, the key is associated, status goes by
+/// server-side apply with the plan and conditions, an event records the call, and the next
+/// look is soon. The CAK is in no request body.
+#[tokio::test]
+async fn apply_associates_writes_status_and_events() {
+    let d = dxc(
+        "c1",
+        0,
+        spec("dxcon-c1", Some(EncryptionMode::MustEncrypt), &["k1"]),
+    );
+    let mut h = harness(SEED, vec![d.clone()], vec![mskey("k1")]).await;
+    let (result, bodies) = h
+        .reconcile(
+            d.clone(),
+            vec![
+                expect("GET", "/api/v1/namespaces/net/secrets/k1")
+                    .answer(StatusCode::OK, secret_json("k1")),
+                status_patch(&d),
+                expect("POST", EVENTS),
+            ],
+        )
+        .await;
+    assert!((10.0..=12.0).contains(&requeue_secs(&result.unwrap())));
+    let status = &bodies[1];
+    assert_eq!(status["apiVersion"], "dxmacsec.io/v1alpha1");
+    assert_eq!(status["kind"], "DxConnection");
+    assert_eq!(condition(status, "Ready")["status"], "False");
+    assert_eq!(condition(status, "Ready")["reason"], "Progressing");
+    assert_eq!(condition(status, "Synced")["status"], "True");
+    assert_eq!(status["status"]["observedGeneration"], 1);
+    assert_eq!(status["status"]["resourceType"], "Connection");
+    assert!(
+        status["status"]["plannedActions"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("AssociateMacSecKey")
+    );
+    assert_eq!(bodies[2]["reason"], "AssociateMacSecKey");
+    assert_eq!(bodies[2]["type"], "Normal");
+    for b in &bodies {
+        assert!(
+            !b.to_string().contains(CAK),
+            "the CAK was sent to Kubernetes: {b}"
+        );
+    }
+    assert_eq!(h.mutations(), vec!["AssociateMacSecKey"]);
+}
+
+/// A DxConnection without the finalizer gets it first, before anything else happens.
+#[tokio::test]
+async fn finalizer_is_added_first() {
+    let mut d = dxc("c1", 0, spec("dxcon-c1", None, &[]));
+    d.metadata.finalizers = None;
+    let mut h = harness(SEED, vec![d.clone()], vec![]).await;
+    let (result, bodies) = h.reconcile(d.clone(), vec![object_patch(&d)]).await;
+    result.unwrap();
+    let patch = bodies[0].to_string();
+    assert!(patch.contains(FINALIZER), "{patch}");
+    assert!(h.mutations().is_empty());
+}
+
+/// A missing Secret: KeyNotReady names the Secret and the field, a Warning event, a retry
+/// soon, and no AWS mutation.
+#[tokio::test]
+async fn missing_secret_is_reported_and_retried() {
+    let d = dxc(
+        "c1",
+        0,
+        spec("dxcon-c1", Some(EncryptionMode::MustEncrypt), &["k1"]),
+    );
+    let mut h = harness(SEED, vec![d.clone()], vec![mskey("k1")]).await;
+    let (result, bodies) = h
+        .reconcile(
+            d.clone(),
+            vec![
+                expect("GET", "/api/v1/namespaces/net/secrets/k1")
+                    .answer(StatusCode::NOT_FOUND, not_found()),
+                status_patch(&d),
+                expect("POST", EVENTS),
+            ],
+        )
+        .await;
+    assert!((10.0..=12.0).contains(&requeue_secs(&result.unwrap())));
+    let ready = condition(&bodies[1], "Ready");
+    assert_eq!(ready["reason"], "KeyNotReady");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("Secret net/k1 (spec.secretRef.name) not found")
+    );
+    assert_eq!(condition(&bodies[1], "Synced")["status"], "False");
+    assert_eq!(bodies[2]["type"], "Warning");
+    assert_eq!(bodies[2]["reason"], "KeyNotReady");
+    assert!(h.mutations().is_empty());
+}
+
+/// Two DxConnections naming one connection: the newer one gets Conflict naming the older,
+/// and changes nothing.
+#[tokio::test]
+async fn the_older_dxconnection_wins() {
+    let older = dxc(
+        "first",
+        0,
+        spec("dxcon-c1", Some(EncryptionMode::ShouldEncrypt), &[]),
+    );
+    let newer = dxc(
+        "second",
+        60,
+        spec("dxcon-c1", Some(EncryptionMode::NoEncrypt), &[]),
+    );
+    let mut h = harness(SEED, vec![older, newer.clone()], vec![]).await;
+    let (result, bodies) = h
+        .reconcile(
+            newer.clone(),
+            vec![status_patch(&newer), expect("POST", EVENTS)],
+        )
+        .await;
+    result.unwrap();
+    let ready = condition(&bodies[0], "Ready");
+    assert_eq!(ready["reason"], "Conflict");
+    assert!(ready["message"].as_str().unwrap().contains("net/first"));
+    assert!(h.mutations().is_empty());
+}
+
+fn deleting(mut d: DxConnection) -> DxConnection {
+    d.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+    d
+}
+
+/// deletionPolicy Retain: no AWS call, an event, and the finalizer is removed.
+#[tokio::test]
+async fn deletion_with_retain_leaves_aws_alone() {
+    let d = deleting(dxc(
+        "c1",
+        0,
+        spec("dxcon-c1", Some(EncryptionMode::MustEncrypt), &["k1"]),
+    ));
+    let mut h = harness(SEED, vec![d.clone()], vec![]).await;
+    let (result, bodies) = h
+        .reconcile(d.clone(), vec![expect("POST", EVENTS), object_patch(&d)])
+        .await;
+    result.unwrap();
+    assert_eq!(bodies[0]["reason"], "Retained");
+    assert!(bodies[1].to_string().contains("remove"), "{}", bodies[1]);
+    assert!(h.sim.shared.calls().is_empty(), "no AWS call at all");
+}
+
+/// deletionPolicy Disassociate: the managed key is removed (mode lowered first under
+/// must_encrypt); the finalizer stays until AWS shows it gone, then goes.
+#[tokio::test]
+async fn deletion_with_disassociate_removes_managed_keys_first() {
+    let seed = format!(
+        "delays: {{ associateMs: 100, disassociateMs: 100 }}\nconnections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN}\", cak: \"{CAK}\"}}], router: [\"{CKN}\"] }}\n"
+    );
+    let mut d = dxc(
+        "c1",
+        0,
+        spec("dxcon-c1", Some(EncryptionMode::MustEncrypt), &["k1"]),
+    );
+    d.spec.deletion_policy = DeletionPolicy::Disassociate;
+    d.status = Some(DxConnectionStatus {
+        keys: vec![crate::crd::KeyStatus {
+            ckn: Some(CKN.into()),
+            secret_arn: None,
+            state: Some("associated".into()),
+            start_on: None,
+            mac_sec_key: Some("k1".into()),
+            associated_since: None,
+        }],
+        ..DxConnectionStatus::default()
+    });
+    let d = deleting(d);
+    let mut h = harness(&seed, vec![d.clone()], vec![]).await;
+    // Pass 1: must_encrypt is lowered before the only key goes.
+    let (result, bodies) = h.reconcile(d.clone(), vec![expect("POST", EVENTS)]).await;
+    assert!(matches!(result, Err(Error::Finalizer(_))), "{result:?}");
+    assert_eq!(bodies[0]["reason"], "UpdateConnection");
+    // Pass 2: the key is removed.
+    h.handle = Some(new_handle(&mut h));
+    let (result, bodies) = h.reconcile(d.clone(), vec![expect("POST", EVENTS)]).await;
+    assert!(result.is_err());
+    assert_eq!(bodies[0]["reason"], "DisassociateMacSecKey");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Pass 3: gone on AWS: the finalizer is removed.
+    h.handle = Some(new_handle(&mut h));
+    let (result, bodies) = h
+        .reconcile(d.clone(), vec![expect("POST", EVENTS), object_patch(&d)])
+        .await;
+    result.unwrap();
+    assert_eq!(bodies[0]["reason"], "Disassociated");
+    assert_eq!(
+        h.mutations(),
+        vec!["UpdateConnection", "DisassociateMacSecKey"]
+    );
+    let state = h.sim.shared.state();
+    assert_eq!(state["connections"][0]["encryptionMode"], "should_encrypt");
+}
+
+/// Replaces the harness's mock API server (each pass gets a fresh script).
+fn new_handle(h: &mut Harness) -> Handle {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Arc::get_mut(&mut h.ctx).expect("no other holder of the context");
+    ctx.recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some("test".into()),
+        },
+    );
+    ctx.client = client;
+    handle
+}
+
+/// A MacSecKey in use cannot be deleted: its condition names the users, and the finalizer
+/// stays; once unused, the finalizer goes.
+#[tokio::test]
+async fn key_in_use_is_protected() {
+    let user = dxc("c1", 0, spec("dxcon-c1", None, &["k1"]));
+    let mut key = mskey("k1");
+    key.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+    let mut h = harness(SEED, vec![user], vec![key.clone()]).await;
+    let (result, bodies) = h
+        .reconcile_key(key.clone(), vec![key_status_patch(&key)])
+        .await;
+    assert!(matches!(result, Err(Error::Finalizer(_))), "{result:?}");
+    let ready = &bodies[0]["status"]["conditions"][0];
+    assert_eq!(ready["reason"], "InUse");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("used by DxConnection c1")
+    );
+    assert_eq!(bodies[0]["status"]["usedBy"], json!(["c1"]));
+
+    let mut h = harness(SEED, vec![], vec![key.clone()]).await;
+    let (result, bodies) = h
+        .reconcile_key(
+            key.clone(),
+            vec![
+                expect(
+                    "PATCH",
+                    "/apis/dxmacsec.io/v1alpha1/namespaces/net/macseckeys/k1?",
+                )
+                .returning(&key),
+            ],
+        )
+        .await;
+    result.unwrap();
+    assert!(bodies[0].to_string().contains("remove"), "{}", bodies[0]);
+}
+
+/// A MacSecKey's status: usedBy, the CKN, KeyMaterialValid; never the CAK.
+#[tokio::test]
+async fn key_status_reports_users_and_ckn() {
+    let user = dxc("c1", 0, spec("dxcon-c1", None, &["k1"]));
+    let mut h = harness(SEED, vec![user], vec![mskey("k1")]).await;
+    let (result, bodies) = h
+        .reconcile_key(
+            mskey("k1"),
+            vec![
+                expect("GET", "/api/v1/namespaces/net/secrets/k1")
+                    .answer(StatusCode::OK, secret_json("k1")),
+                key_status_patch(&mskey("k1")),
+            ],
+        )
+        .await;
+    result.unwrap();
+    let status = &bodies[1]["status"];
+    assert_eq!(status["ckn"], CKN);
+    assert_eq!(status["usedBy"], json!(["c1"]));
+    assert_eq!(status["conditions"][0]["reason"], "KeyMaterialValid");
+    assert!(!bodies[1].to_string().contains(CAK));
+}
+
+/// A replica that does not hold a fresh Lease reads it and writes nothing.
+#[tokio::test]
+async fn follower_does_not_touch_a_fresh_lease() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let now = jiff::Timestamp::now();
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "l", "namespace": "ops", "resourceVersion": "7"},
+        "spec": {"holderIdentity": "other", "leaseDurationSeconds": 15, "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now)}});
+    let verifier = tokio::spawn(verify(
+        handle,
+        vec![
+            expect(
+                "GET",
+                "/apis/coordination.k8s.io/v1/namespaces/ops/leases/l",
+            )
+            .answer(StatusCode::OK, lease),
+        ],
+    ));
+    let cfg = leader::LeaseConfig {
+        namespace: "ops".into(),
+        name: "l".into(),
+        identity: "me".into(),
+        lease_duration: Duration::from_secs(15),
+        renew_every: Duration::from_secs(5),
+    };
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client, "ops");
+    assert!(!leader::try_hold(&api, &cfg).await.unwrap());
+    verifier.await.unwrap();
+}
+
+/// An expired Lease is taken over with a compare-and-swap write naming this replica.
+#[tokio::test]
+async fn an_expired_lease_is_taken_over() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let old = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "l", "namespace": "ops", "resourceVersion": "7"},
+        "spec": {"holderIdentity": "other", "leaseDurationSeconds": 15, "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(old)}});
+    let verifier = tokio::spawn(verify(
+        handle,
+        vec![
+            expect(
+                "GET",
+                "/apis/coordination.k8s.io/v1/namespaces/ops/leases/l",
+            )
+            .answer(StatusCode::OK, lease),
+            expect(
+                "PUT",
+                "/apis/coordination.k8s.io/v1/namespaces/ops/leases/l",
+            ),
+        ],
+    ));
+    let cfg = leader::LeaseConfig {
+        namespace: "ops".into(),
+        name: "l".into(),
+        identity: "me".into(),
+        lease_duration: Duration::from_secs(15),
+        renew_every: Duration::from_secs(5),
+    };
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client, "ops");
+    assert!(leader::try_hold(&api, &cfg).await.unwrap());
+    let bodies = verifier.await.unwrap();
+    assert_eq!(bodies[1]["spec"]["holderIdentity"], "me");
+    assert_eq!(bodies[1]["metadata"]["resourceVersion"], "7");
+    assert_eq!(bodies[1]["spec"]["leaseTransitions"], 1);
+}
+
+/// Seconds until the requeue of an Action (its Debug shows `requeue_after: Some(12.3s)`).
+fn requeue_secs(a: &Action) -> f64 {
+    let text = format!("{a:?}");
+    let inner = text
+        .split("Some(")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no requeue in {text}"));
+    let num: String = inner
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let value: f64 = num.parse().unwrap();
+    if inner[num.len()..].starts_with("ms") {
+        value / 1000.0
+    } else {
+        value
+    }
+}
+
+/// Requeue choices: soon while in flight, the overlap when waiting on it, the resync when
+/// converged, always with at most 20% jitter.
+#[tokio::test]
+async fn requeue_choices() {
+    let h = harness(SEED, vec![], vec![]).await;
+    let secs = |a: Action| requeue_secs(&a);
+    assert!((10.0..=12.0).contains(&secs(h.ctx.requeue(Requeue::Soon))));
+    assert!((60.0..=72.0).contains(&secs(
+        h.ctx.requeue(Requeue::After(Duration::from_secs(60)))
+    )));
+    assert!((300.0..=360.0).contains(&secs(
+        h.ctx.requeue(Requeue::After(Duration::from_secs(9999)))
+    )));
+    assert!((300.0..=360.0).contains(&secs(h.ctx.requeue(Requeue::Resync))));
+}

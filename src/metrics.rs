@@ -1,0 +1,218 @@
+//! Prometheus metrics, served on `/metrics`.
+//!
+//! Per-resource series carry namespace, name and connection ID so an alert can name the
+//! connection: `dxmacsec_port_encryption_up{encryption_mode="must_encrypt"} == 0` fires when a
+//! must_encrypt connection (or a LAG member) has encryption down. No series carries key
+//! material; CKNs are not labels either.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::observed::{KeyState, ObservedResource};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub kind: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub operation: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub namespace: String,
+    pub name: String,
+    pub connection_id: String,
+    pub encryption_mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub namespace: String,
+    pub name: String,
+    pub state: String,
+}
+
+/// The series one DxConnection last published.
+type Published = (Vec<ResourceLabels>, Vec<KeyLabels>);
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    pub registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_errors: Family<ReconcileLabels, Counter>,
+    reconcile_duration: Family<KindLabels, Histogram>,
+    aws_calls: Family<CallLabels, Counter>,
+    port_up: Family<ResourceLabels, Gauge>,
+    keys: Family<KeyLabels, Gauge>,
+    /// The label sets last written per DxConnection, to remove stale series.
+    published: Mutex<HashMap<(String, String), Published>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("dxmacsec");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let reconcile_errors = Family::<ReconcileLabels, Counter>::default();
+        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        let aws_calls = Family::<CallLabels, Counter>::default();
+        let port_up = Family::<ResourceLabels, Gauge>::default();
+        let keys = Family::<KeyLabels, Gauge>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by kind and outcome reason",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that ended in an error, by kind and reason",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "aws_calls",
+            "AWS calls by operation and outcome (ok or error code)",
+            aws_calls.clone(),
+        );
+        registry.register(
+            "port_encryption_up",
+            "1 when the port (every member, for a LAG) reports Encryption Up",
+            port_up.clone(),
+        );
+        registry.register(
+            "keys",
+            "MACsec keys on a DxConnection's resource, by state",
+            keys.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            aws_calls,
+            port_up,
+            keys,
+            published: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn reconciled(&self, kind: &str, reason: &str, took: Duration, error: bool) {
+        let labels = ReconcileLabels {
+            kind: kind.into(),
+            reason: reason.into(),
+        };
+        self.reconciles.get_or_create(&labels).inc();
+        if error {
+            self.reconcile_errors.get_or_create(&labels).inc();
+        }
+        self.reconcile_duration
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn aws_call(&self, operation: &str, outcome: &str) {
+        self.aws_calls
+            .get_or_create(&CallLabels {
+                operation: operation.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Publishes the port and key series of one DxConnection, replacing its previous ones.
+    pub fn observed(&self, namespace: &str, name: &str, observed: Option<&ObservedResource>) {
+        let mut resources = Vec::new();
+        let mut keys = Vec::new();
+        if let Some(o) = observed {
+            let mode = o.encryption_mode.clone().unwrap_or_else(|| "none".into());
+            let labels = ResourceLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                connection_id: o.id.clone(),
+                encryption_mode: mode,
+            };
+            self.port_up
+                .get_or_create(&labels)
+                .set(i64::from(o.port_up()));
+            resources.push(labels);
+            let mut counts: HashMap<&'static str, i64> = HashMap::new();
+            for k in &o.keys {
+                let state = match k.state() {
+                    KeyState::Associating => "associating",
+                    KeyState::Associated => "associated",
+                    KeyState::Disassociating => "disassociating",
+                    KeyState::Disassociated => "disassociated",
+                    KeyState::Other => "other",
+                };
+                *counts.entry(state).or_default() += 1;
+            }
+            for (state, n) in counts {
+                let labels = KeyLabels {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    state: state.into(),
+                };
+                self.keys.get_or_create(&labels).set(n);
+                keys.push(labels);
+            }
+        }
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((old_resources, old_keys)) = published.insert(
+            (namespace.into(), name.into()),
+            (resources.clone(), keys.clone()),
+        ) {
+            for l in old_resources.iter().filter(|l| !resources.contains(l)) {
+                self.port_up.remove(l);
+            }
+            for l in old_keys.iter().filter(|l| !keys.contains(l)) {
+                self.keys.remove(l);
+            }
+        }
+    }
+
+    /// Removes every series of a deleted DxConnection.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.observed(namespace, name, None);
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
