@@ -1,0 +1,716 @@
+//! End to end against a real kube-apiserver and etcd, started by `scripts/e2e` (which sets
+//! E2E_ADMIN_KUBECONFIG and E2E_OPERATOR_KUBECONFIG). The operator binary runs with the
+//! RBAC of deploy/ through its ServiceAccount's token; dx-sim is AWS. Built only with
+//! `--features e2e`. Scenarios run in order, each in its own namespace, and assert on
+//! resource status, events, and the emulator's state and call log.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use dx_macsec_operator::crd::{DxConnection, MacSecKey};
+use dx_sim::{CallRecord, Seed, Sim};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+const CKN_A: &str = "aaaa0000000000000000000000000000000000000000000000000000000000e1";
+const CAK_A: &str = "c0c0000000000000000000000000000000000000000000000000000000000ea1";
+const CKN_B: &str = "bbbb0000000000000000000000000000000000000000000000000000000000e2";
+const CAK_B: &str = "c0c0000000000000000000000000000000000000000000000000000000000eb2";
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run these tests with scripts/e2e"))
+}
+
+fn seed() -> String {
+    let conn = |id: &str, extra: &str| {
+        format!(
+            "  - {{ id: {id}, macSecCapable: true, router: [\"{CKN_A}\", \"{CKN_B}\"]{extra} }}\n"
+        )
+    };
+    let with_a =
+        format!(", encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}]");
+    let mut s = String::from("delays: { associateMs: 500, disassociateMs: 500 }\nconnections:\n");
+    s += &conn("dxcon-enable01", "");
+    s += &conn("dxcon-rotate01", &with_a);
+    s += &conn("dxcon-lagm0001", ", bandwidth: 100Gbps");
+    s += &conn("dxcon-lagm0002", ", bandwidth: 100Gbps");
+    s += &conn("dxcon-delete01", "");
+    s += &conn("dxcon-drift001", "");
+    s += &conn("dxcon-crash001", &with_a);
+    s += &conn("dxcon-leader01", "");
+    s += &conn("dxcon-leader02", "");
+    s += "lags:\n  - { id: dxlag-e2elag01, bandwidth: 100Gbps, macSecCapable: true, members: [dxcon-lagm0001, dxcon-lagm0002] }\n";
+    s
+}
+
+struct E2e {
+    admin: Client,
+    sim: Sim,
+    operators: Vec<(String, Child)>,
+}
+
+async fn client(path: &str) -> Client {
+    let kc = Kubeconfig::read_from(path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+impl E2e {
+    /// Starts an operator replica; its AWS access key names it in the emulator's call log.
+    fn start_operator(&mut self, identity: &str) {
+        let log =
+            std::fs::File::create(format!("{}/operator-{identity}.log", env("E2E_WORK"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_dx-macsec-operator"))
+            .args(["run", "--http-addr", "127.0.0.1:0"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", env("E2E_OPERATOR_KUBECONFIG"))
+            .env("AWS_ENDPOINT_URL", self.sim.endpoint())
+            .env("AWS_ACCESS_KEY_ID", identity)
+            .env("AWS_SECRET_ACCESS_KEY", "e2e")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("POD_NAME", identity)
+            .env("POD_NAMESPACE", "dx-macsec-operator")
+            .env("DXM_REQUEUE", "1s")
+            .env("DXM_RESYNC", "6s")
+            .env("DXM_OBSERVATION_MAX_AGE", "1s")
+            .env("RUST_LOG", "info,dx_macsec_operator=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.operators.push((identity.to_string(), child));
+    }
+
+    async fn kill_operator(&mut self, identity: &str) {
+        let i = self
+            .operators
+            .iter()
+            .position(|(n, _)| n == identity)
+            .unwrap();
+        let (_, mut child) = self.operators.remove(i);
+        child.kill().await.unwrap();
+    }
+
+    fn calls(&self) -> Vec<CallRecord> {
+        self.sim.shared.calls()
+    }
+}
+
+/// kubectl as the admin user; returns (success, stdout, stderr).
+async fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut cmd = Command::new("kubectl");
+    cmd.args(args)
+        .env("KUBECONFIG", env("E2E_ADMIN_KUBECONFIG"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(text) = stdin {
+        use tokio::io::AsyncWriteExt;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .await
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+async fn apply(ns: &str, yaml: &str) {
+    let (ok, out, err) = kubectl(&["apply", "-n", ns, "-f", "-"], Some(yaml)).await;
+    assert!(ok, "kubectl apply failed: {out}{err}");
+}
+
+async fn namespace(ns: &str) {
+    let (ok, _, err) = kubectl(&["create", "namespace", ns], None).await;
+    assert!(ok, "{err}");
+}
+
+fn key_yaml(name: &str, ckn: &str, cak: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{ckn: \"{ckn}\", cak: \"{cak}\"}}\n---\n\
+         apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: {name}}}\nspec: {{secretRef: {{name: {name}}}}}\n---\n"
+    )
+}
+
+fn dxc_yaml(name: &str, id: &str, mode: &str, keys: &[&str], extra: &str) -> String {
+    let keys: Vec<String> = keys.iter().map(|k| format!("{{name: {k}}}")).collect();
+    format!(
+        "apiVersion: dxmacsec.io/v1alpha1\nkind: DxConnection\nmetadata: {{name: {name}}}\nspec: {{connectionId: {id}, encryptionMode: {mode}, keys: [{}]{extra}}}\n",
+        keys.join(", ")
+    )
+}
+
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn wait_ready(ns: &str, name: &str) {
+    let (ok, out, err) = kubectl(
+        &[
+            "wait",
+            "-n",
+            ns,
+            "--for=condition=Ready",
+            &format!("dxc/{name}"),
+            "--timeout=90s",
+        ],
+        None,
+    )
+    .await;
+    assert!(ok, "kubectl wait for dxc/{name}: {out}{err}");
+}
+
+fn connection<'a>(state: &'a Value, id: &str) -> &'a Value {
+    state["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["connectionId"] == id)
+        .unwrap()
+}
+
+fn key_ckns(state: &Value, id: &str) -> Vec<String> {
+    connection(state, id)["macSecKeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["ckn"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn events_of(ns: &str, name: &str) -> String {
+    let (_, out, _) = kubectl(
+        &[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            ns,
+            "--field-selector",
+            &format!("regarding.name={name}"),
+            "-o",
+            "json",
+        ],
+        None,
+    )
+    .await;
+    out
+}
+
+fn ok_calls<'a>(calls: &'a [CallRecord], op: &str, target: &str) -> Vec<&'a CallRecord> {
+    calls
+        .iter()
+        .filter(|c| c.operation == op && c.outcome == "ok" && c.target.as_deref() == Some(target))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end() {
+    let admin = client(&env("E2E_ADMIN_KUBECONFIG")).await;
+    let sim = Sim::start(Seed::from_yaml(&seed()).unwrap()).await.unwrap();
+    let mut e = E2e {
+        admin,
+        sim,
+        operators: Vec::new(),
+    };
+    e.start_operator("AKIDREPLICA1");
+
+    enable_goes_key_port_mode(&e).await;
+    rotation_respects_the_overlap(&e).await;
+    lag_with_two_members(&e).await;
+    cel_rejects_invalid_objects().await;
+    deletion_policies_and_key_protection(&e).await;
+    drift_is_repaired_at_resync(&e).await;
+    crash_mid_rotation_converges_with_one_association(&mut e).await;
+    two_replicas_act_one_at_a_time(&mut e).await;
+}
+
+/// A Secret, a MacSecKey and a DxConnection become Ready; the key is associated before any
+/// mode change and must_encrypt comes last; kubectl wait and the printer columns work.
+async fn enable_goes_key_port_mode(e: &E2e) {
+    namespace("enable").await;
+    apply(
+        "enable",
+        &format!(
+            "{}{}",
+            key_yaml("k-a", CKN_A, CAK_A),
+            dxc_yaml("nyc", "dxcon-enable01", "must_encrypt", &["k-a"], "")
+        ),
+    )
+    .await;
+    wait_ready("enable", "nyc").await;
+    let state = e.sim.shared.state();
+    assert_eq!(
+        connection(&state, "dxcon-enable01")["encryptionMode"],
+        "must_encrypt"
+    );
+    assert_eq!(
+        connection(&state, "dxcon-enable01")["portEncryptionStatus"],
+        "Encryption Up"
+    );
+    let calls = e.calls();
+    let assoc = ok_calls(&calls, "AssociateMacSecKey", "dxcon-enable01");
+    let updates = ok_calls(&calls, "UpdateConnection", "dxcon-enable01");
+    assert_eq!(assoc.len(), 1);
+    assert_eq!(
+        updates.len(),
+        2,
+        "should_encrypt, then must_encrypt: {calls:?}"
+    );
+    assert!(updates.iter().all(|u| u.seq > assoc[0].seq));
+
+    let (ok, out, _) = kubectl(&["get", "dxc", "-n", "enable"], None).await;
+    assert!(ok);
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "CONNECTION",
+            "TYPE",
+            "MODE",
+            "PORT",
+            "KEYS",
+            "READY",
+            "AGE"
+        ]
+    );
+    let row = out.lines().nth(1).unwrap();
+    for v in [
+        "nyc",
+        "dxcon-enable01",
+        "Connection",
+        "must_encrypt",
+        "Encryption",
+        "Up",
+        "1",
+        "True",
+    ] {
+        assert!(row.contains(v), "{row} lacks {v}");
+    }
+    let events = events_of("enable", "nyc").await;
+    assert!(
+        events.contains("AssociateMacSecKey") && events.contains("UpdateConnection"),
+        "{events}"
+    );
+    assert!(!events.contains(CAK_A));
+
+    let keys: Api<MacSecKey> = Api::namespaced(e.admin.clone(), "enable");
+    let k = keys.get("k-a").await.unwrap();
+    let status = k.status.unwrap();
+    assert_eq!(status.used_by, vec!["nyc".to_string()]);
+    assert_eq!(status.ckn.as_deref(), Some(CKN_A));
+    wait_for(
+        "the managed secret ARN on the MacSecKey",
+        Duration::from_secs(30),
+        || async {
+            keys.get("k-a")
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .direct_connect_secret_arn
+                .is_some_and(|a| a.contains("directconnect!prod"))
+        },
+    )
+    .await;
+    let dxcs: Api<DxConnection> = Api::namespaced(e.admin.clone(), "enable");
+    let text = serde_json::to_string(&dxcs.get("nyc").await.unwrap()).unwrap();
+    assert!(!text.contains(CAK_A), "the CAK is in the DxConnection");
+}
+
+/// Rotation by editing keys: the new key is associated, the old one stays until the overlap
+/// has passed, then goes.
+async fn rotation_respects_the_overlap(e: &E2e) {
+    namespace("rotate").await;
+    let keys = format!(
+        "{}{}",
+        key_yaml("k-a", CKN_A, CAK_A),
+        key_yaml("k-b", CKN_B, CAK_B)
+    );
+    apply(
+        "rotate",
+        &format!(
+            "{keys}{}",
+            dxc_yaml(
+                "r",
+                "dxcon-rotate01",
+                "must_encrypt",
+                &["k-a"],
+                ", rotation: {overlapSeconds: 6}"
+            )
+        ),
+    )
+    .await;
+    wait_ready("rotate", "r").await;
+    assert!(
+        ok_calls(&e.calls(), "AssociateMacSecKey", "dxcon-rotate01").is_empty(),
+        "key A was already there"
+    );
+
+    apply(
+        "rotate",
+        &dxc_yaml(
+            "r",
+            "dxcon-rotate01",
+            "must_encrypt",
+            &["k-b"],
+            ", rotation: {overlapSeconds: 6}",
+        ),
+    )
+    .await;
+    wait_for("key B associated", Duration::from_secs(30), || async {
+        let s = e.sim.shared.state();
+        connection(&s, "dxcon-rotate01")["macSecKeys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["ckn"] == CKN_B && k["state"] == "associated")
+    })
+    .await;
+    let b_associated = std::time::Instant::now();
+    wait_for("key A removed", Duration::from_secs(60), || async {
+        key_ckns(&e.sim.shared.state(), "dxcon-rotate01") == vec![CKN_B.to_string()]
+    })
+    .await;
+    assert!(
+        b_associated.elapsed() >= Duration::from_secs(4),
+        "old key removed {:?} after the new one was associated",
+        b_associated.elapsed()
+    );
+    wait_ready("rotate", "r").await;
+    assert_eq!(
+        connection(&e.sim.shared.state(), "dxcon-rotate01")["encryptionMode"],
+        "must_encrypt"
+    );
+}
+
+/// A LAG with two members: UpdateLag, both members mirror the mode, status lists them.
+async fn lag_with_two_members(e: &E2e) {
+    namespace("lag").await;
+    apply(
+        "lag",
+        &format!(
+            "{}{}",
+            key_yaml("k-a", CKN_A, CAK_A),
+            dxc_yaml("core", "dxlag-e2elag01", "must_encrypt", &["k-a"], "")
+        ),
+    )
+    .await;
+    wait_ready("lag", "core").await;
+    let calls = e.calls();
+    assert_eq!(ok_calls(&calls, "UpdateLag", "dxlag-e2elag01").len(), 2);
+    let state = e.sim.shared.state();
+    for m in ["dxcon-lagm0001", "dxcon-lagm0002"] {
+        assert_eq!(connection(&state, m)["encryptionMode"], "must_encrypt");
+    }
+    let dxcs: Api<DxConnection> = Api::namespaced(e.admin.clone(), "lag");
+    let status = dxcs.get("core").await.unwrap().status.unwrap();
+    assert_eq!(status.members.len(), 2);
+    assert_eq!(
+        status.resource_type,
+        Some(dx_macsec_operator::crd::ResourceType::Lag)
+    );
+    assert_eq!(
+        status.port_encryption_status.as_deref(),
+        Some("Encryption Up")
+    );
+}
+
+/// The CRDs' rules reject invalid objects at admission, with the rule's message.
+async fn cel_rejects_invalid_objects() {
+    namespace("cel").await;
+    let cases = [
+        (dxc_yaml("bad-mode", "dxcon-cel00001", "always_encrypt", &[], ""), "Unsupported value: \"always_encrypt\""),
+        (dxc_yaml("four", "dxcon-cel00001", "should_encrypt", &["a", "b", "c", "d"], ""), "must have at most 3 items"),
+        (dxc_yaml("no-keys", "dxcon-cel00001", "must_encrypt", &[], ""), "encryptionMode must_encrypt needs at least one key"),
+        (dxc_yaml("bad-id", "dxcon_nope", "should_encrypt", &[], ""), "spec.connectionId"),
+        (
+            "apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: two}\nspec: {secretRef: {name: s}, directConnectSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:x'}\n".to_string(),
+            "set exactly one of secretRef, secretsManager or directConnectSecretArn",
+        ),
+        (
+            "apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: none}\nspec: {}\n".to_string(),
+            "set exactly one of secretRef, secretsManager or directConnectSecretArn",
+        ),
+    ];
+    for (yaml, message) in cases {
+        let (ok, out, err) = kubectl(&["apply", "-n", "cel", "-f", "-"], Some(&yaml)).await;
+        assert!(!ok, "accepted: {yaml}\n{out}");
+        assert!(err.contains(message), "{err} lacks {message}");
+    }
+    // connectionId is immutable.
+    apply(
+        "cel",
+        &dxc_yaml(
+            "fixed",
+            "dxcon-cel00001",
+            "should_encrypt",
+            &[],
+            ", managementPolicy: ObserveOnly",
+        ),
+    )
+    .await;
+    let (ok, _, err) = kubectl(
+        &["apply", "-n", "cel", "-f", "-"],
+        Some(&dxc_yaml(
+            "fixed",
+            "dxcon-cel00002",
+            "should_encrypt",
+            &[],
+            ", managementPolicy: ObserveOnly",
+        )),
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("connectionId is immutable"), "{err}");
+}
+
+/// A MacSecKey in use is held on deletion and says by whom; Retain leaves AWS alone;
+/// Disassociate removes the keys first.
+async fn deletion_policies_and_key_protection(e: &E2e) {
+    let (ok, _, err) = kubectl(
+        &["delete", "mskey", "k-a", "-n", "enable", "--wait=false"],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let keys: Api<MacSecKey> = Api::namespaced(e.admin.clone(), "enable");
+    wait_for(
+        "InUse on the MacSecKey",
+        Duration::from_secs(30),
+        || async {
+            let k = keys.get("k-a").await.unwrap();
+            k.metadata.deletion_timestamp.is_some()
+                && k.status
+                    .iter()
+                    .flat_map(|s| &s.conditions)
+                    .any(|c| c.reason == "InUse" && c.message.contains("nyc"))
+        },
+    )
+    .await;
+
+    // Retain (the default): the DxConnection goes, AWS keeps key and mode.
+    let (ok, _, err) = kubectl(
+        &["delete", "dxc", "nyc", "-n", "enable", "--timeout=60s"],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let state = e.sim.shared.state();
+    assert_eq!(key_ckns(&state, "dxcon-enable01"), vec![CKN_A.to_string()]);
+    assert_eq!(
+        connection(&state, "dxcon-enable01")["encryptionMode"],
+        "must_encrypt"
+    );
+    // ...and then the MacSecKey may go.
+    wait_for("the MacSecKey deleted", Duration::from_secs(60), || async {
+        keys.get_opt("k-a").await.unwrap().is_none()
+    })
+    .await;
+
+    // Disassociate: the key this resource managed is removed before it goes.
+    namespace("delete").await;
+    apply(
+        "delete",
+        &format!(
+            "{}{}",
+            key_yaml("k-a", CKN_A, CAK_A),
+            dxc_yaml(
+                "d",
+                "dxcon-delete01",
+                "should_encrypt",
+                &["k-a"],
+                ", deletionPolicy: Disassociate"
+            )
+        ),
+    )
+    .await;
+    wait_ready("delete", "d").await;
+    assert_eq!(
+        key_ckns(&e.sim.shared.state(), "dxcon-delete01"),
+        vec![CKN_A.to_string()]
+    );
+    let (ok, _, err) = kubectl(
+        &["delete", "dxc", "d", "-n", "delete", "--timeout=60s"],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(key_ckns(&e.sim.shared.state(), "dxcon-delete01").is_empty());
+}
+
+/// Drift made directly in AWS (by someone else) is found at the next resync and repaired.
+async fn drift_is_repaired_at_resync(e: &E2e) {
+    namespace("drift").await;
+    apply(
+        "drift",
+        &format!(
+            "{}{}",
+            key_yaml("k-a", CKN_A, CAK_A),
+            dxc_yaml("x", "dxcon-drift001", "must_encrypt", &["k-a"], "")
+        ),
+    )
+    .await;
+    wait_ready("drift", "x").await;
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIDAPERSON",
+            "x",
+            None,
+            None,
+            "e2e",
+        ))
+        .endpoint_url(e.sim.endpoint())
+        .load()
+        .await;
+    aws_sdk_directconnect::Client::new(&conf)
+        .update_connection()
+        .connection_id("dxcon-drift001")
+        .encryption_mode("no_encrypt")
+        .send()
+        .await
+        .unwrap();
+    wait_for("must_encrypt restored", Duration::from_secs(40), || async {
+        connection(&e.sim.shared.state(), "dxcon-drift001")["encryptionMode"] == "must_encrypt"
+    })
+    .await;
+    wait_ready("drift", "x").await;
+    let events = events_of("drift", "x").await;
+    assert!(
+        events.contains("DriftDetected") || events.contains("AWS changed outside the operator"),
+        "{events}"
+    );
+}
+
+/// The operator killed right after associating the new key of a rotation, and started
+/// again, converges with one association.
+async fn crash_mid_rotation_converges_with_one_association(e: &mut E2e) {
+    namespace("crash").await;
+    let keys = format!(
+        "{}{}",
+        key_yaml("k-a", CKN_A, CAK_A),
+        key_yaml("k-b", CKN_B, CAK_B)
+    );
+    apply(
+        "crash",
+        &format!(
+            "{keys}{}",
+            dxc_yaml(
+                "c",
+                "dxcon-crash001",
+                "must_encrypt",
+                &["k-a"],
+                ", rotation: {overlapSeconds: 2}"
+            )
+        ),
+    )
+    .await;
+    wait_ready("crash", "c").await;
+    apply(
+        "crash",
+        &dxc_yaml(
+            "c",
+            "dxcon-crash001",
+            "must_encrypt",
+            &["k-b"],
+            ", rotation: {overlapSeconds: 2}",
+        ),
+    )
+    .await;
+    wait_for(
+        "the new key associated",
+        Duration::from_secs(30),
+        || async { !ok_calls(&e.calls(), "AssociateMacSecKey", "dxcon-crash001").is_empty() },
+    )
+    .await;
+    e.kill_operator("AKIDREPLICA1").await;
+    e.start_operator("AKIDREPLICA1B");
+    wait_for("rotation finished", Duration::from_secs(60), || async {
+        key_ckns(&e.sim.shared.state(), "dxcon-crash001") == vec![CKN_B.to_string()]
+    })
+    .await;
+    wait_ready("crash", "c").await;
+    assert_eq!(
+        ok_calls(&e.calls(), "AssociateMacSecKey", "dxcon-crash001").len(),
+        1
+    );
+}
+
+/// Two replicas with leader election: only one calls AWS at any time; when the leader stops,
+/// the other takes over.
+async fn two_replicas_act_one_at_a_time(e: &mut E2e) {
+    e.start_operator("AKIDREPLICA2");
+    let since = e.calls().len();
+    namespace("leader").await;
+    apply(
+        "leader",
+        &format!(
+            "{}{}",
+            key_yaml("k-a", CKN_A, CAK_A),
+            dxc_yaml("l1", "dxcon-leader01", "should_encrypt", &["k-a"], "")
+        ),
+    )
+    .await;
+    wait_ready("leader", "l1").await;
+    tokio::time::sleep(Duration::from_secs(8)).await; // a resync with both replicas up
+    let callers: std::collections::BTreeSet<String> = e.calls()[since..]
+        .iter()
+        .map(|c| c.caller.clone())
+        .collect();
+    assert_eq!(
+        callers.len(),
+        1,
+        "more than one replica called AWS: {callers:?}"
+    );
+    let leader = callers.into_iter().next().unwrap();
+    assert_eq!(
+        leader, "AKIDREPLICA1B",
+        "the replica already running keeps the Lease"
+    );
+
+    e.kill_operator(&leader).await;
+    let handover = e.calls().len();
+    apply(
+        "leader",
+        &dxc_yaml("l2", "dxcon-leader02", "should_encrypt", &["k-a"], ""),
+    )
+    .await;
+    wait_ready("leader", "l2").await;
+    let callers: Vec<String> = e.calls()[handover..]
+        .iter()
+        .map(|c| c.caller.clone())
+        .collect();
+    assert!(
+        !callers.is_empty() && callers.iter().all(|c| c == "AKIDREPLICA2"),
+        "{callers:?}"
+    );
+}
