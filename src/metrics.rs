@@ -44,6 +44,13 @@ pub struct ResourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadyLabels {
+    pub namespace: String,
+    pub name: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyLabels {
     pub namespace: String,
     pub name: String,
@@ -51,7 +58,7 @@ pub struct KeyLabels {
 }
 
 /// The series one DxConnection last published.
-type Published = (Vec<ResourceLabels>, Vec<KeyLabels>);
+type Published = (Vec<ResourceLabels>, Vec<KeyLabels>, Vec<ReadyLabels>);
 
 /// Every metric the operator exports.
 pub struct Metrics {
@@ -62,6 +69,7 @@ pub struct Metrics {
     aws_calls: Family<CallLabels, Counter>,
     port_up: Family<ResourceLabels, Gauge>,
     keys: Family<KeyLabels, Gauge>,
+    ready: Family<ReadyLabels, Gauge>,
     /// The label sets last written per DxConnection, to remove stale series.
     published: Mutex<HashMap<(String, String), Published>>,
 }
@@ -83,6 +91,7 @@ impl Metrics {
         let aws_calls = Family::<CallLabels, Counter>::default();
         let port_up = Family::<ResourceLabels, Gauge>::default();
         let keys = Family::<KeyLabels, Gauge>::default();
+        let ready = Family::<ReadyLabels, Gauge>::default();
         registry.register(
             "reconciles",
             "Reconciles by kind and outcome reason",
@@ -113,6 +122,11 @@ impl Metrics {
             "MACsec keys on a DxConnection's resource, by state",
             keys.clone(),
         );
+        registry.register(
+            "ready",
+            "1 when a DxConnection is Ready, labelled with the Ready reason",
+            ready.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -121,6 +135,7 @@ impl Metrics {
             aws_calls,
             port_up,
             keys,
+            ready,
             published: Mutex::new(HashMap::new()),
         }
     }
@@ -148,10 +163,27 @@ impl Metrics {
             .inc();
     }
 
-    /// Publishes the port and key series of one DxConnection, replacing its previous ones.
-    pub fn observed(&self, namespace: &str, name: &str, observed: Option<&ObservedResource>) {
+    /// Publishes the Ready, port and key series of one DxConnection, replacing its previous
+    /// ones. `ready` is (Ready, reason); `None` removes them all.
+    pub fn observed(
+        &self,
+        namespace: &str,
+        name: &str,
+        ready: Option<(bool, &str)>,
+        observed: Option<&ObservedResource>,
+    ) {
         let mut resources = Vec::new();
         let mut keys = Vec::new();
+        let mut readies = Vec::new();
+        if let Some((is_ready, reason)) = ready {
+            let labels = ReadyLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                reason: reason.into(),
+            };
+            self.ready.get_or_create(&labels).set(i64::from(is_ready));
+            readies.push(labels);
+        }
         if let Some(o) = observed {
             let mode = o.encryption_mode.clone().unwrap_or_else(|| "none".into());
             let labels = ResourceLabels {
@@ -186,10 +218,13 @@ impl Metrics {
             }
         }
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((old_resources, old_keys)) = published.insert(
+        if let Some((old_resources, old_keys, old_ready)) = published.insert(
             (namespace.into(), name.into()),
-            (resources.clone(), keys.clone()),
+            (resources.clone(), keys.clone(), readies.clone()),
         ) {
+            for l in old_ready.iter().filter(|l| !readies.contains(l)) {
+                self.ready.remove(l);
+            }
             for l in old_resources.iter().filter(|l| !resources.contains(l)) {
                 self.port_up.remove(l);
             }
@@ -201,7 +236,7 @@ impl Metrics {
 
     /// Removes every series of a deleted DxConnection.
     pub fn forget(&self, namespace: &str, name: &str) {
-        self.observed(namespace, name, None);
+        self.observed(namespace, name, None, None);
         self.published
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -214,5 +249,54 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ResourceType;
+
+    fn resource(mode: &str, port: &str) -> ObservedResource {
+        ObservedResource {
+            id: "dxcon-1".into(),
+            kind: ResourceType::Connection,
+            state: "available".into(),
+            mac_sec_capable: true,
+            encryption_mode: Some(mode.into()),
+            port_encryption_status: Some(port.into()),
+            lag_id: None,
+            keys: vec![],
+            members: vec![],
+        }
+    }
+
+    /// The alert series exist with the right values, old label sets go when the mode or the
+    /// reason changes, and a deleted DxConnection leaves nothing behind.
+    #[test]
+    fn per_resource_series_follow_changes() {
+        let m = Metrics::new();
+        m.observed(
+            "ns",
+            "c",
+            Some((false, "WaitingForEncryptionUp")),
+            Some(&resource("should_encrypt", "Encryption Down")),
+        );
+        m.observed(
+            "ns",
+            "c",
+            Some((true, "Converged")),
+            Some(&resource("must_encrypt", "Encryption Down")),
+        );
+        let text = m.encode();
+        assert!(text.contains(r#"dxmacsec_port_encryption_up{namespace="ns",name="c",connection_id="dxcon-1",encryption_mode="must_encrypt"} 0"#), "{text}");
+        assert!(!text.contains("should_encrypt"), "{text}");
+        assert!(
+            text.contains(r#"dxmacsec_ready{namespace="ns",name="c",reason="Converged"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("WaitingForEncryptionUp"), "{text}");
+        m.forget("ns", "c");
+        assert!(!m.encode().contains("dxcon-1"));
     }
 }

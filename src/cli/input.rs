@@ -124,6 +124,13 @@ fn add(inputs: &mut Inputs, doc: serde_yaml::Value, origin: &str) -> Result<(), 
         .unwrap_or_default()
         .to_string();
     let Some(kind) = str_at(&doc, &["kind"]).map(str::to_string) else {
+        if api_version.is_empty() {
+            // A file that is not a Kubernetes object at all (a dx-sim seed, a values file).
+            inputs.skipped.push(format!(
+                "{origin}: not a Kubernetes object (no apiVersion or kind)"
+            ));
+            return Ok(());
+        }
         return Err(format!("{origin}: kind is missing"));
     };
     let name = str_at(&doc, &["metadata", "name"]).map(str::to_string);
@@ -274,6 +281,34 @@ mod tests {
         assert_eq!(c.spec.rotation.overlap_seconds, 300);
     }
 
+    /// The examples folder loads as a whole: every manifest parses, other files are skipped.
+    #[test]
+    fn examples_load() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let inputs = load(&[examples]).unwrap();
+        let names: Vec<_> = inputs
+            .connections
+            .iter()
+            .map(|c| c.value.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["nyc-primary", "core-lag", "legacy-link", "nyc-secondary"]
+        );
+        assert!(
+            inputs
+                .skipped
+                .iter()
+                .any(|s| s.contains("sim-account.yaml"))
+        );
+        assert!(
+            inputs
+                .skipped
+                .iter()
+                .any(|s| s.contains("ConfigMap argocd-cm"))
+        );
+    }
+
     /// Broken YAML, a missing kind, two key sources and an empty input are all reported.
     #[test]
     fn reports_every_problem() {
@@ -282,7 +317,7 @@ mod tests {
         let f2 = write(
             &d,
             "2.yaml",
-            "metadata: {name: x}\n---\napiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: k}\nspec: {secretRef: {name: s}, directConnectSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:x'}\n",
+            "apiVersion: v1\nmetadata: {name: x}\n---\napiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: k}\nspec: {secretRef: {name: s}, directConnectSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:x'}\n",
         );
         let errs = load(&[f1, f2]).unwrap_err();
         assert!(
@@ -295,6 +330,12 @@ mod tests {
         );
         assert!(errs[2].contains("set exactly one of"), "{errs:?}");
         let empty = write(&d, "3.yaml", "");
+        // Something that is no Kubernetes object at all is skipped, not an error.
+        let seed = write(&d, "4.yaml", "connections: []\n");
+        assert_eq!(
+            load(std::slice::from_ref(&seed)).unwrap_err(),
+            vec!["no DxConnection found in the inputs".to_string()]
+        );
         assert_eq!(
             load(&[empty]).unwrap_err(),
             vec!["no DxConnection found in the inputs".to_string()]

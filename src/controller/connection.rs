@@ -207,8 +207,13 @@ async fn apply(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
         .await;
     let status = dxconnection_status(dxc.status.as_ref(), &result, dxc.metadata.generation, now);
     write_status(ctx, dxc, &status).await?;
-    ctx.metrics
-        .observed(&ns, &dxc.name_any(), result.observed.as_ref());
+    let (ready, reason, _) = result.ready();
+    ctx.metrics.observed(
+        &ns,
+        &dxc.name_any(),
+        Some((ready, reason.as_str())),
+        result.observed.as_ref(),
+    );
     publish_events(ctx, dxc, &result, previous_reason.as_deref()).await;
     Ok(ctx.requeue(requeue_of(&result)))
 }

@@ -1,0 +1,168 @@
+"""The Helm chart and deploy/: lint, render, schema, Kubernetes validation, and agreement
+with crds/ and with each other. Run by scripts/test (pytest in target/py)."""
+
+import copy
+import json
+import pathlib
+import subprocess
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "dx-macsec-operator"
+NAME = NAMESPACE = "dx-macsec-operator"
+# Kinds that need the Prometheus Operator's CRDs: kubernetes-validate has no schema for them.
+CUSTOM = {"ServiceMonitor", "PrometheusRule"}
+
+NON_DEFAULT = {
+    "replicaCount": 3,
+    "image": {"repository": "registry.example.com/dxm", "tag": "9.9.9", "pullPolicy": "Always"},
+    "imagePullSecrets": [{"name": "pull"}],
+    "aws": {"region": "eu-west-1", "endpointUrl": "http://dx-sim.test:4599"},
+    "operator": {"logFormat": "text", "logLevel": "debug", "resync": "10m", "requeue": "5s",
+                 "observationMaxAge": "1m", "leaderElection": False},
+    "serviceAccount": {"create": True, "name": "dxm", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/dxm"}},
+    "podAnnotations": {"a": "b"},
+    "podLabels": {"team": "network"},
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+    "priorityClassName": "system-cluster-critical",
+    "extraEnv": [{"name": "RUST_LOG", "value": "debug"}],
+    "podDisruptionBudget": {"enabled": False},
+    "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+    "prometheusRule": {"enabled": True, "notReadyFor": "1h"},
+}
+
+
+def render(values=None):
+    with helm.Chart.load(str(CHART)) as chart:
+        out = chart.render(values or {}, name=NAME, namespace=NAMESPACE)
+    docs = []
+    for path, text in sorted(out.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def by_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_lint_has_no_errors():
+    result = helm.lint(str(CHART), strict=True)
+    assert result["errors"] == [], result
+    # Only informational findings remain.
+    assert all(m["severity"] <= 1 for m in result["messages"]), result
+
+
+@pytest.mark.parametrize("values", [None, NON_DEFAULT], ids=["default", "non-default"])
+@pytest.mark.parametrize("version", ["1.33.0", "1.37.0"])
+def test_every_object_is_valid_kubernetes(values, version):
+    docs = render(values)
+    assert docs
+    for d in docs:
+        if d["kind"] in CUSTOM:
+            continue
+        kubernetes_validate.validate(d, version, strict=True)
+
+
+def test_non_default_values_reach_the_objects():
+    docs = render(NON_DEFAULT)
+    dep = by_kind(docs, "Deployment")[0]
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert dep["spec"]["replicas"] == 3
+    assert c["image"] == "registry.example.com/dxm:9.9.9"
+    assert env["AWS_REGION"] == "eu-west-1" and env["AWS_ENDPOINT_URL"] == "http://dx-sim.test:4599"
+    assert env["DXM_LEADER_ELECTION"] == "false" and env["DXM_RESYNC"] == "10m" and env["RUST_LOG"] == "debug"
+    assert pod["serviceAccountName"] == "dxm"
+    assert pod["tolerations"][0]["key"] == "dedicated"
+    sa = by_kind(docs, "ServiceAccount")[0]
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/dxm")
+    assert not by_kind(docs, "PodDisruptionBudget")
+    assert not by_kind(docs, "Role"), "no Lease RBAC without leader election"
+    assert by_kind(docs, "ServiceMonitor")[0]["metadata"]["labels"]["release"] == "prom"
+    rules = by_kind(docs, "PrometheusRule")[0]["spec"]["groups"][0]["rules"]
+    alerts = {r["alert"]: r for r in rules}
+    assert alerts["DxMacsecEncryptionDownUnderMustEncrypt"]["expr"] == 'dxmacsec_port_encryption_up{encryption_mode="must_encrypt"} == 0'
+    assert alerts["DxMacsecNotReady"]["for"] == "1h"
+    assert set(alerts) == {"DxMacsecEncryptionDownUnderMustEncrypt", "DxMacsecKeyStuckAssociating", "DxMacsecReconcileErrors", "DxMacsecNotReady"}
+
+
+def test_default_render_is_restricted_and_least_privilege():
+    docs = render()
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    sc = pod["containers"][0]["securityContext"]
+    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert {p["httpGet"]["path"] for p in [pod["containers"][0]["livenessProbe"], pod["containers"][0]["readinessProbe"]]} == {"/healthz", "/readyz"}
+    rules = by_kind(docs, "ClusterRole")[0]["rules"]
+    secrets = [r for r in rules if "secrets" in r["resources"]]
+    assert secrets == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}], "Secrets: get only"
+    granted = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
+    assert granted == {
+        ("dxmacsec.io", "dxconnections"), ("dxmacsec.io", "macseckeys"),
+        ("dxmacsec.io", "dxconnections/status"), ("dxmacsec.io", "macseckeys/status"),
+        ("dxmacsec.io", "dxconnections/finalizers"), ("dxmacsec.io", "macseckeys/finalizers"),
+        ("", "secrets"), ("events.k8s.io", "events"),
+    }
+    lease = by_kind(docs, "Role")[0]["rules"]
+    assert lease == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]
+
+
+@pytest.mark.parametrize("bad", [
+    {"replicaCount": 0},
+    {"operator": {"logFormat": "xml"}},
+    {"operator": {"resync": "five minutes"}},
+    {"aws": {"region": "US-EAST"}},
+    {"image": {"pullPolicy": "Sometimes"}},
+    {"serviceMonitor": {"enabled": "yes"}},
+    {"unknownTopLevel": 1},
+])
+def test_schema_rejects_bad_values(bad):
+    with pytest.raises(helm.HelmError):
+        render(bad)
+
+
+def test_chart_crds_equal_crds_dir():
+    assert (CHART / "crds" / "dxmacsec.io.yaml").read_text() == (ROOT / "crds" / "dxmacsec.io.yaml").read_text()
+    with helm.Chart.load(str(CHART)) as chart:
+        assert len(chart.crds) == 1
+
+
+def substance(docs):
+    """What must agree between deploy/ and the chart: names, specs and rules, not the
+    chart-only labels (helm.sh/chart, version, managed-by)."""
+    out = {}
+    for d in docs:
+        if d["kind"] in {"CustomResourceDefinition", "Namespace"}:
+            continue
+        d = copy.deepcopy(d)
+        meta = d.get("metadata", {})
+        labels = meta.get("labels", {})
+        for k in ["helm.sh/chart", "app.kubernetes.io/version", "app.kubernetes.io/managed-by"]:
+            labels.pop(k, None)
+        meta.pop("annotations", None)
+        if d["kind"] == "Deployment":
+            c = d["spec"]["template"]["spec"]["containers"][0]
+            c.pop("image", None)
+            c.pop("imagePullPolicy", None)
+        out[(d["kind"], meta["name"])] = d
+    return out
+
+
+def test_kustomize_matches_the_default_render():
+    text = subprocess.run(["kubectl", "kustomize", str(ROOT / "deploy")], check=True, capture_output=True, text=True).stdout
+    plain = substance([d for d in yaml.safe_load_all(text) if d])
+    chart = substance(render())
+    assert sorted(plain) == sorted(chart)
+    for key in chart:
+        assert plain[key] == chart[key], f"{key} differs:\n{json.dumps(plain[key], indent=1)}\n{json.dumps(chart[key], indent=1)}"
