@@ -236,6 +236,11 @@ impl Account {
         }
         if let Some(g) = &seed.generate {
             let mode = Some(g.encryption_mode.clone());
+            let router: BTreeSet<String> = g
+                .router_ckns
+                .iter()
+                .map(|c| c.to_ascii_lowercase())
+                .collect();
             for i in 0..g.connections {
                 let id = format!("dxcon-gen{i:05}");
                 acc.connections.insert(
@@ -252,7 +257,7 @@ impl Account {
                         keys: Vec::new(),
                     },
                 );
-                acc.routers.insert(id, BTreeSet::new());
+                acc.routers.insert(id, router.clone());
             }
             for i in 0..g.lags {
                 let lag_id = format!("dxlag-gen{i:05}");
@@ -272,7 +277,7 @@ impl Account {
                             keys: Vec::new(),
                         },
                     );
-                    acc.routers.insert(id, BTreeSet::new());
+                    acc.routers.insert(id, router.clone());
                 }
                 acc.lags.insert(
                     lag_id.clone(),

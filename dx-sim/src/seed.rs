@@ -127,6 +127,9 @@ pub struct Generate {
     pub members_per_lag: usize,
     #[serde(default = "default_mode")]
     pub encryption_mode: String,
+    /// CKNs configured on the routers of every generated port.
+    #[serde(default)]
+    pub router_ckns: Vec<String>,
 }
 
 fn default_account() -> String {

@@ -22,6 +22,17 @@ struct Entry {
     changed: HashSet<String>,
 }
 
+/// Describe calls one full refresh of `resources` costs: pages of connections plus pages of
+/// LAGs (at least one call each).
+fn refresh_pages(resources: &HashMap<String, ObservedResource>) -> usize {
+    let lags = resources
+        .values()
+        .filter(|r| r.id.starts_with("dxlag-"))
+        .count();
+    let connections = resources.len() - lags;
+    connections.div_ceil(100).max(1) + lags.div_ceil(100).max(1)
+}
+
 pub struct ObservationCache {
     max_age: Duration,
     entries: Mutex<HashMap<Scope, Arc<tokio::sync::Mutex<Entry>>>>,
@@ -70,6 +81,16 @@ impl ObservationCache {
                 return Ok(e.resources.get(id).cloned());
             }
             if !e.changed.contains(id) {
+                return Ok(e.resources.get(id).cloned());
+            }
+            // Many changed resources are cheaper to read with one paginated refresh than one
+            // by one: refresh whole once they are as many as the pages a refresh costs.
+            if e.changed.len() >= refresh_pages(&e.resources) {
+                let all = api.describe_all().await?;
+                self.full_refreshes.fetch_add(1, Ordering::Relaxed);
+                e.resources = all.into_iter().map(|r| (r.id.clone(), r)).collect();
+                e.fetched = Some(Instant::now());
+                e.changed.clear();
                 return Ok(e.resources.get(id).cloned());
             }
         }
@@ -253,6 +274,41 @@ mod tests {
                 .is_none()
         );
         assert_eq!(api.all.load(Ordering::SeqCst), 1);
+    }
+
+    /// When more resources changed than a full refresh has pages, one refresh serves them all.
+    #[tokio::test]
+    async fn many_changes_are_read_with_one_refresh() {
+        let cache = ObservationCache::new(Duration::from_secs(60));
+        let api = CountingApi::default();
+        cache.observe(&scope(), &api, "dxcon-0").await.unwrap();
+        // 100 connections: one page of connections and one (empty) of LAGs.
+        for i in 0..50 {
+            cache.mark_changed(&scope(), &format!("dxcon-{i}")).await;
+        }
+        for i in 0..50 {
+            cache
+                .observe(&scope(), &api, &format!("dxcon-{i}"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            (
+                api.all.load(Ordering::SeqCst),
+                api.one.load(Ordering::SeqCst)
+            ),
+            (2, 0)
+        );
+        // One changed resource alone is read alone.
+        cache.mark_changed(&scope(), "dxcon-7").await;
+        cache.observe(&scope(), &api, "dxcon-7").await.unwrap();
+        assert_eq!(
+            (
+                api.all.load(Ordering::SeqCst),
+                api.one.load(Ordering::SeqCst)
+            ),
+            (2, 1)
+        );
     }
 
     /// Past the maximum age the whole snapshot is refreshed; scopes are separate.
