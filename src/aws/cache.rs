@@ -71,7 +71,10 @@ impl ObservationCache {
         {
             let mut e = entry.lock().await;
             let stale = e.fetched.is_none_or(|t| t.elapsed() >= self.max_age);
-            if stale {
+            let changed = e.changed.contains(id);
+            // Many changed resources are cheaper to read with one paginated refresh than one
+            // by one: refresh whole once they are as many as the pages a refresh costs.
+            if stale || (changed && e.changed.len() >= refresh_pages(&e.resources)) {
                 // Held across the call: concurrent readers wait and then share the result.
                 let all = api.describe_all().await?;
                 self.full_refreshes.fetch_add(1, Ordering::Relaxed);
@@ -80,17 +83,7 @@ impl ObservationCache {
                 e.changed.clear();
                 return Ok(e.resources.get(id).cloned());
             }
-            if !e.changed.contains(id) {
-                return Ok(e.resources.get(id).cloned());
-            }
-            // Many changed resources are cheaper to read with one paginated refresh than one
-            // by one: refresh whole once they are as many as the pages a refresh costs.
-            if e.changed.len() >= refresh_pages(&e.resources) {
-                let all = api.describe_all().await?;
-                self.full_refreshes.fetch_add(1, Ordering::Relaxed);
-                e.resources = all.into_iter().map(|r| (r.id.clone(), r)).collect();
-                e.fetched = Some(Instant::now());
-                e.changed.clear();
+            if !changed {
                 return Ok(e.resources.get(id).cloned());
             }
         }

@@ -216,7 +216,6 @@ pub async fn run_controllers(
     metrics: Arc<Metrics>,
     settings: Settings,
     reporter: Reporter,
-    ready: Arc<AtomicBool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let dxc_api: Api<DeserializeGuard<DxConnection>> = Api::all(client.clone());
@@ -266,7 +265,6 @@ pub async fn run_controllers(
         connections,
         keys,
     });
-    ready.store(true, Ordering::SeqCst);
     let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
     let dxc = dxc_controller
         .graceful_shutdown_on(shutdown.clone())
@@ -333,63 +331,46 @@ pub async fn run(client: Client, aws: Arc<dyn crate::aws::AwsProvider>, opts: Ru
         }
     };
 
-    let code = match &opts.lease {
-        None => {
-            ready.store(true, Ordering::SeqCst);
-            let controllers = run_controllers(
-                client.clone(),
-                engine,
-                metrics,
-                opts.settings.clone(),
-                reporter,
-                ready.clone(),
-                stop,
-            );
-            tokio::pin!(controllers);
-            tokio::select! {
-                _ = &mut controllers => 0,
-                _ = termination() => {
-                    let _ = stop_tx.send(true);
-                    controllers.await;
-                    0
-                }
-            }
+    // Standing by is a healthy, ready state: only the leader acts.
+    ready.store(true, Ordering::SeqCst);
+    if let Some(lease) = &opts.lease {
+        tokio::select! {
+            _ = leader::acquire(client.clone(), lease) => {}
+            _ = termination() => return 0,
         }
-        Some(lease) => {
-            // Standing by is a healthy, ready state: only the leader acts.
-            ready.store(true, Ordering::SeqCst);
-            tokio::select! {
-                _ = leader::acquire(client.clone(), lease) => {}
-                _ = termination() => return 0,
-            }
-            let controllers = run_controllers(
-                client.clone(),
-                engine,
-                metrics,
-                opts.settings.clone(),
-                reporter,
-                ready.clone(),
-                stop,
-            );
-            tokio::pin!(controllers);
-            let code = tokio::select! {
-                _ = &mut controllers => 0,
-                _ = leader::hold(client.clone(), lease) => {
-                    // Lost the Lease: stop acting at once and exit to restart as a follower.
-                    let _ = stop_tx.send(true);
-                    controllers.await;
-                    1
-                }
-                _ = termination() => {
-                    let _ = stop_tx.send(true);
-                    controllers.await;
-                    0
-                }
-            };
-            leader::release(client.clone(), lease).await;
-            code
+    }
+    let controllers = run_controllers(
+        client.clone(),
+        engine,
+        metrics,
+        opts.settings.clone(),
+        reporter,
+        stop,
+    );
+    tokio::pin!(controllers);
+    let lost_lease = async {
+        match &opts.lease {
+            Some(lease) => leader::hold(client.clone(), lease).await,
+            None => std::future::pending().await,
         }
     };
+    let code = tokio::select! {
+        _ = &mut controllers => 0,
+        _ = lost_lease => {
+            // Lost the Lease: stop acting at once and exit to restart as a follower.
+            let _ = stop_tx.send(true);
+            controllers.await;
+            1
+        }
+        _ = termination() => {
+            let _ = stop_tx.send(true);
+            controllers.await;
+            0
+        }
+    };
+    if let Some(lease) = &opts.lease {
+        leader::release(client.clone(), lease).await;
+    }
     http.abort();
     code
 }
