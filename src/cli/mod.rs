@@ -313,6 +313,7 @@ pub async fn apply(
     let mut last_lines: Vec<String> = vec![String::new(); items.len()];
     let mut backoff = interval;
     loop {
+        let round_started = Instant::now();
         let mut throttled = false;
         for (item, last_line) in items.iter_mut().zip(&mut last_lines) {
             if item.done {
@@ -344,7 +345,8 @@ pub async fn apply(
         if items.iter().all(|i| i.done) || Instant::now() >= deadline {
             break;
         }
-        // Back off while AWS throttles; otherwise poll at the interval.
+        // Back off while AWS throttles; otherwise start rounds at most every interval (a
+        // round of many resources that took longer already waited enough).
         backoff = if throttled {
             (backoff * 2).min(Duration::from_secs(20))
         } else {
@@ -352,10 +354,12 @@ pub async fn apply(
         };
         let jitter =
             Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 5 + 1));
-        tokio::time::sleep(
-            (backoff + jitter).min(deadline.saturating_duration_since(Instant::now())),
-        )
-        .await;
+        let wait = if throttled {
+            backoff + jitter
+        } else {
+            (backoff + jitter).saturating_sub(round_started.elapsed())
+        };
+        tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
     println!();
     println!(
