@@ -60,8 +60,9 @@ enum Command {
         /// How soon to look again while something is in flight.
         #[arg(long, default_value = "10s", value_parser = parse_duration, env = "DXM_REQUEUE")]
         requeue: Duration,
-        /// Maximum age of a region's Describe snapshot before it is read again.
-        #[arg(long, default_value = "30s", value_parser = parse_duration, env = "DXM_OBSERVATION_MAX_AGE")]
+        /// Maximum age of a region's Describe snapshot before it is read again. Keep it at the
+        /// resync so one Describe round serves a resync; resources in flight are re-read anyway.
+        #[arg(long, default_value = "5m", value_parser = parse_duration, env = "DXM_OBSERVATION_MAX_AGE")]
         observation_max_age: Duration,
         /// Address of /healthz, /readyz and /metrics.
         #[arg(long, default_value = "0.0.0.0:8080", env = "DXM_HTTP_ADDR")]

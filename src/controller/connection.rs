@@ -34,7 +34,7 @@ pub fn references(dxc: &DxConnection, name: &str) -> bool {
 pub fn conflict_owner(
     dxc: &DxConnection,
     scope: &Scope,
-    all: &[Arc<DxConnection>],
+    all: &[Arc<DeserializeGuard<DxConnection>>],
     default_region: Option<&str>,
 ) -> Option<String> {
     let key = |d: &DxConnection| {
@@ -44,7 +44,7 @@ pub fn conflict_owner(
             d.name_any(),
         )
     };
-    all.iter()
+    super::valid(all)
         .filter(|o| o.spec.connection_id == dxc.spec.connection_id)
         .filter(|o| desired::scope_of(o, default_region).ok().as_ref() == Some(scope))
         .filter(|o| o.metadata.deletion_timestamp.is_none())
@@ -138,6 +138,30 @@ fn blocked_status(dxc: &DxConnection, reason: Reason, message: &str) -> DxConnec
     status
 }
 
+/// Whether a status is worth writing. Every write is a watch event that reconciles the object
+/// again, so a status that differs only in `lastSyncTime` is written only when the stored one
+/// is older than `max_sync_age`; otherwise each reconcile would trigger the next.
+pub fn status_changed(
+    old: Option<&DxConnectionStatus>,
+    new: &DxConnectionStatus,
+    max_sync_age: std::time::Duration,
+) -> bool {
+    let Some(old) = old else {
+        return true;
+    };
+    let sync_old = old
+        .last_sync_time
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .is_none_or(|t| {
+            Timestamp::now().duration_since(t)
+                > jiff::SignedDuration::try_from(max_sync_age).unwrap_or_default()
+        });
+    let mut without_sync = old.clone();
+    without_sync.last_sync_time = new.last_sync_time.clone();
+    without_sync != *new || sync_old
+}
+
 /// The server-side apply body of a status.
 pub fn status_patch(status: &DxConnectionStatus) -> serde_json::Value {
     json!({
@@ -206,7 +230,9 @@ async fn apply(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
         .pass(&scope, &desired, &prior_of(dxc), now, Mode::Execute)
         .await;
     let status = dxconnection_status(dxc.status.as_ref(), &result, dxc.metadata.generation, now);
-    write_status(ctx, dxc, &status).await?;
+    if status_changed(dxc.status.as_ref(), &status, ctx.settings.resync / 2) {
+        write_status(ctx, dxc, &status).await?;
+    }
     let (ready, reason, _) = result.ready();
     ctx.metrics.observed(
         &ns,

@@ -21,11 +21,10 @@ use crate::plan::Requeue;
 use crate::status::set_condition;
 
 /// `namespace/name`-free names of the DxConnections in the key's namespace that list it.
-pub fn used_by(key: &MacSecKey, all: &[Arc<DxConnection>]) -> Vec<String> {
+pub fn used_by(key: &MacSecKey, all: &[Arc<DeserializeGuard<DxConnection>>]) -> Vec<String> {
     let ns = key.namespace();
     let name = key.name_any();
-    let mut users: Vec<String> = all
-        .iter()
+    let mut users: Vec<String> = super::valid(all)
         .filter(|d| d.namespace() == ns && super::connection::references(d, &name))
         .map(|d| d.name_any())
         .collect();
@@ -37,21 +36,21 @@ pub fn used_by(key: &MacSecKey, all: &[Arc<DxConnection>]) -> Vec<String> {
 pub fn learned_from_connections(
     key: &MacSecKey,
     ckn: Option<&Ckn>,
-    all: &[Arc<DxConnection>],
+    all: &[Arc<DeserializeGuard<DxConnection>>],
 ) -> (Option<String>, Option<String>) {
     let ns = key.namespace();
     let name = key.name_any();
     let spec_arn = key.spec.direct_connect_secret_arn.as_deref();
-    all.iter()
+    super::valid(all)
         .filter(|d| d.namespace() == ns)
-        .flat_map(|d| d.status.iter().flat_map(|s| s.keys.clone()))
+        .flat_map(|d| d.status.iter().flat_map(|s| s.keys.iter()))
         .filter(|k| k.mac_sec_key.as_deref() == Some(name.as_str()))
         .find(|k| match (ckn, spec_arn) {
             (Some(c), _) => k.ckn.as_deref() == Some(c.as_str()),
             (None, Some(arn)) => k.secret_arn.as_deref() == Some(arn),
             (None, None) => false,
         })
-        .map(|k| (k.secret_arn, k.ckn))
+        .map(|k| (k.secret_arn.clone(), k.ckn.clone()))
         .unwrap_or_default()
 }
 
@@ -130,8 +129,7 @@ async fn apply(key: &MacSecKey, ctx: &Context) -> Result<Action, Error> {
 
     // Secrets Manager sources are read in the region of a DxConnection using the key, else
     // the operator's default region.
-    let scope = all
-        .iter()
+    let scope = super::valid(&all)
         .find(|d| users.contains(&d.name_any()) && d.namespace() == key.namespace())
         .and_then(|d| crate::desired::scope_of(d, ctx.settings.default_region.as_deref()).ok())
         .or_else(|| {

@@ -33,6 +33,14 @@ use crate::material::{SecretData, SecretReader};
 use crate::metrics::Metrics;
 use crate::plan::Requeue;
 
+/// Reconciles in flight at once, per kind.
+pub const MAX_CONCURRENT_RECONCILES: u16 = 16;
+
+/// Only the DxConnections that deserialized.
+pub fn valid(all: &[Arc<DeserializeGuard<DxConnection>>]) -> impl Iterator<Item = &DxConnection> {
+    all.iter().filter_map(|g| g.0.as_ref().ok())
+}
+
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "dx-macsec-operator";
 
@@ -83,13 +91,10 @@ pub struct Context {
 }
 
 impl Context {
-    /// Every DxConnection that deserialized, from the reflector.
-    pub fn all_connections(&self) -> Vec<Arc<DxConnection>> {
-        self.connections
-            .state()
-            .iter()
-            .filter_map(|g| g.0.as_ref().ok().map(|d| Arc::new(d.clone())))
-            .collect()
+    /// Every DxConnection in the reflector, shared rather than copied (a reconcile scans
+    /// them for the Conflict rule and usedBy; copying would cost O(N) per reconcile).
+    pub fn all_connections(&self) -> Vec<Arc<DeserializeGuard<DxConnection>>> {
+        self.connections.state()
     }
 
     pub fn find_key(&self, namespace: &str, name: &str) -> Option<MacSecKey> {
@@ -222,8 +227,11 @@ pub async fn run_controllers(
     let key_api: Api<DeserializeGuard<MacSecKey>> = Api::all(client.clone());
     let wc = watcher::Config::default().any_semantic();
 
-    let dxc_controller = Controller::new(dxc_api.clone(), wc.clone());
-    let key_controller = Controller::new(key_api.clone(), wc.clone());
+    // Bounded concurrency keeps memory flat and the AWS call rate smooth with many objects.
+    let config =
+        kube::runtime::controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES);
+    let dxc_controller = Controller::new(dxc_api.clone(), wc.clone()).with_config(config.clone());
+    let key_controller = Controller::new(key_api.clone(), wc.clone()).with_config(config);
     let connections = dxc_controller.store();
     let keys = key_controller.store();
 

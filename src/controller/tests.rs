@@ -644,6 +644,43 @@ async fn an_expired_lease_is_taken_over() {
     assert_eq!(bodies[1]["spec"]["leaseTransitions"], 1);
 }
 
+/// A status that differs only in lastSyncTime is not written again while the stored one is
+/// recent (each write would trigger the next reconcile); any other difference is written.
+#[test]
+fn status_is_written_only_when_it_changed() {
+    let now = jiff::Timestamp::now();
+    let recent = DxConnectionStatus {
+        last_sync_time: Some(now.to_string()),
+        encryption_mode: Some("must_encrypt".into()),
+        ..DxConnectionStatus::default()
+    };
+    let mut next = recent.clone();
+    next.last_sync_time = Some((now + jiff::SignedDuration::from_secs(1)).to_string());
+    assert!(!connection::status_changed(
+        Some(&recent),
+        &next,
+        Duration::from_secs(150)
+    ));
+    next.encryption_mode = Some("should_encrypt".into());
+    assert!(connection::status_changed(
+        Some(&recent),
+        &next,
+        Duration::from_secs(150)
+    ));
+    let mut old = recent.clone();
+    old.last_sync_time = Some((now - jiff::SignedDuration::from_secs(600)).to_string());
+    assert!(connection::status_changed(
+        Some(&old),
+        &recent,
+        Duration::from_secs(150)
+    ));
+    assert!(connection::status_changed(
+        None,
+        &recent,
+        Duration::from_secs(150)
+    ));
+}
+
 /// Seconds until the requeue of an Action (its Debug shows `requeue_after: Some(12.3s)`).
 fn requeue_secs(a: &Action) -> f64 {
     let text = format!("{a:?}");

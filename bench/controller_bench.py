@@ -1,0 +1,143 @@
+"""Benchmark of the controller (`dx-macsec-operator run`) at scale, through the real
+kube-apiserver of scripts/with-cluster, against dx-sim.
+
+Same workload as apply_bench.py. Per N: a fresh dx-sim at rate limit R, one operator
+process (release build, the chart's RBAC through its ServiceAccount token, resync 30 s),
+N + N/10 DxConnections applied with kubectl. Measures the time from the apply to every
+resource converged on the emulator (over the floor), every AWS call it took, the Describe
+calls of one steady-state resync, the time from a spec change to the first AWS call for that
+resource, and the operator's peak RSS (VmHWM) and CPU seconds (/proc).
+
+Usage (with the cluster's environment): python3 bench/controller_bench.py [--sizes ...] [--rate 100]
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+import time
+
+from apply_bench import MUTATING, ROOT, SIM, OPERATOR, get, manifests, seed
+
+RESYNC_S = 30
+
+
+def kubectl(*args, stdin=None):
+    return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True,
+                          env=dict(os.environ, KUBECONFIG=os.environ["E2E_ADMIN_KUBECONFIG"]), check=True)
+
+
+def proc_figures(pid):
+    hwm = 0
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM"):
+            hwm = int(line.split()[1]) / 1024
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    return round(hwm, 1), round(cpu, 2)
+
+
+def converged(endpoint, ids):
+    state = get(endpoint, "/_sim/state")
+    modes = {c["connectionId"]: c.get("encryptionMode") for c in state["connections"]}
+    modes.update({l["lagId"]: l.get("encryptionMode") for l in state["lags"]})
+    return all(modes.get(i) == "must_encrypt" for i in ids)
+
+
+def run_one(n, rate, workdir):
+    lags = max(1, n // 10)
+    ns = f"bench-{n}"
+    seed_file = workdir / f"seed-{n}.yaml"
+    seed_file.write_text(seed(n, lags, rate))
+    text, resources = manifests(n, lags)
+    manifest_file = workdir / f"manifests-{n}.yaml"
+    manifest_file.write_text(text.replace("namespace: bench", f"namespace: {ns}"))
+    ids = [f"dxcon-gen{i:05}" for i in range(n)] + [f"dxlag-gen{i:05}" for i in range(lags)]
+
+    sim = subprocess.Popen([str(SIM), "--seed", str(seed_file), "--listen", "127.0.0.1:0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    endpoint = sim.stdout.readline().strip().rsplit(" ", 1)[-1]
+    sim_ready = time.monotonic()
+    env = dict(os.environ, KUBECONFIG=os.environ["E2E_OPERATOR_KUBECONFIG"], AWS_ACCESS_KEY_ID="bench",
+               AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+               AWS_ENDPOINT_URL=endpoint, DXM_RESYNC=f"{RESYNC_S}s", DXM_REQUEUE="2s",
+               DXM_OBSERVATION_MAX_AGE=f"{RESYNC_S}s", DXM_LEADER_ELECTION="false", DXM_LOG_LEVEL="warn")
+    log = open(workdir / f"operator-{n}.log", "w")
+    op = subprocess.Popen([str(OPERATOR), "run", "--http-addr", "127.0.0.1:0"], env=env,
+                          stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        kubectl("create", "namespace", ns)
+        time.sleep(2)  # the operator's watches are up
+        started = time.monotonic()
+        kubectl("apply", "--server-side", "-f", str(manifest_file))
+        while not converged(endpoint, ids):
+            if time.monotonic() - started > 1800:
+                raise SystemExit(f"N={n}: not converged in 30 min")
+            time.sleep(0.5)
+        wall = time.monotonic() - started
+        calls = get(endpoint, "/_sim/calls")["calls"]
+        ok = [c for c in calls if c["outcome"] == "ok"]
+        mutating = [c for c in ok if c["operation"] in MUTATING]
+        throttled = sum(1 for c in calls if c["outcome"] == "ThrottlingException")
+
+        # Steady state: the Describe calls of one resync window, once everything settled.
+        time.sleep(5)
+        before = len(get(endpoint, "/_sim/calls")["calls"])
+        time.sleep(RESYNC_S + 5)
+        window = get(endpoint, "/_sim/calls")["calls"][before:]
+        resync_describes = sum(1 for c in window if c["operation"].startswith("Describe"))
+        resync_mutations = sum(1 for c in window if c["operation"] in MUTATING)
+
+        # Spec change to first AWS call for that resource.
+        t_change = time.monotonic()
+        kubectl("patch", "dxc", "c0", "-n", ns, "--type", "merge", "-p", '{"spec":{"encryptionMode":"should_encrypt"}}')
+        latency_ms = None
+        while time.monotonic() - t_change < 30:
+            for c in get(endpoint, "/_sim/calls")["calls"][before:]:
+                if c.get("target") == ids[0] and c["operation"] in MUTATING:
+                    latency_ms = round(c["atMs"] - (t_change - sim_ready) * 1000)
+                    break
+            if latency_ms is not None:
+                break
+            time.sleep(0.05)
+        rss, cpu = proc_figures(op.pid)
+        floor = len(mutating) / rate
+        return {
+            "n": n, "lags": lags, "resources": resources, "rate": rate,
+            "wall_s": round(wall, 2), "mutating": len(mutating), "expected_mutating": 3 * resources,
+            "calls_ok": len(ok), "throttled": throttled, "floor_s": round(floor, 2),
+            "time_over_floor": round(wall / floor, 2),
+            "resync_describes": resync_describes, "resync_describes_per_n": round(resync_describes / resources, 4),
+            "resync_mutations": resync_mutations,
+            "peak_rss_mib": rss, "cpu_s": cpu, "change_to_call_ms": latency_ms,
+        }
+    finally:
+        # Let the operator drop its finalizers (deletionPolicy Retain), then stop it.
+        subprocess.run(["kubectl", "delete", "dxc,mskey", "--all", "-n", ns, "--timeout=120s"],
+                       env=dict(os.environ, KUBECONFIG=os.environ["E2E_ADMIN_KUBECONFIG"]), capture_output=True)
+        op.terminate()
+        op.wait()
+        sim.terminate()
+        sim.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--out", default=str(ROOT / "target" / "bench-controller.json"))
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as d:
+        for n in [int(x) for x in args.sizes.split(",")]:
+            r = run_one(n, args.rate, pathlib.Path(d))
+            print(json.dumps(r), flush=True)
+            results.append(r)
+    pathlib.Path(args.out).write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
