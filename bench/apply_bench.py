@@ -133,11 +133,13 @@ def run_one(n, rate, workdir):
         sim.wait()
 
 
-def main():
+def run_sizes(run_one, default_out):
+    """Command line shared by both benchmarks: runs run_one(n, rate, workdir) per size and
+    writes the results as JSON for bench/report.py."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--rate", type=float, default=100)
-    parser.add_argument("--out", default=str(ROOT / "target" / "bench-apply.json"))
+    parser.add_argument("--out", default=str(ROOT / "target" / default_out))
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as d:
@@ -146,6 +148,10 @@ def main():
             print(json.dumps(r), flush=True)
             results.append(r)
     pathlib.Path(args.out).write_text(json.dumps(results))
+
+
+def main():
+    run_sizes(run_one, "bench-apply.json")
 
 
 if __name__ == "__main__":

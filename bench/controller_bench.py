@@ -11,15 +11,11 @@ resource, and the operator's peak RSS (VmHWM) and CPU seconds (/proc).
 Usage (with the cluster's environment): python3 bench/controller_bench.py [--sizes ...] [--rate 100]
 """
 
-import argparse
-import json
 import os
-import pathlib
 import subprocess
-import tempfile
 import time
 
-from apply_bench import MUTATING, ROOT, SIM, OPERATOR, get, manifests, seed
+from apply_bench import MUTATING, SIM, OPERATOR, get, manifests, run_sizes, seed
 
 RESYNC_S = 30
 
@@ -125,18 +121,7 @@ def run_one(n, rate, workdir):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="10,100,1000")
-    parser.add_argument("--rate", type=float, default=100)
-    parser.add_argument("--out", default=str(ROOT / "target" / "bench-controller.json"))
-    args = parser.parse_args()
-    results = []
-    with tempfile.TemporaryDirectory() as d:
-        for n in [int(x) for x in args.sizes.split(",")]:
-            r = run_one(n, args.rate, pathlib.Path(d))
-            print(json.dumps(r), flush=True)
-            results.append(r)
-    pathlib.Path(args.out).write_text(json.dumps(results))
+    run_sizes(run_one, "bench-controller.json")
 
 
 if __name__ == "__main__":
