@@ -112,11 +112,6 @@ impl ObservationCache {
             .insert(id.to_string());
     }
 
-    /// Forgets a scope's snapshot so the next read refreshes it whole.
-    pub async fn invalidate(&self, scope: &Scope) {
-        self.entry(scope).lock().await.fetched = None;
-    }
-
     /// The ARN of the Direct Connect-managed secret of `ckn`, when any connection or LAG of
     /// the scope carries that key: then the CAK need not be sent again.
     pub async fn managed_secret_arn(&self, scope: &Scope, ckn: &Ckn) -> Option<String> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{AwsError, AwsProvider, BoxFut, DirectConnectApi, Scope, SecretsApi};
-use crate::crd::{EncryptionMode, ResourceType};
+use crate::crd::EncryptionMode;
 use crate::metrics::Metrics;
 use crate::observed::ObservedResource;
 use crate::plan::{Association, Target};
@@ -116,11 +116,7 @@ impl DirectConnectApi for Metered<dyn DirectConnectApi> {
     ) -> BoxFut<'a, Result<(), AwsError>> {
         Box::pin(async move {
             let r = self.inner.set_mode(target, mode).await;
-            let op = match target.kind {
-                ResourceType::Lag => "UpdateLag",
-                ResourceType::Connection => "UpdateConnection",
-            };
-            record(&self.metrics, op, &r);
+            record(&self.metrics, target.update_operation(), &r);
             r
         })
     }

@@ -107,7 +107,22 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    tracing::warn!(name = ?obj.0.as_ref().ok().map(|d| d.name_any()), %error, "DxConnection reconcile failed");
+    use kube::runtime::finalizer::Error as F;
+    let name = obj.0.as_ref().ok().map(|d| d.name_any());
+    match error {
+        // A Disassociate deletion in progress, or a finalizer removed from an object that
+        // is already gone: expected, not failures.
+        Error::Finalizer(e)
+            if match &**e {
+                F::CleanupFailed(Error::CleanupPending(_)) => true,
+                F::RemoveFinalizer(kube::Error::Api(status)) => status.code == 404,
+                _ => false,
+            } =>
+        {
+            tracing::info!(?name, %error, "DxConnection deletion in progress");
+        }
+        _ => tracing::warn!(?name, %error, "DxConnection reconcile failed"),
+    }
     ctx.requeue(Requeue::Soon)
 }
 

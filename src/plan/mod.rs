@@ -141,6 +141,16 @@ pub struct Target {
     pub kind: ResourceType,
 }
 
+impl Target {
+    /// The call that sets the encryption mode of this resource.
+    pub fn update_operation(&self) -> &'static str {
+        match self.kind {
+            ResourceType::Lag => "UpdateLag",
+            ResourceType::Connection => "UpdateConnection",
+        }
+    }
+}
+
 /// How a key is associated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Association {
@@ -197,15 +207,7 @@ impl Action {
         match self {
             Action::Associate { .. } => "AssociateMacSecKey",
             Action::Disassociate { .. } => "DisassociateMacSecKey",
-            Action::SetMode {
-                target:
-                    Target {
-                        kind: ResourceType::Lag,
-                        ..
-                    },
-                ..
-            } => "UpdateLag",
-            Action::SetMode { .. } => "UpdateConnection",
+            Action::SetMode { target, .. } => target.update_operation(),
         }
     }
 }
@@ -348,11 +350,6 @@ impl Plan {
             .chain(&self.withheld)
             .map(ToString::to_string)
             .collect()
-    }
-
-    /// Converged: nothing to do and nothing to wait for.
-    pub fn is_converged(&self) -> bool {
-        self.ready
     }
 }
 
