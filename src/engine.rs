@@ -1,15 +1,17 @@
 //! One reconcile pass, shared by the CLI and the controller: observe through the cache,
 //! plan, and execute the plan's one step.
 //!
-//! Idempotent across crashes: it always re-reads before acting (a resource it changed is
-//! re-read alone), and the planner finds keys by CKN, so a key associated just before a
-//! crash is found and not associated again.
+//! Idempotent across crashes: it always re-reads before acting (a resource it changed, or one
+//! it waits on, is read again before its next pass), and the planner finds keys by CKN, so a
+//! key associated just before a crash is found and not associated again. When that re-read
+//! has to wait for the cache's Describe budget, the pass is deferred and does nothing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::aws::{AwsError, AwsProvider, ErrorClass, ObservationCache, Scope};
+use crate::aws::{AwsError, AwsProvider, ErrorClass, Observation, ObservationCache, Scope};
 use crate::observed::ObservedResource;
 use crate::plan::{Action, Desired, Plan, PriorState, Reason, Requeue, plan};
 
@@ -30,6 +32,9 @@ pub struct PassResult {
     pub executed: Vec<Action>,
     /// The call that failed, if any.
     pub error: Option<AwsError>,
+    /// The resource needs a fresh read that must wait this long: nothing was planned or
+    /// done; run the pass again then.
+    pub deferred: Option<Duration>,
 }
 
 /// Whether a pass may change AWS.
@@ -65,6 +70,9 @@ impl PassResult {
 
     /// When to run the next pass.
     pub fn requeue(&self) -> Requeue {
+        if let Some(wait) = self.deferred {
+            return Requeue::After(wait);
+        }
         match (&self.error, &self.plan) {
             (Some(e), _) if e.class == ErrorClass::Terminal => Requeue::Resync,
             (Some(_), _) => Requeue::Soon,
@@ -102,6 +110,7 @@ impl Engine {
             observed: None,
             executed: Vec::new(),
             error: None,
+            deferred: None,
         };
         let api = match self.aws.direct_connect(scope).await {
             Ok(api) => api,
@@ -110,17 +119,24 @@ impl Engine {
                 return result;
             }
         };
-        match self
+        let read_at = match self
             .cache
             .observe(scope, api.as_ref(), &desired.connection_id)
             .await
         {
-            Ok(o) => result.observed = o,
+            Ok(Observation::Current(o, read_at)) => {
+                result.observed = o;
+                read_at
+            }
+            Ok(Observation::Deferred(wait)) => {
+                result.deferred = Some(wait);
+                return result;
+            }
             Err(e) => {
                 result.error = Some(e);
                 return result;
             }
-        }
+        };
         let desired = self.with_known_secret_arns(scope, desired).await;
         let plan = plan(&desired, result.observed.as_ref(), prior, now);
         if mode == Mode::Execute {
@@ -149,6 +165,13 @@ impl Engine {
                 }
             }
         }
+        // Waiting for AWS (a key associating, the port coming up, the connection becoming
+        // available): the next pass needs newer data than this one had.
+        if plan.actions.is_empty() && plan.synced && !plan.ready && plan.requeue == Requeue::Soon {
+            self.cache
+                .look_again(scope, &desired.connection_id, read_at)
+                .await;
+        }
         result.plan = Some(plan);
         result
     }
@@ -166,5 +189,140 @@ impl Engine {
             }
         }
         desired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::SdkProvider;
+    use crate::crd::EncryptionMode;
+    use crate::plan::fixtures::{ckn, desired, wanted};
+
+    async fn setup(seed: &str, cache: ObservationCache) -> (dx_sim::Sim, Engine, Scope) {
+        let sim = dx_sim::Sim::start(dx_sim::Seed::from_yaml(seed).unwrap())
+            .await
+            .unwrap();
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "AKIDENGINE",
+                "x",
+                None,
+                None,
+                "test",
+            ))
+            .endpoint_url(sim.endpoint())
+            .load()
+            .await;
+        let engine = Engine::new(
+            Arc::new(SdkProvider::from_sdk_config(conf)),
+            Arc::new(cache),
+        );
+        let scope = Scope {
+            region: "us-east-1".into(),
+            role_arn: None,
+        };
+        (sim, engine, scope)
+    }
+
+    fn operations(sim: &dx_sim::Sim) -> Vec<String> {
+        sim.shared
+            .calls()
+            .into_iter()
+            .map(|c| c.operation)
+            .collect()
+    }
+
+    /// A pass that waits for AWS gets newer data next time, even though the snapshot is
+    /// young: the key's move to `associated` is seen at once, not after the snapshot's
+    /// maximum age.
+    #[tokio::test]
+    async fn a_waiting_pass_reads_again_next_time() {
+        let seed = format!(
+            "delays: {{ associateMs: 300 }}\nconnections:\n  - {{ id: dxcon-w1, macSecCapable: true, router: [\"{}\"] }}\n",
+            ckn('a')
+        );
+        let (sim, engine, scope) =
+            setup(&seed, ObservationCache::new(Duration::from_secs(3600))).await;
+        let want = desired(
+            "dxcon-w1",
+            Some(EncryptionMode::MustEncrypt),
+            Some(vec![wanted("k1", 'a')]),
+        );
+        let prior = PriorState::default();
+        let pass = || engine.pass(&scope, &want, &prior, Timestamp::now(), Mode::Execute);
+        assert_eq!(pass().await.executed.len(), 1, "associates");
+        let waiting = pass().await;
+        assert!(waiting.executed.is_empty());
+        assert!(
+            waiting
+                .plan
+                .unwrap()
+                .message
+                .contains("to become associated"),
+            "still associating"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let next = pass().await;
+        assert_eq!(
+            next.executed
+                .iter()
+                .map(|a| a.operation())
+                .collect::<Vec<_>>(),
+            vec!["UpdateConnection"],
+            "the key is seen associated and should_encrypt follows"
+        );
+        // One fill, then each pass after a change or a wait read the connection alone.
+        assert_eq!(
+            operations(&sim),
+            vec![
+                "DescribeConnections",
+                "DescribeLags",
+                "AssociateMacSecKey",
+                "DescribeConnections",
+                "DescribeConnections",
+                "UpdateConnection",
+            ]
+        );
+    }
+
+    /// With the re-read budget spent, a pass that needs a fresh read is deferred: no call,
+    /// no plan, a wait; after the wait it goes on.
+    #[tokio::test]
+    async fn a_pass_without_budget_is_deferred_and_does_nothing() {
+        let seed = "connections:\n  - { id: dxcon-d1, macSecCapable: true }\n  - { id: dxcon-d2, macSecCapable: true }\n";
+        // One call per second, and the first fill (2 pages) overdraws it.
+        let (sim, engine, scope) = setup(
+            seed,
+            ObservationCache::with_reread_rate(Duration::from_secs(3600), 1.0),
+        )
+        .await;
+        let want = desired("dxcon-d1", Some(EncryptionMode::ShouldEncrypt), None);
+        let prior = PriorState::default();
+        let pass = || engine.pass(&scope, &want, &prior, Timestamp::now(), Mode::Execute);
+        assert_eq!(pass().await.executed.len(), 1);
+        let calls = operations(&sim).len();
+        let deferred = pass().await;
+        let wait = deferred.deferred.expect("deferred");
+        assert!(deferred.plan.is_none() && deferred.executed.is_empty());
+        assert!(deferred.error.is_none());
+        assert_eq!(deferred.requeue(), Requeue::After(wait));
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(2),
+            "{wait:?}"
+        );
+        assert_eq!(
+            operations(&sim).len(),
+            calls,
+            "a deferred pass calls nothing"
+        );
+        tokio::time::sleep(wait + Duration::from_millis(10)).await;
+        let done = pass().await;
+        assert!(done.deferred.is_none());
+        assert!(
+            done.plan.unwrap().ready,
+            "should_encrypt is seen after the re-read"
+        );
     }
 }

@@ -2,9 +2,16 @@
 //!
 //! A full refresh (paginated DescribeConnections + DescribeLags) serves every resource of a
 //! scope; readers arriving while one is in flight wait for it instead of starting their own.
-//! A resource marked changed after a mutation is re-read alone (DescribeConnections or
-//! DescribeLags with its ID) the next time it is observed. Snapshots older than `max_age`
-//! are refreshed whole.
+//! Snapshots older than `max_age` are refreshed whole.
+//!
+//! A resource is marked for re-reading after a mutation (its data is out of date) or when a
+//! pass waits for AWS on it (it needs data newer than what it planned on). A marked resource
+//! is read again the next time it is observed: alone while few are marked, with one full
+//! refresh once as many are marked as a refresh has pages. These re-reads draw on a budget
+//! of [`REREAD_CALLS_PER_SECOND`] Describe calls per scope; when it is spent the observation
+//! is deferred (the caller looks again later, without holding a worker), and the next
+//! refresh serves every resource marked meanwhile. So while mutations stream in, re-reads
+//! cost a few pages per second instead of one Describe per mutation.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,11 +22,77 @@ use super::{AwsError, DirectConnectApi, Scope};
 use crate::keys::Ckn;
 use crate::observed::{KeyState, ObservedResource};
 
-#[derive(Default)]
+/// Describe calls per second per scope that re-reads of marked resources may spend. Full
+/// refreshes of stale snapshots are always made and count against it too.
+pub const REREAD_CALLS_PER_SECOND: f64 = 10.0;
+
+/// What [`ObservationCache::observe`] found.
+#[derive(Debug, Clone)]
+pub enum Observation {
+    /// The resource (`None`: AWS does not know it) and when its data was read.
+    Current(Option<ObservedResource>, Instant),
+    /// The resource needs a fresh read and the re-read budget is spent: observe again after
+    /// this long.
+    Deferred(Duration),
+}
+
+/// A token bucket of Describe calls. Written here rather than taken from a rate-limiting
+/// crate because mandatory refreshes must be able to overdraw it and callers need the wait
+/// without blocking; that is a dozen lines.
+struct Budget {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl Budget {
+    fn refill(&mut self, rate: f64, capacity: f64) {
+        let now = Instant::now();
+        let earned = now.duration_since(self.updated).as_secs_f64() * rate;
+        self.tokens = (self.tokens + earned).min(capacity);
+        self.updated = now;
+    }
+
+    /// Takes `n` calls, or says how long until they are there.
+    fn take(&mut self, n: f64, rate: f64) -> Result<(), Duration> {
+        if self.tokens >= n {
+            self.tokens -= n;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((n - self.tokens) / rate))
+        }
+    }
+}
+
 struct Entry {
     resources: HashMap<String, ObservedResource>,
+    /// Start of the last full refresh.
     fetched: Option<Instant>,
-    changed: HashSet<String>,
+    /// Resources read alone since then, with the start of that read.
+    read_alone: HashMap<String, Instant>,
+    /// Resources whose data must be read again before it is used.
+    marked: HashSet<String>,
+    budget: Budget,
+}
+
+impl Entry {
+    fn new(rate: f64) -> Self {
+        Entry {
+            resources: HashMap::new(),
+            fetched: None,
+            read_alone: HashMap::new(),
+            marked: HashSet::new(),
+            // Starts full: the first re-reads after start-up need not wait.
+            budget: Budget {
+                tokens: rate,
+                updated: Instant::now(),
+            },
+        }
+    }
+
+    /// When the data held for `id` was read.
+    fn read_at(&self, id: &str) -> Option<Instant> {
+        self.read_alone.get(id).copied().max(self.fetched)
+    }
 }
 
 /// Describe calls one full refresh of `resources` costs: pages of connections plus pages of
@@ -35,18 +108,27 @@ fn refresh_pages(resources: &HashMap<String, ObservedResource>) -> usize {
 
 pub struct ObservationCache {
     max_age: Duration,
+    reread_rate: f64,
     entries: Mutex<HashMap<Scope, Arc<tokio::sync::Mutex<Entry>>>>,
     full_refreshes: AtomicU64,
     single_reads: AtomicU64,
+    deferrals: AtomicU64,
 }
 
 impl ObservationCache {
     pub fn new(max_age: Duration) -> Self {
+        Self::with_reread_rate(max_age, REREAD_CALLS_PER_SECOND)
+    }
+
+    /// With another re-read budget (Describe calls per second per scope).
+    pub fn with_reread_rate(max_age: Duration, reread_rate: f64) -> Self {
         ObservationCache {
             max_age,
+            reread_rate,
             entries: Mutex::new(HashMap::new()),
             full_refreshes: AtomicU64::new(0),
             single_reads: AtomicU64::new(0),
+            deferrals: AtomicU64::new(0),
         }
     }
 
@@ -55,43 +137,61 @@ impl ObservationCache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(scope.clone())
-            .or_default()
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Entry::new(self.reread_rate))))
             .clone()
     }
 
-    /// The connection or LAG `id` as last seen, refreshing as needed; `None` when AWS does
-    /// not know it.
+    /// The connection or LAG `id`, refreshing as needed, or a deferral when it needs a
+    /// fresh read that the re-read budget cannot pay for yet.
     pub async fn observe(
         &self,
         scope: &Scope,
         api: &dyn DirectConnectApi,
         id: &str,
-    ) -> Result<Option<ObservedResource>, AwsError> {
+    ) -> Result<Observation, AwsError> {
         let entry = self.entry(scope);
         {
             let mut e = entry.lock().await;
+            let pages = refresh_pages(&e.resources);
+            // The bucket holds at least one full refresh.
+            let capacity = self.reread_rate.max(pages as f64);
+            e.budget.refill(self.reread_rate, capacity);
             let stale = e.fetched.is_none_or(|t| t.elapsed() >= self.max_age);
-            let changed = e.changed.contains(id);
-            // Many changed resources are cheaper to read with one paginated refresh than one
+            let marked = e.marked.contains(id);
+            if !stale && !marked {
+                let read_at = e.read_at(id).unwrap_or_else(Instant::now);
+                return Ok(Observation::Current(e.resources.get(id).cloned(), read_at));
+            }
+            // Many marked resources are cheaper to read with one paginated refresh than one
             // by one: refresh whole once they are as many as the pages a refresh costs.
-            if stale || (changed && e.changed.len() >= refresh_pages(&e.resources)) {
+            let whole = stale || e.marked.len() >= pages;
+            let cost = if whole { pages as f64 } else { 1.0 };
+            if stale {
+                // Always made; later re-reads wait for the budget to recover.
+                e.budget.tokens -= cost;
+            } else if let Err(wait) = e.budget.take(cost, self.reread_rate) {
+                self.deferrals.fetch_add(1, Ordering::Relaxed);
+                return Ok(Observation::Deferred(wait));
+            }
+            if whole {
+                let started = Instant::now();
                 // Held across the call: concurrent readers wait and then share the result.
                 let all = api.describe_all().await?;
                 self.full_refreshes.fetch_add(1, Ordering::Relaxed);
                 e.resources = all.into_iter().map(|r| (r.id.clone(), r)).collect();
-                e.fetched = Some(Instant::now());
-                e.changed.clear();
-                return Ok(e.resources.get(id).cloned());
-            }
-            if !changed {
-                return Ok(e.resources.get(id).cloned());
+                e.fetched = Some(started);
+                e.read_alone.clear();
+                e.marked.clear();
+                return Ok(Observation::Current(e.resources.get(id).cloned(), started));
             }
         }
-        // Re-read one changed resource without holding up readers of the others.
+        // Re-read one marked resource without holding up readers of the others.
+        let started = Instant::now();
         let fresh = api.describe_one(id).await?;
         self.single_reads.fetch_add(1, Ordering::Relaxed);
         let mut e = entry.lock().await;
-        e.changed.remove(id);
+        e.marked.remove(id);
+        e.read_alone.insert(id.to_string(), started);
         match &fresh {
             Some(r) => {
                 e.resources.insert(id.to_string(), r.clone());
@@ -100,16 +200,39 @@ impl ObservationCache {
                 e.resources.remove(id);
             }
         }
-        Ok(fresh)
+        Ok(Observation::Current(fresh, started))
     }
 
-    /// After a mutation (or a failed one, whose effect is unknown): re-read `id` next time.
+    /// Like [`observe`](Self::observe), but waits out a deferral: for callers that cannot
+    /// come back later (deletion, the CLI's sequential passes).
+    pub async fn observe_now(
+        &self,
+        scope: &Scope,
+        api: &dyn DirectConnectApi,
+        id: &str,
+    ) -> Result<(Option<ObservedResource>, Instant), AwsError> {
+        loop {
+            match self.observe(scope, api, id).await? {
+                Observation::Current(r, read_at) => return Ok((r, read_at)),
+                Observation::Deferred(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// After a mutation (or a failed one, whose effect is unknown): read `id` again before
+    /// its data is used.
     pub async fn mark_changed(&self, scope: &Scope, id: &str) {
-        self.entry(scope)
-            .lock()
-            .await
-            .changed
-            .insert(id.to_string());
+        self.entry(scope).lock().await.marked.insert(id.to_string());
+    }
+
+    /// A pass waits for AWS on `id` with data read at `read_at`: the next pass needs newer
+    /// data. Nothing to do when newer data is already held.
+    pub async fn look_again(&self, scope: &Scope, id: &str, read_at: Instant) {
+        let entry = self.entry(scope);
+        let mut e = entry.lock().await;
+        if e.read_at(id).is_none_or(|t| t <= read_at) {
+            e.marked.insert(id.to_string());
+        }
     }
 
     /// The ARN of the Direct Connect-managed secret of `ckn`, when any connection or LAG of
@@ -134,6 +257,11 @@ impl ObservationCache {
             self.single_reads.load(Ordering::Relaxed),
         )
     }
+
+    /// Observations deferred for the re-read budget so far.
+    pub fn deferrals(&self) -> u64 {
+        self.deferrals.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
@@ -145,11 +273,12 @@ mod tests {
     use crate::crd::{EncryptionMode, ResourceType};
     use crate::plan::{Association, Target};
 
-    /// Counts Describe calls; every call takes a while so concurrent readers overlap.
+    /// Counts Describe calls; a full refresh takes `delay` so concurrent readers overlap.
     #[derive(Default)]
     struct CountingApi {
         all: AtomicUsize,
         one: AtomicUsize,
+        delay: Duration,
     }
 
     fn resource(id: &str) -> ObservedResource {
@@ -170,7 +299,7 @@ mod tests {
         fn describe_all(&self) -> BoxFut<'_, Result<Vec<ObservedResource>, AwsError>> {
             Box::pin(async move {
                 self.all.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(self.delay).await;
                 Ok((0..100).map(|i| resource(&format!("dxcon-{i}"))).collect())
             })
         }
@@ -213,11 +342,28 @@ mod tests {
         }
     }
 
+    fn current(o: Observation) -> Option<ObservedResource> {
+        match o {
+            Observation::Current(r, _) => r,
+            Observation::Deferred(wait) => panic!("deferred for {wait:?}"),
+        }
+    }
+
+    fn counts(api: &CountingApi) -> (usize, usize) {
+        (
+            api.all.load(Ordering::SeqCst),
+            api.one.load(Ordering::SeqCst),
+        )
+    }
+
     /// 100 resources observed at once cost one full refresh, not 100 Describe calls.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_readers_share_one_refresh() {
         let cache = Arc::new(ObservationCache::new(Duration::from_secs(60)));
-        let api = Arc::new(CountingApi::default());
+        let api = Arc::new(CountingApi {
+            delay: Duration::from_millis(50),
+            ..Default::default()
+        });
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..100 {
             let (cache, api) = (cache.clone(), api.clone());
@@ -229,7 +375,7 @@ mod tests {
             });
         }
         while let Some(found) = tasks.join_next().await {
-            assert!(found.unwrap().is_some());
+            assert!(current(found.unwrap()).is_some());
         }
         assert_eq!(api.all.load(Ordering::SeqCst), 1);
         assert_eq!(api.one.load(Ordering::SeqCst), 0);
@@ -254,13 +400,7 @@ mod tests {
             (1, 1)
         );
         // Unknown IDs are answered from the snapshot too.
-        assert!(
-            cache
-                .observe(&scope(), &api, "dxcon-999")
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(current(cache.observe(&scope(), &api, "dxcon-999").await.unwrap()).is_none());
         assert_eq!(api.all.load(Ordering::SeqCst), 1);
     }
 
@@ -313,5 +453,88 @@ mod tests {
         };
         cache.observe(&other, &api, "dxcon-1").await.unwrap();
         assert_eq!(api.all.load(Ordering::SeqCst), 3);
+    }
+
+    /// Once the re-read budget is spent, marked resources are deferred rather than read, and
+    /// the refresh made when it recovers serves every one of them.
+    #[tokio::test]
+    async fn rereads_beyond_the_budget_are_deferred_to_one_refresh() {
+        // 10 calls per second; 100 connections: a refresh is 2 pages.
+        let cache = ObservationCache::with_reread_rate(Duration::from_secs(60), 10.0);
+        let api = CountingApi::default();
+        cache.observe(&scope(), &api, "dxcon-0").await.unwrap();
+        let mut deferred = None;
+        // The budget (10, less 2 for the first fill) pays for 4 rounds of refreshes.
+        for round in 0..5 {
+            for i in 0..50 {
+                cache.mark_changed(&scope(), &format!("dxcon-{i}")).await;
+            }
+            match cache.observe(&scope(), &api, "dxcon-0").await.unwrap() {
+                Observation::Current(..) => assert!(round < 4, "round {round} was not deferred"),
+                Observation::Deferred(wait) => {
+                    assert_eq!(round, 4, "deferred too early");
+                    deferred = Some(wait);
+                }
+            }
+            // Whatever the first reader got, the others of the round cost nothing more.
+            for i in 1..50 {
+                let o = cache.observe(&scope(), &api, &format!("dxcon-{i}")).await;
+                if round < 4 {
+                    assert!(current(o.unwrap()).is_some());
+                }
+            }
+        }
+        assert_eq!(counts(&api), (5, 0));
+        assert_eq!(cache.deferrals(), 50);
+        // 2 calls at 10 per second: about 0.2 s.
+        let wait = deferred.expect("the fifth round is deferred");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(200),
+            "{wait:?}"
+        );
+        tokio::time::sleep(wait + Duration::from_millis(10)).await;
+        for i in 0..50 {
+            let o = cache.observe(&scope(), &api, &format!("dxcon-{i}")).await;
+            assert!(current(o.unwrap()).is_some());
+        }
+        assert_eq!(counts(&api), (6, 0));
+        // observe_now waits a deferral out instead of returning it.
+        for round in 0..2 {
+            cache.mark_changed(&scope(), "dxcon-1").await;
+            cache.mark_changed(&scope(), "dxcon-2").await;
+            let (found, _) = cache.observe_now(&scope(), &api, "dxcon-1").await.unwrap();
+            assert!(found.is_some(), "round {round}");
+        }
+        assert_eq!(counts(&api), (8, 0));
+    }
+
+    /// A waiting pass marks its resource only when no newer data has arrived since it read.
+    #[tokio::test]
+    async fn look_again_marks_only_data_that_is_not_newer() {
+        let cache = ObservationCache::new(Duration::from_secs(60));
+        let api = CountingApi::default();
+        let Observation::Current(_, first) =
+            cache.observe(&scope(), &api, "dxcon-1").await.unwrap()
+        else {
+            panic!("deferred")
+        };
+        // Unmarked: served from the snapshot.
+        cache.observe(&scope(), &api, "dxcon-1").await.unwrap();
+        assert_eq!(counts(&api), (1, 0));
+        cache.look_again(&scope(), "dxcon-1", first).await;
+        let Observation::Current(_, second) =
+            cache.observe(&scope(), &api, "dxcon-1").await.unwrap()
+        else {
+            panic!("deferred")
+        };
+        assert_eq!(counts(&api), (1, 1));
+        assert!(second > first);
+        // A pass that planned on the older read must not force another.
+        cache.look_again(&scope(), "dxcon-1", first).await;
+        cache.observe(&scope(), &api, "dxcon-1").await.unwrap();
+        assert_eq!(counts(&api), (1, 1));
+        cache.look_again(&scope(), "dxcon-1", second).await;
+        cache.observe(&scope(), &api, "dxcon-1").await.unwrap();
+        assert_eq!(counts(&api), (1, 2));
     }
 }

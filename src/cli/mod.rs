@@ -120,8 +120,15 @@ async fn run_pass(engine: &Engine, item: &mut Item, mode: Mode) {
     let (Ok(scope), Some(desired)) = (&item.scope, &item.desired) else {
         return;
     };
-    let now = jiff::Timestamp::now();
-    let result = engine.pass(scope, desired, &item.prior, now, mode).await;
+    // Passes run one after another here, so a deferred read is waited out.
+    let (result, now) = loop {
+        let now = jiff::Timestamp::now();
+        let result = engine.pass(scope, desired, &item.prior, now, mode).await;
+        match result.deferred {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => break (result, now),
+        }
+    };
     let status = dxconnection_status(item.status.as_ref(), &result, None, now);
     item.prior = PriorState::from_key_status(&status.keys, false);
     item.status = Some(status);

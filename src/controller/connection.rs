@@ -244,6 +244,10 @@ async fn apply(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
         .engine
         .pass(&scope, &desired, &prior_of(dxc), now, Mode::Execute)
         .await;
+    if let Some(wait) = result.deferred {
+        // Nothing was read, decided or done: the status stays as it is.
+        return Ok(ctx.requeue(Requeue::After(wait)));
+    }
     let status = dxconnection_status(dxc.status.as_ref(), &result, dxc.metadata.generation, now);
     if status_changed(dxc.status.as_ref(), &status, ctx.settings.resync / 2) {
         write_status(ctx, dxc, &status).await?;
@@ -396,10 +400,10 @@ async fn cleanup(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
         .direct_connect(&scope)
         .await
         .map_err(|e| Error::CleanupPending(e.to_string()))?;
-    let observed = ctx
+    let (observed, _) = ctx
         .engine
         .cache
-        .observe(&scope, api.as_ref(), &dxc.spec.connection_id)
+        .observe_now(&scope, api.as_ref(), &dxc.spec.connection_id)
         .await
         .map_err(|e| Error::CleanupPending(e.to_string()))?;
     let Some(observed) = observed else {
@@ -454,6 +458,9 @@ async fn cleanup(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::await_change())
         }
         Some(p) => Err(Error::CleanupPending(p.message)),
+        None if result.deferred.is_some() => Err(Error::CleanupPending(
+            "waiting to read the connection from AWS again".into(),
+        )),
         None => Err(Error::CleanupPending("AWS was not read".into())),
     }
 }

@@ -946,7 +946,7 @@ fn key_report(
 }
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod model;
 #[cfg(test)]
