@@ -214,6 +214,31 @@ pub fn reference<K: Resource<DynamicType = ()>>(
     obj.object_ref(&())
 }
 
+/// What DxConnections read of a MacSecKey: its identity, spec (generation), deletion and the
+/// CKN and managed secret ARN learned in its status. Written out rather than taken from
+/// kube-runtime's `predicate_filter`, which can only feed a controller through the unstable
+/// `watches_stream`. A key removed for good while still referenced is found at the
+/// DxConnections' next requeue (its finalizer keeps a key in use from going).
+fn key_relevance(
+    key: &DeserializeGuard<MacSecKey>,
+) -> (
+    Option<String>,
+    Option<i64>,
+    bool,
+    Option<String>,
+    Option<String>,
+) {
+    let meta = key.meta();
+    let status = key.0.as_ref().ok().and_then(|k| k.status.as_ref());
+    (
+        meta.uid.clone(),
+        meta.generation,
+        meta.deletion_timestamp.is_some(),
+        status.and_then(|s| s.ckn.clone()),
+        status.and_then(|s| s.direct_connect_secret_arn.clone()),
+    )
+}
+
 /// Runs both controllers until `shutdown` resolves.
 pub async fn run_controllers(
     client: Client,
@@ -235,11 +260,22 @@ pub async fn run_controllers(
     let connections = dxc_controller.store();
     let keys = key_controller.store();
 
-    // A MacSecKey change re-reconciles every DxConnection that references it.
+    // A MacSecKey change that matters to DxConnections re-reconciles every DxConnection that
+    // references it. Status writes that only touch usedBy or conditions are skipped: with
+    // one key shared by N DxConnections each of them would cost N reconciles.
     let by_key = connections.clone();
+    let seen = std::sync::Mutex::new(std::collections::HashMap::new());
     let dxc_controller = dxc_controller.watches(key_api, wc.clone(), move |key| {
         let ns = key.namespace().unwrap_or_default();
         let name = key.name_any();
+        let relevant = key_relevance(&key);
+        let previous = seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((ns.clone(), name.clone()), relevant.clone());
+        if previous.as_ref() == Some(&relevant) {
+            return Vec::new();
+        }
         by_key
             .state()
             .iter()

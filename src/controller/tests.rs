@@ -715,3 +715,30 @@ async fn requeue_choices() {
     )));
     assert!((300.0..=360.0).contains(&secs(h.ctx.requeue(Requeue::Resync))));
 }
+
+/// DxConnections are re-reconciled for the MacSecKey changes they read (spec, deletion, the
+/// learned CKN and managed ARN), not for usedBy or condition updates.
+#[test]
+fn key_changes_that_matter_to_connections() {
+    let relevance = |k: &MacSecKey| key_relevance(&DeserializeGuard(Ok(k.clone())));
+    let base = mskey("k1");
+    let mut users = base.clone();
+    users.status = Some(crate::crd::MacSecKeyStatus {
+        used_by: vec!["c1".into(), "c2".into()],
+        ..Default::default()
+    });
+    assert_eq!(relevance(&base), relevance(&users));
+
+    let mut learned = users.clone();
+    learned.status.as_mut().unwrap().direct_connect_secret_arn = Some("arn:x".into());
+    assert_ne!(relevance(&users), relevance(&learned));
+    let mut ckn = users.clone();
+    ckn.status.as_mut().unwrap().ckn = Some(CKN.into());
+    assert_ne!(relevance(&users), relevance(&ckn));
+    let mut edited = base.clone();
+    edited.metadata.generation = Some(2);
+    assert_ne!(relevance(&base), relevance(&edited));
+    let mut deleting = base.clone();
+    deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+    assert_ne!(relevance(&base), relevance(&deleting));
+}
