@@ -62,24 +62,59 @@ def main():
     for r in controller:
         out.append(f"| {r['n']} | {r['resources']} | {r['mutating']} | {r['calls_ok']} | {r['throttled']} | {r['wall_s']} | {r['floor_s']} | "
                    f"{r['time_over_floor']} | {r['resync_describes']} | {r['resync_describes_per_n']} | {r['peak_rss_mib']} | {r['cpu_s']} | {r['change_to_call_ms']} |")
-    out += [
-        "",
-        "Targets: Describes per resync no more than the pages needed; time within 1.5x the floor at",
-        "N = 1,000; RSS under 64 MiB at N = 1,000; spec change to first AWS call under 1 s.",
-        "",
-        "## What is missed and why",
-        "",
-        "The controller converges 1,100 resources in about 2.4x the floor (apply: about 1.0x). The",
-        "emulator's limit counts every call, and while mutations stream in, the controller re-reads",
-        "the resources it changed: about as many Describe calls as mutating calls (all ok calls minus",
-        "mutating calls above), which spend half of R. apply does not pay this because it works in",
-        "rounds: one paginated refresh serves a whole round. Tried and reverted: making refreshes wait",
-        "for a shared 1 s window (4.9x: waiting reconciles held the concurrency slots). Next steps:",
-        "re-read in-flight resources in rounds as apply does (one refresh per requeue period for all",
-        "of them), or give Describe calls their own budget if AWS throttles them apart from mutations.",
-        "",
-    ]
+    out += ["", "## Targets", "", "Checked against the figures above, at the largest N measured.", "",
+            "| target | apply | controller |", "|---|---|---|"]
+    for name, check in TARGETS:
+        cells = []
+        for results in (apply, controller):
+            r = max(results, key=lambda r: r["n"]) if results else None
+            cells.append(check(r) if r else "not measured")
+        out.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    out += HISTORY
     (ROOT / "docs" / "benchmarks.md").write_text("\n".join(out))
+
+
+def pages(r):
+    """Describe calls of one full refresh: connections (LAG members included) and LAGs, 100 a page."""
+    return -(-(r["n"] + 2 * r["lags"]) // 100) + -(-r["lags"] // 100)
+
+
+def verdict(ok, figure):
+    return f"{'met' if ok else 'MISSED'} ({figure})"
+
+
+TARGETS = [
+    ("Describes per resync <= pages needed",
+     lambda r: verdict(r["resync_describes"] <= pages(r), f"{r['resync_describes']} <= {pages(r)} at N = {r['n']}")),
+    ("time / floor <= 1.5 at N = 1,000",
+     lambda r: verdict(r["n"] >= 1000 and r["time_over_floor"] <= 1.5, f"{r['time_over_floor']}x at N = {r['n']}")),
+    ("peak RSS < 64 MiB at N = 1,000",
+     lambda r: verdict(r["n"] >= 1000 and r["peak_rss_mib"] < 64, f"{r['peak_rss_mib']} MiB at N = {r['n']}")),
+    ("spec change (or start) to first AWS call < 1 s",
+     lambda r: verdict((r.get("change_to_call_ms") or r.get("first_call_ms") or 10**9) < 1000,
+                       f"{r.get('change_to_call_ms') or r.get('first_call_ms')} ms")),
+]
+
+# What profiling found and what changed, oldest first. Figures are the controller's at N = 1,000.
+HISTORY = [
+    "",
+    "## What was found and changed",
+    "",
+    "- A status hot loop, O(N^2) object copies per reconcile and unbounded reconcile concurrency:",
+    "  RSS 239 -> 57 MiB, CPU 249 -> 26 s. The default snapshot age became the resync, so a",
+    "  steady-state resync costs one paginated Describe round.",
+    "- Re-reads after mutations cost about one Describe per mutation (half of R): 2.41x the floor.",
+    "  Making refreshes wait for a shared 1 s window was worse (4.9x: waiting reconciles held the",
+    "  concurrency slots) and was reverted. Now re-reads draw on a budget of 10 Describe calls per",
+    "  second per scope; past it a reconcile is deferred without holding a slot, and the next",
+    "  paginated refresh serves every resource marked meanwhile (src/aws/cache.rs): 1.79x. The same",
+    "  change re-reads resources whose pass waits for AWS, which before waited for the snapshot to",
+    "  age out (up to 5 min with the defaults).",
+    "- Every status write of the shared MacSecKey (usedBy, conditions) re-queued all N DxConnections",
+    "  that reference it. Only the key changes DxConnections read trigger them now: 1.25x, CPU 17 s.",
+    "- apply never re-reads within a round: one refresh per round serves every resource.",
+    "",
+]
 
 
 if __name__ == "__main__":
