@@ -203,20 +203,8 @@ mod tests {
         let sim = dx_sim::Sim::start(dx_sim::Seed::from_yaml(seed).unwrap())
             .await
             .unwrap();
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_credential_types::Credentials::new(
-                "AKIDENGINE",
-                "x",
-                None,
-                None,
-                "test",
-            ))
-            .endpoint_url(sim.endpoint())
-            .load()
-            .await;
         let engine = Engine::new(
-            Arc::new(SdkProvider::from_sdk_config(conf)),
+            Arc::new(SdkProvider::for_emulator(&sim.endpoint(), "AKIDENGINE").await),
             Arc::new(cache),
         );
         let scope = Scope {

@@ -83,6 +83,25 @@ impl SdkProvider {
         }
     }
 
+    /// A provider for an emulator at `endpoint` in us-east-1, with static credentials whose
+    /// access key ID names the caller in the emulator's call log.
+    #[cfg(test)]
+    pub async fn for_emulator(endpoint: &str, access_key_id: &str) -> SdkProvider {
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                access_key_id,
+                "x",
+                None,
+                None,
+                "test",
+            ))
+            .endpoint_url(endpoint)
+            .load()
+            .await;
+        SdkProvider::from_sdk_config(conf)
+    }
+
     /// The region of the standard chain (`AWS_REGION`, profile…), if any.
     pub fn default_region(&self) -> Option<String> {
         self.base.region().map(|r| r.to_string())

@@ -172,14 +172,6 @@ async fn harness(seed: &str, connections: Vec<DxConnection>, keys: Vec<MacSecKey
     let sim = dx_sim::Sim::start(dx_sim::Seed::from_yaml(seed).unwrap())
         .await
         .unwrap();
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "AKIDCTRL", "x", None, None, "test",
-        ))
-        .endpoint_url(sim.endpoint())
-        .load()
-        .await;
     let (conn_store, mut conn_writer) = reflector::store::<DeserializeGuard<DxConnection>>();
     for d in connections {
         conn_writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(d))));
@@ -200,7 +192,7 @@ async fn harness(seed: &str, connections: Vec<DxConnection>, keys: Vec<MacSecKey
         client,
         engine: Engine::new(
             Arc::new(crate::aws::MeteredProvider::new(
-                Arc::new(SdkProvider::from_sdk_config(conf)),
+                Arc::new(SdkProvider::for_emulator(&sim.endpoint(), "AKIDCTRL").await),
                 metrics.clone(),
             )),
             Arc::new(ObservationCache::new(Duration::from_secs(60))),
