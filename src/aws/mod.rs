@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub use cache::{Observation, ObservationCache, REREAD_CALLS_PER_SECOND};
+pub use cache::{Observation, ObservationCache};
 pub use error::{AwsError, ErrorClass};
 pub use metered::MeteredProvider;
 pub use sdk::{SdkOptions, SdkProvider};
