@@ -71,6 +71,8 @@ struct Entry {
     read_alone: HashMap<String, Instant>,
     /// Resources whose data must be read again before it is used.
     marked: HashSet<String>,
+    /// Describe calls a full refresh costs, as of the last one.
+    pages: usize,
     budget: Budget,
 }
 
@@ -81,6 +83,7 @@ impl Entry {
             fetched: None,
             read_alone: HashMap::new(),
             marked: HashSet::new(),
+            pages: refresh_pages(&HashMap::new()),
             // Starts full: the first re-reads after start-up need not wait.
             budget: Budget {
                 tokens: rate,
@@ -152,7 +155,7 @@ impl ObservationCache {
         let entry = self.entry(scope);
         {
             let mut e = entry.lock().await;
-            let pages = refresh_pages(&e.resources);
+            let pages = e.pages;
             // The bucket holds at least one full refresh.
             let capacity = self.reread_rate.max(pages as f64);
             e.budget.refill(self.reread_rate, capacity);
@@ -179,6 +182,7 @@ impl ObservationCache {
                 let all = api.describe_all().await?;
                 self.full_refreshes.fetch_add(1, Ordering::Relaxed);
                 e.resources = all.into_iter().map(|r| (r.id.clone(), r)).collect();
+                e.pages = refresh_pages(&e.resources);
                 e.fetched = Some(started);
                 e.read_alone.clear();
                 e.marked.clear();
