@@ -166,8 +166,10 @@ impl Engine {
             }
         }
         // Waiting for AWS (a key associating, the port coming up, the connection becoming
-        // available): the next pass needs newer data than this one had.
-        if plan.actions.is_empty() && plan.synced && !plan.ready && plan.requeue == Requeue::Soon {
+        // available, a port that is Encryption Down): the next pass needs newer data than
+        // this one had.
+        let waiting = plan.requeue == Requeue::Soon || plan.reason == Reason::EncryptionDown;
+        if plan.actions.is_empty() && plan.synced && !plan.ready && waiting {
             self.cache
                 .look_again(scope, &desired.connection_id, read_at)
                 .await;

@@ -72,7 +72,8 @@ impl KeyState {
     }
 }
 
-fn is_port_up(status: Option<&str>) -> bool {
+/// Whether a `portEncryptionStatus` value means `Encryption Up`.
+pub fn is_port_up(status: Option<&str>) -> bool {
     status.is_some_and(|s| s.trim().eq_ignore_ascii_case(PORT_UP))
 }
 

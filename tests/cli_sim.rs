@@ -602,3 +602,76 @@ async fn cak_never_reaches_output_or_logs() {
         assert_no_cak(&run);
     }
 }
+
+/// The router holds key A only; apply with keys [A], then [A, B], then [B] and no overlap.
+/// Removing A takes the must_encrypt link down: the last apply fails at once with
+/// EncryptionDown (not at its timeout), plan exits 1 with the same reason, and once the
+/// router has key B, plan finds the link Converged with nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn must_encrypt_left_encryption_down_is_not_converged() {
+    let sim = sim(&format!(
+        "delays: {{ associateMs: 200, disassociateMs: 200 }}\nconnections:\n  - {{ id: dxcon-fgq1a2b3, macSecCapable: true, router: [\"{CKN_A}\"] }}\n"
+    ))
+    .await;
+    let keys = format!("{}{}", key("k-a", CKN_A, CAK_A), key("k-b", CKN_B, CAK_B));
+    let step = |names: &[&str]| {
+        write(&format!(
+            "{keys}{}",
+            dxc(
+                "conn",
+                "dxcon-fgq1a2b3",
+                "must_encrypt",
+                names,
+                ", rotation: {overlapSeconds: 0}"
+            )
+        ))
+    };
+    for names in [&["k-a"][..], &["k-a", "k-b"]] {
+        let run = apply(&sim, &step(names), "60s").await;
+        assert_eq!(run.code, 0, "{names:?}: {}", run.all());
+        assert!(run.stdout.contains("Converged"), "{}", run.stdout);
+    }
+    let last = step(&["k-b"]);
+    let started = std::time::Instant::now();
+    let run = apply(&sim, &last, "60s").await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "apply waited for its timeout"
+    );
+    assert!(
+        !run.stderr.contains("not converged within"),
+        "{}",
+        run.stderr
+    );
+    for needle in [
+        "EncryptionDown",
+        "dxcon-fgq1a2b3 (must_encrypt) reports Encryption Down",
+        "carries no traffic",
+        CKN_B,
+        "router",
+    ] {
+        assert!(
+            run.stdout.contains(needle),
+            "lacks {needle}:\n{}",
+            run.stdout
+        );
+    }
+    assert!(!run.stdout.contains("Converged"), "{}", run.stdout);
+    assert_no_cak(&run);
+    let state = sim.shared.state();
+    let c = connection(&state, "dxcon-fgq1a2b3");
+    assert_eq!(c["encryptionMode"], "must_encrypt");
+    assert_eq!(c["portEncryptionStatus"], "Encryption Down");
+
+    let run = cli(&sim, &["plan", "-f", last.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stdout.contains("EncryptionDown"), "{}", run.stdout);
+
+    sim.shared
+        .set_router("dxcon-fgq1a2b3", &[CKN_B.to_string()])
+        .unwrap();
+    let run = cli(&sim, &["plan", "-f", last.to_str().unwrap()]).await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains("Converged"), "{}", run.stdout);
+}

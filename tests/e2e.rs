@@ -42,6 +42,8 @@ fn seed() -> String {
     s += &conn("dxcon-crash001", &with_a);
     s += &conn("dxcon-leader01", "");
     s += &conn("dxcon-leader02", "");
+    // A router that holds key A only.
+    s += &format!("  - {{ id: dxcon-down0001, macSecCapable: true, router: [\"{CKN_A}\"] }}\n");
     s += "lags:\n  - { id: dxlag-e2elag01, bandwidth: 100Gbps, macSecCapable: true, members: [dxcon-lagm0001, dxcon-lagm0002] }\n";
     s
 }
@@ -244,6 +246,7 @@ async fn end_to_end() {
 
     enable_goes_key_port_mode(&e).await;
     rotation_respects_the_overlap(&e).await;
+    encryption_down_is_not_ready(&e).await;
     lag_with_two_members(&e).await;
     cel_rejects_invalid_objects().await;
     deletion_policies_and_key_protection(&e).await;
@@ -410,6 +413,109 @@ async fn rotation_respects_the_overlap(e: &E2e) {
         connection(&e.sim.shared.state(), "dxcon-rotate01")["encryptionMode"],
         "must_encrypt"
     );
+}
+
+/// The Ready condition of `dxc/name` once it reports the current generation: (status,
+/// reason, message).
+async fn ready_condition(e: &E2e, ns: &str, name: &str) -> Option<(String, String, String)> {
+    let dxcs: Api<DxConnection> = Api::namespaced(e.admin.clone(), ns);
+    let d = dxcs.get(name).await.ok()?;
+    let c = d
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    (c.observed_generation == d.metadata.generation)
+        .then(|| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// The router holds key A only; keys [A], then [A, B], then [B] with no overlap: once A is
+/// gone the must_encrypt link is down, and the DxConnection says so (Ready=False,
+/// EncryptionDown, a Warning event) instead of Converged; kubectl wait does not pass. When
+/// the router gets key B, it is Ready again without a spec change.
+async fn encryption_down_is_not_ready(e: &E2e) {
+    namespace("down").await;
+    let keys = format!(
+        "{}{}",
+        key_yaml("k-a", CKN_A, CAK_A),
+        key_yaml("k-b", CKN_B, CAK_B)
+    );
+    let spec = |keys: &[&str]| {
+        dxc_yaml(
+            "d",
+            "dxcon-down0001",
+            "must_encrypt",
+            keys,
+            ", rotation: {overlapSeconds: 0}",
+        )
+    };
+    let ready_now = |want: &'static str| async move {
+        ready_condition(e, "down", "d")
+            .await
+            .is_some_and(|(status, reason, _)| status == "True" && reason == want)
+    };
+    apply("down", &format!("{keys}{}", spec(&["k-a"]))).await;
+    wait_for("Ready with key A", Duration::from_secs(60), || {
+        ready_now("Converged")
+    })
+    .await;
+    apply("down", &spec(&["k-a", "k-b"])).await;
+    wait_for(
+        "Ready with keys A and B",
+        Duration::from_secs(60),
+        || async {
+            key_ckns(&e.sim.shared.state(), "dxcon-down0001").len() == 2
+                && ready_now("Converged").await
+        },
+    )
+    .await;
+    apply("down", &spec(&["k-b"])).await;
+    wait_for("EncryptionDown", Duration::from_secs(60), || async {
+        ready_condition(e, "down", "d")
+            .await
+            .is_some_and(|(status, reason, _)| status == "False" && reason == "EncryptionDown")
+    })
+    .await;
+    let state = e.sim.shared.state();
+    assert_eq!(key_ckns(&state, "dxcon-down0001"), vec![CKN_B.to_string()]);
+    assert_eq!(
+        connection(&state, "dxcon-down0001")["portEncryptionStatus"],
+        "Encryption Down"
+    );
+    let (_, _, message) = ready_condition(e, "down", "d").await.unwrap();
+    assert!(
+        message.contains("carries no traffic")
+            && message.contains(CKN_B)
+            && message.contains("router"),
+        "{message}"
+    );
+    let (ok, _, _) = kubectl(
+        &[
+            "wait",
+            "-n",
+            "down",
+            "--for=condition=Ready",
+            "dxc/d",
+            "--timeout=3s",
+        ],
+        None,
+    )
+    .await;
+    assert!(!ok, "kubectl wait passed while the link is down");
+    let events = events_of("down", "d").await;
+    assert!(events.contains("\"EncryptionDown\""), "{events}");
+
+    e.sim
+        .shared
+        .set_router("dxcon-down0001", &[CKN_A.to_string(), CKN_B.to_string()])
+        .unwrap();
+    wait_for(
+        "Ready once the router has key B",
+        Duration::from_secs(60),
+        || ready_now("Converged"),
+    )
+    .await;
 }
 
 /// A LAG with two members: UpdateLag, both members mirror the mode, status lists them.

@@ -141,7 +141,8 @@ enum Standing {
     Converged,
     /// Needs changes or is waiting for AWS.
     Pending,
-    /// Needs a person: bad spec, missing key, unknown connection, a terminal AWS error.
+    /// Needs a person: bad spec, missing key, unknown connection, a terminal AWS error, a
+    /// port that is Encryption Down while AWS matches the spec.
     Failed,
 }
 
@@ -161,7 +162,7 @@ fn standing(item: &Item) -> Standing {
     }
     match &r.plan {
         Some(p) if p.ready => Standing::Converged,
-        Some(p) if !p.synced => Standing::Failed,
+        Some(p) if p.needs_a_person() => Standing::Failed,
         _ => Standing::Pending,
     }
 }

@@ -444,7 +444,7 @@ async fn cleanup(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
         return Err(Error::CleanupPending(e.to_string()));
     }
     match result.plan {
-        Some(p) if p.ready => {
+        Some(p) if p.spec_met() => {
             ctx.metrics.forget(&ns, &dxc.name_any());
             ctx.publish(
                 &r,

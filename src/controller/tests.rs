@@ -338,6 +338,61 @@ async fn apply_associates_writes_status_and_events() {
     assert_eq!(h.mutations(), vec!["AssociateMacSecKey"]);
 }
 
+/// A must_encrypt link that AWS reports Encryption Down with the spec met: Ready=False with
+/// reason EncryptionDown (Synced stays True: nothing is left to call), a Warning event, no
+/// AWS mutation, a look again within the recheck interval, and the alert series at 0.
+#[tokio::test]
+async fn encryption_down_is_not_ready_and_warns() {
+    let seed = format!(
+        "connections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN}\", cak: \"{CAK}\"}}] }}\n"
+    );
+    let d = dxc(
+        "c1",
+        0,
+        spec("dxcon-c1", Some(EncryptionMode::MustEncrypt), &["k1"]),
+    );
+    let mut h = harness(&seed, vec![d.clone()], vec![mskey("k1")]).await;
+    let (result, bodies) = h
+        .reconcile(
+            d.clone(),
+            vec![
+                expect("GET", "/api/v1/namespaces/net/secrets/k1")
+                    .answer(StatusCode::OK, secret_json("k1")),
+                status_patch(&d),
+                expect("POST", EVENTS),
+            ],
+        )
+        .await;
+    let wait = requeue_secs(&result.unwrap());
+    assert!((30.0..=36.0).contains(&wait), "{wait}");
+    let ready = condition(&bodies[1], "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "EncryptionDown");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains(CKN) && message.contains("router"),
+        "{message}"
+    );
+    assert_eq!(condition(&bodies[1], "Synced")["status"], "True");
+    assert_eq!(
+        bodies[1]["status"]["portEncryptionStatus"],
+        "Encryption Down"
+    );
+    assert_eq!(bodies[2]["type"], "Warning");
+    assert_eq!(bodies[2]["reason"], "EncryptionDown");
+    assert!(h.mutations().is_empty(), "{:?}", h.mutations());
+    let text = h.ctx.metrics.encode();
+    assert!(
+        text.contains(r#"dxmacsec_port_encryption_up{namespace="net",name="c1",connection_id="dxcon-c1",encryption_mode="must_encrypt"} 0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"dxmacsec_ready{namespace="net",name="c1",reason="EncryptionDown"} 0"#),
+        "{text}"
+    );
+    assert!(!bodies.iter().any(|b| b.to_string().contains(CAK)));
+}
+
 /// A DxConnection without the finalizer gets it first, before anything else happens.
 #[tokio::test]
 async fn finalizer_is_added_first() {

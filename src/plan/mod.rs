@@ -275,6 +275,9 @@ pub enum Reason {
     Converged,
     Progressing,
     WaitingForEncryptionUp,
+    /// The spec is met but a port that should carry MACsec reports Encryption Down: under
+    /// must_encrypt the link carries no traffic, under should_encrypt it carries clear text.
+    EncryptionDown,
     KeyNotReady,
     NotFound,
     NotAvailable,
@@ -293,6 +296,7 @@ impl Reason {
             Reason::Converged => "Converged",
             Reason::Progressing => "Progressing",
             Reason::WaitingForEncryptionUp => "WaitingForEncryptionUp",
+            Reason::EncryptionDown => "EncryptionDown",
             Reason::KeyNotReady => "KeyNotReady",
             Reason::NotFound => "NotFound",
             Reason::NotAvailable => "NotAvailable",
@@ -343,6 +347,18 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether only a person can move this plan on: the spec cannot be acted on, or AWS
+    /// matches the spec and still the link is not encrypted (a router to fix).
+    pub fn needs_a_person(&self) -> bool {
+        !self.synced || self.reason == Reason::EncryptionDown
+    }
+
+    /// Whether AWS matches the spec, so there is nothing left to call: Ready, or Encryption
+    /// Down with every call made (deletion is done then, even though the link is not up).
+    pub fn spec_met(&self) -> bool {
+        self.ready || self.reason == Reason::EncryptionDown
+    }
+
     /// Every action, executed or withheld, as status lines.
     pub fn planned_actions(&self) -> Vec<String> {
         self.actions
@@ -361,8 +377,14 @@ enum Step {
     Wait(Reason, String, Requeue),
     /// The spec cannot be acted on; a person has to fix something.
     Blocked(Reason, String),
+    /// AWS matches the spec, yet an encrypted port is down: not Ready, nothing to call.
+    EncryptionDown(String),
     Converged(String),
 }
+
+/// How soon a port reported Encryption Down is read again: it comes back when the customer
+/// fixes the router, without any change to the DxConnection.
+pub const ENCRYPTION_DOWN_RECHECK: Duration = Duration::from_secs(30);
 
 /// Decides the next step for one DxConnection. See the module docs.
 pub fn plan(
@@ -391,6 +413,11 @@ pub fn plan(
             plan.reason = Reason::Converged;
             plan.message = message;
             plan.requeue = Requeue::Resync;
+        }
+        Step::EncryptionDown(message) => {
+            plan.reason = Reason::EncryptionDown;
+            plan.message = message;
+            plan.requeue = Requeue::After(ENCRYPTION_DOWN_RECHECK);
         }
         Step::Wait(reason, message, requeue) => {
             plan.reason = reason;
@@ -791,7 +818,91 @@ fn decide(
         );
     }
 
+    if let Some(message) = encryption_down(desired, obs, associated_count) {
+        return Step::EncryptionDown(message);
+    }
     Step::Converged(converged_message(obs, associated_count))
+}
+
+/// The spec is met; is the link encrypted? A port (a LAG's members, each under its own mode
+/// or else the LAG's) that reports Encryption Down under must_encrypt carries no traffic, and
+/// under should_encrypt with `requireEncryptionUp` and a key associated it carries clear
+/// text. Either is not Ready: the message says what AWS reports and what to check.
+fn encryption_down(desired: &Desired, obs: &ObservedResource, associated: usize) -> Option<String> {
+    let matters = |mode: Option<EncryptionMode>| match mode {
+        Some(EncryptionMode::MustEncrypt) => true,
+        Some(EncryptionMode::ShouldEncrypt) => desired.require_encryption_up && associated > 0,
+        _ => false,
+    };
+    let down: Vec<(&str, EncryptionMode)> = match obs.kind {
+        ResourceType::Connection => (!obs.port_up())
+            .then_some(obs.mode())
+            .flatten()
+            .filter(|m| matters(Some(*m)))
+            .map(|m| (obs.id.as_str(), m))
+            .into_iter()
+            .collect(),
+        ResourceType::Lag => obs
+            .members
+            .iter()
+            .filter(|m| !crate::observed::is_port_up(m.port_encryption_status.as_deref()))
+            .filter_map(|m| {
+                let mode = m
+                    .encryption_mode
+                    .as_deref()
+                    .and_then(EncryptionMode::from_aws_str)
+                    .or(obs.mode())?;
+                matters(Some(mode)).then_some((m.connection_id.as_str(), mode))
+            })
+            .collect(),
+    };
+    if down.is_empty() {
+        return None;
+    }
+    let must = down.iter().any(|(_, m)| *m == EncryptionMode::MustEncrypt);
+    let ports = down
+        .iter()
+        .map(|(id, m)| format!("{id} ({m})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let effect = if must {
+        "under must_encrypt the link carries no traffic"
+    } else {
+        "under should_encrypt traffic flows in clear text (spec.requireEncryptionUp is true)"
+    };
+    let keys: Vec<String> = obs
+        .keys
+        .iter()
+        .filter(|k| k.state() == KeyState::Associated)
+        .map(|k| {
+            let id = k
+                .ckn_normalized()
+                .map(|c| format!("CKN {c}"))
+                .or_else(|| k.secret_arn.clone())
+                .unwrap_or_else(|| "a key with no CKN".into());
+            let owner = desired
+                .keys
+                .iter()
+                .flatten()
+                .find(|w| w.material.as_ref().is_ok_and(|m| m.matches(k)));
+            match owner {
+                Some(w) => format!("{id} (MacSecKey {})", w.name),
+                None => format!("{id} (not in spec.keys)"),
+            }
+        })
+        .collect();
+    let keys = if keys.is_empty() {
+        "no key is associated on AWS".to_string()
+    } else {
+        format!("associated on AWS: {}", keys.join(", "))
+    };
+    let subject = match obs.kind {
+        ResourceType::Connection => format!("{ports} reports Encryption Down"),
+        ResourceType::Lag => format!("LAG {} members report Encryption Down: {ports}", obs.id),
+    };
+    Some(format!(
+        "{subject}; {effect}. {keys}. Check that the customer router has one of these CKN/CAK pairs configured on the port and MACsec enabled on its side; the operator calls nothing until the port reports Encryption Up"
+    ))
 }
 
 /// Keychain full: remove the oldest unwanted key, never the only associated one.

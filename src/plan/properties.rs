@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use super::fixtures::*;
 use super::model::{Dice, Model};
 use super::*;
-use crate::crd::{EncryptionMode, ManagementPolicy};
+use crate::crd::{EncryptionMode, ManagementPolicy, ResourceType};
 
 const POOL: [char; 6] = ['a', 'b', 'c', 'd', 'e', 'f'];
 const MAX_PASSES: usize = 400;
@@ -143,7 +143,54 @@ fn reachable(c: &Case) -> bool {
     if c.mode == Some(EncryptionMode::MustEncrypt) && c.wanted.is_none() {
         return false;
     }
+    // Keys not managed: the keys already there stay, and the port comes up only if the router
+    // has one of them. An encrypting mode with the port down waits on a person
+    // (EncryptionDown), as it should.
+    if c.wanted.is_none() && !c.start_keys.is_empty() {
+        let router_has_one = c.start_keys.iter().any(|(i, _)| c.router_start.contains(i));
+        let final_mode = c.mode.or(EncryptionMode::from_aws_str(c.start_mode));
+        let encrypting = match final_mode {
+            Some(EncryptionMode::MustEncrypt) => true,
+            Some(EncryptionMode::ShouldEncrypt) => c.require_up,
+            _ => false,
+        };
+        if encrypting && !router_has_one {
+            return false;
+        }
+    }
     true
+}
+
+/// Ports that should carry MACsec and report Encryption Down: under must_encrypt (the port's
+/// own mode, else the LAG's), or under should_encrypt with requireEncryptionUp while a key is
+/// associated.
+fn encrypted_ports_down(d: &Desired, o: &ObservedResource) -> Vec<String> {
+    let associated = o.keys.iter().any(|k| k.state() == KeyState::Associated);
+    let matters = |mode: Option<EncryptionMode>| match mode {
+        Some(EncryptionMode::MustEncrypt) => true,
+        Some(EncryptionMode::ShouldEncrypt) => d.require_encryption_up && associated,
+        _ => false,
+    };
+    let up = |s: &Option<String>| s.as_deref() == Some(crate::observed::PORT_UP);
+    match o.kind {
+        ResourceType::Connection => (matters(o.mode()) && !up(&o.port_encryption_status))
+            .then(|| o.id.clone())
+            .into_iter()
+            .collect(),
+        ResourceType::Lag => o
+            .members
+            .iter()
+            .filter(|m| {
+                let mode = m
+                    .encryption_mode
+                    .as_deref()
+                    .and_then(EncryptionMode::from_aws_str)
+                    .or(o.mode());
+                matters(mode) && !up(&m.port_encryption_status)
+            })
+            .map(|m| m.connection_id.clone())
+            .collect(),
+    }
 }
 
 struct Run {
@@ -168,6 +215,13 @@ fn drive(c: &Case) -> Result<Run, TestCaseError> {
             model.refresh_port();
         }
         let p = plan(&d, Some(&model.resource), &prior, now);
+        let down = encrypted_ports_down(&d, &model.resource);
+        prop_assert!(
+            !(p.ready && !down.is_empty()),
+            "Ready while {:?} are Encryption Down: {}",
+            down,
+            p.message
+        );
         if p.ready {
             let after = pass.saturating_sub(c.router_ready_at);
             return Ok(Run {
@@ -263,6 +317,40 @@ proptest! {
             let wanted_ckn = ckn(POOL[*i]);
             let times = run.model.associations.iter().filter(|a| **a == wanted_ckn).count();
             prop_assert!(times <= 1, "wanted CKN {} associated {} times", wanted_ckn, times);
+        }
+    }
+
+    /// No observed state with an encrypted port down is Ready, whatever the spec, the policy
+    /// and each port's own mode and status; such a state with the spec met is EncryptionDown.
+    #[test]
+    fn never_ready_while_an_encrypted_port_is_down(
+        c in case_strategy(),
+        observe_only in any::<bool>(),
+        ports in proptest::collection::vec((any::<bool>(), 0usize..5), 3),
+    ) {
+        let (mut d, mut model) = setup(&c);
+        if observe_only {
+            d.policy = ManagementPolicy::ObserveOnly;
+        }
+        let modes = [None, Some("no_encrypt"), Some("should_encrypt"), Some("must_encrypt"), Some("unknown")];
+        let r = &mut model.resource;
+        match r.kind {
+            ResourceType::Connection => r.port_encryption_status = Some(port(ports[0].0)),
+            ResourceType::Lag => {
+                for (m, (up, mode)) in r.members.iter_mut().zip(&ports) {
+                    m.port_encryption_status = Some(port(*up));
+                    m.encryption_mode = modes[*mode].map(str::to_string);
+                }
+            }
+        }
+        let p = plan(&d, Some(&model.resource), &PriorState::default(), t(0));
+        let down = encrypted_ports_down(&d, &model.resource);
+        prop_assert!(!(p.ready && !down.is_empty()), "Ready while {:?} are down: {}", down, p.message);
+        if p.reason == Reason::EncryptionDown {
+            prop_assert!(!down.is_empty() && !p.ready && p.actions.is_empty() && p.withheld.is_empty());
+            for id in &down {
+                prop_assert!(p.message.contains(id.as_str()), "{} lacks {}", p.message, id);
+            }
         }
     }
 

@@ -544,3 +544,105 @@ fn cak_never_appears_in_plan_output() {
     assert!(!everything.contains(&secret));
     assert!(everything.contains("<redacted>"));
 }
+
+/// must_encrypt, the spec met, the port Encryption Down: not Ready, no call, a message that
+/// names the mode, the port status, the associated CKN with its MacSecKey and the router; a
+/// look again soon enough to see the router fixed.
+#[test]
+fn must_encrypt_port_down_is_not_ready() {
+    let d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k-b", 'b')]));
+    let o = connection("must_encrypt", false, vec![key('b', "associated")]);
+    let p = run(&d, Some(&o), 0);
+    assert_waits(&p, Reason::EncryptionDown);
+    assert!(p.synced, "AWS matches the spec: {}", p.message);
+    assert!(p.needs_a_person() && p.spec_met());
+    assert_eq!(p.requeue, Requeue::After(ENCRYPTION_DOWN_RECHECK));
+    for needle in [
+        "dxcon-abc123 (must_encrypt) reports Encryption Down",
+        "carries no traffic",
+        &format!("CKN {} (MacSecKey k-b)", ckn('b')),
+        "customer router",
+    ] {
+        assert!(p.message.contains(needle), "{} lacks {needle}", p.message);
+    }
+
+    // The router fixed: Ready again, with no spec change.
+    let o = connection("must_encrypt", true, vec![key('b', "associated")]);
+    assert!(run(&d, Some(&o), 30).ready);
+
+    // The mode not managed changes nothing: a must_encrypt link that is down is not Ready.
+    let d = desired(CON, None, None);
+    let o = connection("must_encrypt", false, vec![key('z', "associated")]);
+    let p = run(&d, Some(&o), 0);
+    assert_waits(&p, Reason::EncryptionDown);
+    assert!(p.message.contains("(not in spec.keys)"), "{}", p.message);
+}
+
+/// should_encrypt with requireEncryptionUp and a key associated, port down: traffic is in
+/// clear text, so not Ready; without requireEncryptionUp, or with no key at all, it is.
+#[test]
+fn should_encrypt_port_down_is_not_ready_when_encryption_is_required() {
+    let mut d = desired(CON, Some(ShouldEncrypt), Some(vec![wanted("k1", 'a')]));
+    let o = connection("should_encrypt", false, vec![key('a', "associated")]);
+    let p = run(&d, Some(&o), 0);
+    assert_waits(&p, Reason::EncryptionDown);
+    assert!(p.message.contains("clear text"), "{}", p.message);
+
+    d.require_encryption_up = false;
+    assert!(run(&d, Some(&o), 0).ready);
+
+    let d = desired(CON, Some(ShouldEncrypt), Some(vec![]));
+    assert!(
+        run(&d, Some(&connection("should_encrypt", false, vec![])), 0).ready,
+        "no key wanted or associated: nothing can be up"
+    );
+}
+
+/// A LAG is down when any member is: the members that are down are named, with their mode.
+#[test]
+fn lag_member_down_under_must_encrypt_is_not_ready() {
+    let d = desired(LAG, Some(MustEncrypt), Some(vec![wanted("k1", 'a')]));
+    let o = lag("must_encrypt", &[true, false], vec![key('a', "associated")]);
+    let p = run(&d, Some(&o), 0);
+    assert_waits(&p, Reason::EncryptionDown);
+    assert!(
+        p.message.contains(
+            "LAG dxlag-ffff01 members report Encryption Down: dxcon-member1 (must_encrypt)"
+        ),
+        "{}",
+        p.message
+    );
+    assert!(!p.message.contains("dxcon-member0"), "{}", p.message);
+
+    // A member left must_encrypt while the LAG says should_encrypt is judged by its own mode.
+    let d = desired(LAG, Some(ShouldEncrypt), Some(vec![]));
+    let mut o = lag("should_encrypt", &[false, false], vec![]);
+    o.members[0].encryption_mode = Some("must_encrypt".into());
+    let p = run(&d, Some(&o), 0);
+    assert_waits(&p, Reason::EncryptionDown);
+    assert!(
+        p.message.contains("dxcon-member0 (must_encrypt)"),
+        "{}",
+        p.message
+    );
+}
+
+/// The run of issue 19: router with key A only, keys [A] then [A, B] then [B] with no
+/// overlap. A goes (the port was up through A), and then the link is down: that is reported,
+/// never Converged.
+#[test]
+fn removing_the_key_the_router_uses_ends_encryption_down() {
+    let d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k-b", 'b')]));
+    let mut d0 = d.clone();
+    d0.overlap = Duration::ZERO;
+    let both = connection(
+        "must_encrypt",
+        true,
+        vec![key('a', "associated"), key('b', "associated")],
+    );
+    assert_removes(&run(&d0, Some(&both), 0), 'a');
+    let after = connection("must_encrypt", false, vec![key('b', "associated")]);
+    let p = run(&d0, Some(&after), 1);
+    assert_waits(&p, Reason::EncryptionDown);
+    assert_ne!(p.reason, Reason::Converged);
+}
