@@ -1,0 +1,372 @@
+//! The planner's vocabulary: what a DxConnection asks for ([`Desired`]), what earlier passes
+//! remembered ([`PriorState`]), the mutating calls ([`Action`]) and the outcome of a pass
+//! ([`Plan`] with its [`Reason`] and [`Requeue`]). Data and formatting only; no rule lives
+//! here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::crd::{EncryptionMode, KeyStatus, ManagementPolicy, ResourceType};
+use crate::keys::{Cak, Ckn};
+use crate::observed::ObservedKey;
+
+/// Direct Connect holds at most this many keys per connection or LAG.
+pub const KEYCHAIN_SIZE: usize = 3;
+
+/// What one DxConnection asks for, resolved (key material read, defaults applied).
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub connection_id: String,
+    /// `None`: the mode is not managed.
+    pub encryption_mode: Option<EncryptionMode>,
+    /// `None`: keys are not managed. Oldest first, newest last.
+    pub keys: Option<Vec<WantedKey>>,
+    pub overlap: Duration,
+    pub require_encryption_up: bool,
+    pub policy: ManagementPolicy,
+    /// Set when an older DxConnection names the same AWS resource: its namespace/name.
+    pub conflict_with: Option<String>,
+}
+
+/// One MacSecKey named in `spec.keys`, with its material or the reason it is not usable.
+#[derive(Debug, Clone)]
+pub struct WantedKey {
+    /// Name of the MacSecKey.
+    pub name: String,
+    pub material: Result<KeyMaterial, KeyProblem>,
+}
+
+/// Usable key material. At least one way to associate is known: the CAK, or the ARN of a
+/// Direct Connect-managed secret.
+#[derive(Debug, Clone)]
+pub struct KeyMaterial {
+    /// Known unless the key is given only as a managed secret ARN that was never seen on AWS.
+    pub ckn: Option<Ckn>,
+    pub cak: Option<Cak>,
+    /// ARN of the Direct Connect-managed secret for this CKN, when known.
+    pub secret_arn: Option<String>,
+}
+
+/// Why a wanted key cannot be used yet (missing Secret, bad format, AWS read failed…).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyProblem {
+    /// Machine-readable: `SecretNotFound`, `InvalidKeyMaterial`, `MacSecKeyNotFound`,
+    /// `SecretReadError`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl KeyMaterial {
+    /// A CKN with its CAK (and the managed ARN when one is known).
+    pub fn pair(ckn: Ckn, cak: Cak, secret_arn: Option<String>) -> Self {
+        KeyMaterial {
+            ckn: Some(ckn),
+            cak: Some(cak),
+            secret_arn,
+        }
+    }
+
+    /// A Direct Connect-managed secret, with the CKN when it has been learned.
+    pub fn managed_secret(secret_arn: String, ckn: Option<Ckn>) -> Self {
+        KeyMaterial {
+            ckn,
+            cak: None,
+            secret_arn: Some(secret_arn),
+        }
+    }
+
+    /// Key matching: by CKN, case-insensitively; by ARN where either side has no CKN.
+    pub(super) fn matches(&self, observed: &ObservedKey) -> bool {
+        match (&self.ckn, observed.ckn_normalized()) {
+            (Some(want), Some(have)) => want.as_str() == have,
+            _ => matches!((&self.secret_arn, &observed.secret_arn), (Some(a), Some(b)) if a == b),
+        }
+    }
+
+    /// How to associate this key: by the managed secret ARN when one is known, else by
+    /// CKN and CAK.
+    pub(super) fn association(&self) -> Option<Association> {
+        // The CAK is sent only when no managed secret ARN is known.
+        if let Some(arn) = &self.secret_arn {
+            return Some(Association::SecretArn(arn.clone()));
+        }
+        match (&self.ckn, &self.cak) {
+            (Some(ckn), Some(cak)) => Some(Association::CknCak(ckn.clone(), cak.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// What earlier passes learned, carried in status (controller) or memory (CLI).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PriorState {
+    /// Key identity (CKN, else ARN) → when it was first seen `associated`.
+    pub associated_since: BTreeMap<String, Timestamp>,
+    /// The previous pass found the resource converged at the current spec generation, so
+    /// any difference now was made outside the operator.
+    pub converged: bool,
+}
+
+impl PriorState {
+    /// Rebuilds the memory from the `keys[]` of a status written earlier.
+    pub fn from_key_status(keys: &[KeyStatus], converged: bool) -> Self {
+        let associated_since = keys
+            .iter()
+            .filter_map(|k| {
+                let id = k
+                    .ckn
+                    .as_deref()
+                    .map(Ckn::normalize_observed)
+                    .or_else(|| k.secret_arn.clone())?;
+                let since = k.associated_since.as_deref()?.parse().ok()?;
+                Some((id, since))
+            })
+            .collect();
+        PriorState {
+            associated_since,
+            converged,
+        }
+    }
+}
+
+/// The AWS resource an action applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub id: String,
+    pub kind: ResourceType,
+}
+
+impl Target {
+    /// The call that sets the encryption mode of this resource.
+    pub fn update_operation(&self) -> &'static str {
+        match self.kind {
+            ResourceType::Lag => "UpdateLag",
+            ResourceType::Connection => "UpdateConnection",
+        }
+    }
+}
+
+/// How a key is associated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Association {
+    /// By a Direct Connect-managed secret; the CAK is not sent.
+    SecretArn(String),
+    /// By CKN and CAK; Direct Connect creates the managed secret.
+    CknCak(Ckn, Cak),
+}
+
+/// Why a key is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Not in `spec.keys` any more and the overlap has passed.
+    Unwanted,
+    /// Not wanted, and its slot is needed: the keychain holds 3 keys.
+    KeychainFull,
+}
+
+/// One mutating AWS call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// AssociateMacSecKey.
+    Associate {
+        target: Target,
+        key_name: String,
+        ckn: Option<Ckn>,
+        with: Association,
+    },
+    /// DisassociateMacSecKey.
+    Disassociate {
+        target: Target,
+        secret_arn: String,
+        ckn: Option<String>,
+        why: Removal,
+    },
+    /// UpdateConnection or UpdateLag with a new encryptionMode.
+    SetMode {
+        target: Target,
+        mode: EncryptionMode,
+    },
+}
+
+impl Action {
+    pub fn target(&self) -> &Target {
+        match self {
+            Action::Associate { target, .. }
+            | Action::Disassociate { target, .. }
+            | Action::SetMode { target, .. } => target,
+        }
+    }
+
+    /// The AWS operation this action calls.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Action::Associate { .. } => "AssociateMacSecKey",
+            Action::Disassociate { .. } => "DisassociateMacSecKey",
+            Action::SetMode { target, .. } => target.update_operation(),
+        }
+    }
+}
+
+/// A one-line description for status, events and CLI output. Never contains the CAK.
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Associate {
+                target,
+                key_name,
+                ckn,
+                with,
+            } => {
+                let how = match with {
+                    Association::SecretArn(arn) => format!("by managed secret {arn}"),
+                    Association::CknCak(..) => "by CKN/CAK".to_string(),
+                };
+                match ckn {
+                    Some(ckn) => write!(
+                        f,
+                        "{}: associate MacSecKey {key_name} (CKN {ckn}) with {} {how}",
+                        self.operation(),
+                        target.id
+                    ),
+                    None => write!(
+                        f,
+                        "{}: associate MacSecKey {key_name} with {} {how}",
+                        self.operation(),
+                        target.id
+                    ),
+                }
+            }
+            Action::Disassociate {
+                target,
+                secret_arn,
+                ckn,
+                why,
+            } => {
+                let why = match why {
+                    Removal::Unwanted => "no longer wanted",
+                    Removal::KeychainFull => "keychain full, making room",
+                };
+                let name = ckn.as_deref().unwrap_or(secret_arn);
+                write!(
+                    f,
+                    "{}: remove key {name} from {} ({why})",
+                    self.operation(),
+                    target.id
+                )
+            }
+            Action::SetMode { target, mode } => write!(
+                f,
+                "{}: set encryptionMode {mode} on {}",
+                self.operation(),
+                target.id
+            ),
+        }
+    }
+}
+
+/// Machine-readable condition reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Converged,
+    Progressing,
+    WaitingForEncryptionUp,
+    /// The spec is met but a port that should carry MACsec reports Encryption Down: under
+    /// must_encrypt the link carries no traffic, under should_encrypt it carries clear text.
+    EncryptionDown,
+    KeyNotReady,
+    NotFound,
+    NotAvailable,
+    NotMacSecCapable,
+    ManagedByLag,
+    Conflict,
+    InvalidSpec,
+    DriftDetected,
+    AwsError,
+    Throttled,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Converged => "Converged",
+            Reason::Progressing => "Progressing",
+            Reason::WaitingForEncryptionUp => "WaitingForEncryptionUp",
+            Reason::EncryptionDown => "EncryptionDown",
+            Reason::KeyNotReady => "KeyNotReady",
+            Reason::NotFound => "NotFound",
+            Reason::NotAvailable => "NotAvailable",
+            Reason::NotMacSecCapable => "NotMacSecCapable",
+            Reason::ManagedByLag => "ManagedByLag",
+            Reason::Conflict => "Conflict",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::DriftDetected => "DriftDetected",
+            Reason::AwsError => "AwsError",
+            Reason::Throttled => "Throttled",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// When to run the next pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Something is in flight or was just changed: look again shortly.
+    Soon,
+    /// Nothing will change before this much time has passed (the rotation overlap).
+    After(Duration),
+    /// Converged or stuck on something only a person can fix: the periodic resync.
+    Resync,
+}
+
+/// The outcome of one planning pass.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Mutations to perform now, in order. Empty under `ObserveOnly`.
+    pub actions: Vec<Action>,
+    /// Mutations `ObserveOnly` holds back.
+    pub withheld: Vec<Action>,
+    /// `Ready`: true only when AWS matches the spec.
+    pub ready: bool,
+    /// `Synced`: false when the spec cannot be acted on as it stands.
+    pub synced: bool,
+    pub reason: Reason,
+    pub message: String,
+    pub requeue: Requeue,
+    /// Every key AWS reports, labelled with the MacSecKey it belongs to.
+    pub keys: Vec<KeyStatus>,
+}
+
+impl Plan {
+    /// Whether only a person can move this plan on: the spec cannot be acted on, or AWS
+    /// matches the spec and still the link is not encrypted (a router to fix).
+    pub fn needs_a_person(&self) -> bool {
+        !self.synced || self.reason == Reason::EncryptionDown
+    }
+
+    /// Whether AWS matches the spec, so there is nothing left to call: Ready, or Encryption
+    /// Down with every call made (deletion is done then, even though the link is not up).
+    pub fn spec_met(&self) -> bool {
+        self.ready || self.reason == Reason::EncryptionDown
+    }
+
+    /// Every action, executed or withheld, as status lines.
+    pub fn planned_actions(&self) -> Vec<String> {
+        self.actions
+            .iter()
+            .chain(&self.withheld)
+            .map(ToString::to_string)
+            .collect()
+    }
+}
+
+/// How soon a port reported Encryption Down is read again: it comes back when the customer
+/// fixes the router, without any change to the DxConnection.
+pub const ENCRYPTION_DOWN_RECHECK: Duration = Duration::from_secs(30);
