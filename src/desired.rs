@@ -71,3 +71,41 @@ pub async fn desired(
     }
     d
 }
+
+/// The Conflict rule, one for the controller and the CLI: of the DxConnections that name
+/// one AWS resource (the same connection ID, region and role), the oldest acts and the
+/// others get `Conflict`. Oldest by `metadata.creationTimestamp`; objects without one (files
+/// given to the CLI, never objects of a cluster) come after those with one, in `position`
+/// order (the CLI's is the order it read the files in); ties by namespace/name. Objects
+/// being deleted do not count: once the owner is being deleted, the next oldest takes over
+/// (and the one being deleted leaves the resource to it).
+///
+/// `candidates` are every DxConnection with its position (the controller gives 0 to all);
+/// returns `namespace/name` of the owner when it is not `dxc` itself.
+pub fn conflict_owner<'a>(
+    dxc: &DxConnection,
+    position: usize,
+    scope: &Scope,
+    candidates: impl Iterator<Item = (usize, &'a DxConnection)>,
+    default_region: Option<&str>,
+) -> Option<String> {
+    let seniority = |d: &DxConnection, position: usize| {
+        let created = d.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        (
+            created.is_none(),
+            created,
+            position,
+            d.metadata.namespace.clone().unwrap_or_default(),
+            d.metadata.name.clone().unwrap_or_default(),
+        )
+    };
+    let own = seniority(dxc, position);
+    candidates
+        .filter(|(_, o)| o.spec.connection_id == dxc.spec.connection_id)
+        .filter(|(_, o)| o.metadata.deletion_timestamp.is_none())
+        .filter(|(_, o)| scope_of(o, default_region).ok().as_ref() == Some(scope))
+        .map(|(i, o)| seniority(o, i))
+        .min()
+        .filter(|owner| *owner != own)
+        .map(|(_, _, _, namespace, name)| format!("{namespace}/{name}"))
+}

@@ -22,19 +22,28 @@ pub struct Engine {
     pub cache: Arc<ObservationCache>,
 }
 
+/// How long a throttled pass waits before it runs again (the shells add jitter). The SDK has
+/// already retried the call; this spreads the next attempts of many resources.
+pub const THROTTLED_RETRY: Duration = Duration::from_secs(5);
+
 /// What one pass saw, decided and did.
 #[derive(Debug)]
-pub struct PassResult {
-    /// `None` when AWS could not be read.
-    pub plan: Option<Plan>,
-    pub observed: Option<ObservedResource>,
-    /// Actions performed successfully.
-    pub executed: Vec<Action>,
-    /// The call that failed, if any.
-    pub error: Option<AwsError>,
-    /// The resource needs a fresh read that must wait this long: nothing was planned or
-    /// done; run the pass again then.
-    pub deferred: Option<Duration>,
+pub enum PassOutcome {
+    /// The resource needs a fresh read that must wait this long for the Describe budget:
+    /// nothing was read, planned or done; run the pass again then.
+    Deferred(Duration),
+    /// AWS could not be read (credentials, role, the Describe call).
+    Unread(AwsError),
+    /// AWS was read and the planner decided.
+    Planned {
+        /// `None`: Direct Connect does not know the connection.
+        observed: Option<ObservedResource>,
+        plan: Plan,
+        /// The plan's actions that succeeded.
+        executed: Vec<Action>,
+        /// The call that failed, if any; the actions after it were not tried.
+        failed: Option<AwsError>,
+    },
 }
 
 /// Whether a pass may change AWS.
@@ -46,38 +55,127 @@ pub enum Mode {
     Execute,
 }
 
-impl PassResult {
-    /// Ready, and the reason and message to report.
-    pub fn ready(&self) -> (bool, Reason, String) {
-        match (&self.plan, &self.error) {
-            (Some(p), _) => (p.ready, p.reason, p.message.clone()),
-            (None, Some(e)) => (false, error_reason(e), e.to_string()),
-            (None, None) => (false, Reason::AwsError, "AWS was not read".into()),
+/// The value of one status condition: True or False, a machine-readable reason, a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionValue {
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl ConditionValue {
+    pub fn new(status: bool, reason: Reason, message: impl Into<String>) -> Self {
+        ConditionValue {
+            status,
+            reason: reason.as_str(),
+            message: message.into(),
+        }
+    }
+}
+
+/// How a resource stands after a pass, for whoever decides whether to go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Ready: AWS matches the spec and the link is encrypted as asked.
+    Converged,
+    /// Changes in flight, AWS to wait for, or a call to retry.
+    Pending,
+    /// Only a person can move it on: a bad spec, a missing key, an unknown connection, a
+    /// terminal AWS error, a port that is Encryption Down while AWS matches the spec.
+    NeedsAPerson,
+}
+
+impl PassOutcome {
+    pub fn plan(&self) -> Option<&Plan> {
+        match self {
+            PassOutcome::Planned { plan, .. } => Some(plan),
+            _ => None,
         }
     }
 
-    /// Synced, and the reason and message to report.
-    pub fn synced(&self) -> (bool, Reason, String) {
-        if let Some(e) = &self.error {
-            return (false, error_reason(e), e.to_string());
-        }
-        match &self.plan {
-            Some(p) if p.synced => (true, p.reason, p.message.clone()),
-            Some(p) => (false, p.reason, p.message.clone()),
-            None => (false, Reason::AwsError, "AWS was not read".into()),
+    pub fn observed(&self) -> Option<&ObservedResource> {
+        match self {
+            PassOutcome::Planned { observed, .. } => observed.as_ref(),
+            _ => None,
         }
     }
 
-    /// When to run the next pass.
-    pub fn requeue(&self) -> Requeue {
-        if let Some(wait) = self.deferred {
-            return Requeue::After(wait);
+    /// The actions performed successfully.
+    pub fn executed(&self) -> &[Action] {
+        match self {
+            PassOutcome::Planned { executed, .. } => executed,
+            _ => &[],
         }
-        match (&self.error, &self.plan) {
-            (Some(e), _) if e.class == ErrorClass::Terminal => Requeue::Resync,
-            (Some(_), _) => Requeue::Soon,
+    }
+
+    /// The AWS error of the pass: the read, or the call that failed.
+    pub fn error(&self) -> Option<&AwsError> {
+        match self {
+            PassOutcome::Unread(e)
+            | PassOutcome::Planned {
+                failed: Some(e), ..
+            } => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The `Ready` condition: the plan's verdict, or the read error.
+    pub fn ready(&self) -> ConditionValue {
+        match (self.plan(), self.error()) {
+            (Some(p), _) => ConditionValue::new(p.ready, p.reason, &p.message),
+            (None, Some(e)) => ConditionValue::new(false, error_reason(e), e.to_string()),
+            (None, None) => ConditionValue::new(false, Reason::AwsError, "AWS was not read"),
+        }
+    }
+
+    /// The `Synced` condition: false when a call failed or the spec cannot be acted on.
+    pub fn synced(&self) -> ConditionValue {
+        match (self.error(), self.plan()) {
+            (Some(e), _) => ConditionValue::new(false, error_reason(e), e.to_string()),
+            (None, Some(p)) => ConditionValue::new(p.synced, p.reason, &p.message),
+            (None, None) => ConditionValue::new(false, Reason::AwsError, "AWS was not read"),
+        }
+    }
+
+    /// What to tell a person in one line: the failed call when there is one, else `Ready`.
+    pub fn headline(&self) -> ConditionValue {
+        if self.error().is_some() {
+            self.synced()
+        } else {
+            self.ready()
+        }
+    }
+
+    /// When to run the next pass, for the controller and the CLI alike: after the wait of a
+    /// deferred read, after [`THROTTLED_RETRY`] when throttled, at the resync after a
+    /// terminal error, soon after another error, else as the plan says.
+    pub fn next_look(&self) -> Requeue {
+        if let PassOutcome::Deferred(wait) = self {
+            return Requeue::After(*wait);
+        }
+        match (self.error(), self.plan()) {
+            (Some(e), _) => match e.class {
+                ErrorClass::Throttled => Requeue::After(THROTTLED_RETRY),
+                ErrorClass::Terminal => Requeue::Resync,
+                ErrorClass::RetrySoon => Requeue::Soon,
+            },
             (None, Some(p)) => p.requeue,
             (None, None) => Requeue::Soon,
+        }
+    }
+
+    pub fn standing(&self) -> Standing {
+        if let Some(e) = self.error() {
+            return if e.class == ErrorClass::Terminal {
+                Standing::NeedsAPerson
+            } else {
+                Standing::Pending
+            };
+        }
+        match self.plan() {
+            Some(p) if p.ready => Standing::Converged,
+            Some(p) if p.needs_a_person() => Standing::NeedsAPerson,
+            _ => Standing::Pending,
         }
     }
 }
@@ -89,6 +187,12 @@ pub fn error_reason(e: &AwsError) -> Reason {
     } else {
         Reason::AwsError
     }
+}
+
+/// `base` plus up to 20% of it, so many resources (or CLI rounds) do not move in lockstep.
+pub fn jitter(base: Duration) -> Duration {
+    let extra = rand::random_range(0..=base.as_millis() as u64 / 5);
+    base + Duration::from_millis(extra)
 }
 
 impl Engine {
@@ -104,44 +208,27 @@ impl Engine {
         prior: &PriorState,
         now: Timestamp,
         mode: Mode,
-    ) -> PassResult {
-        let mut result = PassResult {
-            plan: None,
-            observed: None,
-            executed: Vec::new(),
-            error: None,
-            deferred: None,
-        };
+    ) -> PassOutcome {
         let api = match self.aws.direct_connect(scope).await {
             Ok(api) => api,
-            Err(e) => {
-                result.error = Some(e);
-                return result;
-            }
+            Err(e) => return PassOutcome::Unread(e),
         };
-        let read_at = match self
+        let (observed, read_at) = match self
             .cache
             .observe(scope, api.as_ref(), &desired.connection_id)
             .await
         {
-            Ok(Observation::Current(o, read_at)) => {
-                result.observed = o;
-                read_at
-            }
-            Ok(Observation::Deferred(wait)) => {
-                result.deferred = Some(wait);
-                return result;
-            }
-            Err(e) => {
-                result.error = Some(e);
-                return result;
-            }
+            Ok(Observation::Current(o, read_at)) => (o, read_at),
+            Ok(Observation::Deferred(wait)) => return PassOutcome::Deferred(wait),
+            Err(e) => return PassOutcome::Unread(e),
         };
         let desired = self.with_known_secret_arns(scope, desired).await;
-        let plan = plan(&desired, result.observed.as_ref(), prior, now);
+        let plan = plan(&desired, observed.as_ref(), prior, now);
+        let (mut executed, mut failed) = (Vec::new(), None);
         if mode == Mode::Execute {
             for action in &plan.actions {
                 let target = action.target();
+                tracing::info!(operation = action.operation(), target = %target.id, "{action}");
                 let outcome = match action {
                     Action::Associate { with, .. } => api.associate(target, with).await,
                     Action::Disassociate { secret_arn, .. } => {
@@ -151,15 +238,14 @@ impl Engine {
                 };
                 // Changed, or perhaps changed: re-read it (and a LAG's members) next time.
                 self.cache.mark_changed(scope, &target.id).await;
-                if let Some(o) = &result.observed {
-                    for m in &o.members {
-                        self.cache.mark_changed(scope, &m.connection_id).await;
-                    }
+                for m in observed.iter().flat_map(|o| &o.members) {
+                    self.cache.mark_changed(scope, &m.connection_id).await;
                 }
                 match outcome {
-                    Ok(()) => result.executed.push(action.clone()),
+                    Ok(()) => executed.push(action.clone()),
                     Err(e) => {
-                        result.error = Some(e);
+                        tracing::warn!(operation = action.operation(), target = %target.id, error = %e, "AWS call failed");
+                        failed = Some(e);
                         break;
                     }
                 }
@@ -174,8 +260,12 @@ impl Engine {
                 .look_again(scope, &desired.connection_id, read_at)
                 .await;
         }
-        result.plan = Some(plan);
-        result
+        PassOutcome::Planned {
+            observed,
+            plan,
+            executed,
+            failed,
+        }
     }
 
     /// Fills in the managed secret ARN of wanted keys whose CKN is already on some
@@ -242,12 +332,12 @@ mod tests {
         );
         let prior = PriorState::default();
         let pass = || engine.pass(&scope, &want, &prior, Timestamp::now(), Mode::Execute);
-        assert_eq!(pass().await.executed.len(), 1, "associates");
+        assert_eq!(pass().await.executed().len(), 1, "associates");
         let waiting = pass().await;
-        assert!(waiting.executed.is_empty());
+        assert!(waiting.executed().is_empty());
         assert!(
             waiting
-                .plan
+                .plan()
                 .unwrap()
                 .message
                 .contains("to become associated"),
@@ -256,7 +346,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(400)).await;
         let next = pass().await;
         assert_eq!(
-            next.executed
+            next.executed()
                 .iter()
                 .map(|a| a.operation())
                 .collect::<Vec<_>>(),
@@ -291,13 +381,15 @@ mod tests {
         let want = desired("dxcon-d1", Some(EncryptionMode::ShouldEncrypt), None);
         let prior = PriorState::default();
         let pass = || engine.pass(&scope, &want, &prior, Timestamp::now(), Mode::Execute);
-        assert_eq!(pass().await.executed.len(), 1);
+        assert_eq!(pass().await.executed().len(), 1);
         let calls = operations(&sim).len();
         let deferred = pass().await;
-        let wait = deferred.deferred.expect("deferred");
-        assert!(deferred.plan.is_none() && deferred.executed.is_empty());
-        assert!(deferred.error.is_none());
-        assert_eq!(deferred.requeue(), Requeue::After(wait));
+        let PassOutcome::Deferred(wait) = deferred else {
+            panic!("not deferred: {deferred:?}");
+        };
+        assert!(deferred.plan().is_none() && deferred.executed().is_empty());
+        assert!(deferred.error().is_none());
+        assert_eq!(deferred.next_look(), Requeue::After(wait));
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_secs(2),
             "{wait:?}"
@@ -309,9 +401,9 @@ mod tests {
         );
         tokio::time::sleep(wait + Duration::from_millis(10)).await;
         let done = pass().await;
-        assert!(done.deferred.is_none());
+        assert!(!matches!(done, PassOutcome::Deferred(_)));
         assert!(
-            done.plan.unwrap().ready,
+            done.plan().unwrap().ready,
             "should_encrypt is seen after the re-read"
         );
     }

@@ -4,20 +4,19 @@
 use jiff::Timestamp;
 
 use crate::crd::{Condition, DxConnectionStatus, MemberStatus};
-use crate::engine::PassResult;
+use crate::engine::{ConditionValue, PassOutcome};
 use crate::observed::KeyState;
 
-/// Sets or updates a condition; `lastTransitionTime` moves only when `status` changes.
+/// Sets or updates condition `type_`; `lastTransitionTime` moves only when the status
+/// changes.
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
+    value: &ConditionValue,
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    let status = if status { "True" } else { "False" };
+    let status = if value.status { "True" } else { "False" };
     let existing = conditions.iter().position(|c| c.type_ == type_);
     let last_transition_time = match existing.map(|i| &conditions[i]) {
         Some(c) if c.status == status => c.last_transition_time.clone(),
@@ -26,8 +25,8 @@ pub fn set_condition(
     let cond = Condition {
         type_: type_.to_string(),
         status: status.to_string(),
-        reason: reason.to_string(),
-        message: message.to_string(),
+        reason: value.reason.to_string(),
+        message: value.message.clone(),
         last_transition_time,
         observed_generation: generation,
     };
@@ -40,17 +39,21 @@ pub fn set_condition(
 /// The status after a pass. Fields AWS could not be read for keep their previous values.
 pub fn dxconnection_status(
     previous: Option<&DxConnectionStatus>,
-    result: &PassResult,
+    result: &PassOutcome,
     generation: Option<i64>,
     now: Timestamp,
 ) -> DxConnectionStatus {
     let mut status = previous.cloned().unwrap_or_default();
+    if matches!(result, PassOutcome::Deferred(_)) {
+        // Nothing was read: the status stays as it was.
+        return status;
+    }
     status.observed_generation = generation;
-    if let Some(plan) = &result.plan {
+    if let Some(plan) = result.plan() {
         status.last_sync_time = Some(now.to_string());
         status.keys = plan.keys.clone();
         status.planned_actions = plan.planned_actions();
-        match &result.observed {
+        match result.observed() {
             Some(o) => {
                 status.resource_type = Some(o.kind);
                 status.connection_state = Some(o.state.clone());
@@ -85,23 +88,17 @@ pub fn dxconnection_status(
             }
         }
     }
-    let (ready, reason, message) = result.ready();
     set_condition(
         &mut status.conditions,
         "Ready",
-        ready,
-        reason.as_str(),
-        &message,
+        &result.ready(),
         generation,
         now,
     );
-    let (synced, reason, message) = result.synced();
     set_condition(
         &mut status.conditions,
         "Synced",
-        synced,
-        reason.as_str(),
-        &message,
+        &result.synced(),
         generation,
         now,
     );

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::aws::{AwsProvider, BoxFut, ErrorClass, ObservationCache, Scope};
-use crate::crd::{DxConnection, DxConnectionStatus};
+use crate::aws::{AwsProvider, BoxFut, ObservationCache, Scope};
+use crate::crd::DxConnectionStatus;
 use crate::desired;
-use crate::engine::{Engine, Mode, PassResult};
+use crate::engine::{Engine, Mode, PassOutcome, Standing};
 use crate::material::{SecretData, SecretReader};
-use crate::plan::{Desired, PriorState, Reason};
+use crate::plan::{Desired, PriorState, Reason, Requeue};
 use crate::status::dxconnection_status;
 
 use input::Inputs;
@@ -60,22 +60,26 @@ struct Item {
     desired: Option<Desired>,
     prior: PriorState,
     status: Option<DxConnectionStatus>,
-    last: Option<PassResult>,
+    /// The last pass that read AWS (a deferred pass leaves the one before).
+    last: Option<PassOutcome>,
+    /// When the next pass is due.
+    due: Instant,
     done: bool,
 }
 
-/// Resolves every DxConnection of the inputs; later duplicates of one AWS resource get a
-/// Conflict naming the first.
+/// Resolves every DxConnection of the inputs. The Conflict rule is the controller's
+/// ([`desired::conflict_owner`]): the oldest by creationTimestamp acts; manifests without
+/// one (the usual case for files) follow the order the files were read in, so the first
+/// one acts and the later ones get Conflict naming it.
 async fn prepare(
     inputs: &Inputs,
     aws: &dyn AwsProvider,
     default_region: Option<&str>,
 ) -> Vec<Item> {
     let secrets = FileSecrets(inputs.secrets.clone());
-    let mut owners: BTreeMap<(Scope, String), String> = BTreeMap::new();
+    let all = || inputs.connections.iter().map(|c| &c.value).enumerate();
     let mut items = Vec::new();
-    for c in &inputs.connections {
-        let dxc: &DxConnection = &c.value;
+    for (position, dxc) in all() {
         let ns = dxc
             .metadata
             .namespace
@@ -92,12 +96,8 @@ async fn prepare(
                         .map(|k| k.value.clone())
                 };
                 let mut d = desired::desired(dxc, find, &secrets, aws, scope).await;
-                let owner = owners
-                    .entry((scope.clone(), d.connection_id.clone()))
-                    .or_insert_with(|| name.clone());
-                if *owner != name {
-                    d.conflict_with = Some(owner.clone());
-                }
+                d.conflict_with =
+                    desired::conflict_owner(dxc, position, scope, all(), default_region);
                 Some(d)
             }
             Err(_) => None,
@@ -110,73 +110,49 @@ async fn prepare(
             prior: PriorState::default(),
             status: None,
             last: None,
+            due: Instant::now(),
             done: false,
         });
     }
     items
 }
 
-async fn run_pass(engine: &Engine, item: &mut Item, mode: Mode) {
+/// One pass for `item`; returns when the next one is due (`interval` stands for "soon").
+async fn run_pass(engine: &Engine, item: &mut Item, mode: Mode, interval: Duration) {
     let (Ok(scope), Some(desired)) = (&item.scope, &item.desired) else {
         return;
     };
-    // Passes run one after another here, so a deferred read is waited out.
-    let (result, now) = loop {
-        let now = jiff::Timestamp::now();
-        let result = engine.pass(scope, desired, &item.prior, now, mode).await;
-        match result.deferred {
-            Some(wait) => tokio::time::sleep(wait).await,
-            None => break (result, now),
-        }
+    let now = jiff::Timestamp::now();
+    let result = engine.pass(scope, desired, &item.prior, now, mode).await;
+    let wait = match result.next_look() {
+        Requeue::Soon | Requeue::Resync => interval,
+        Requeue::After(d) => d,
     };
+    item.due = Instant::now() + crate::engine::jitter(wait);
+    if matches!(result, PassOutcome::Deferred(_)) {
+        return;
+    }
     let status = dxconnection_status(item.status.as_ref(), &result, None, now);
     item.prior = PriorState::from_key_status(&status.keys, false);
     item.status = Some(status);
     item.last = Some(result);
 }
 
-/// How an item stands after its last pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Standing {
-    Converged,
-    /// Needs changes or is waiting for AWS.
-    Pending,
-    /// Needs a person: bad spec, missing key, unknown connection, a terminal AWS error, a
-    /// port that is Encryption Down while AWS matches the spec.
-    Failed,
-}
-
 fn standing(item: &Item) -> Standing {
     if item.scope.is_err() {
-        return Standing::Failed;
+        return Standing::NeedsAPerson;
     }
-    let Some(r) = &item.last else {
-        return Standing::Pending;
-    };
-    if let Some(e) = &r.error {
-        return if e.class == ErrorClass::Terminal {
-            Standing::Failed
-        } else {
-            Standing::Pending
-        };
-    }
-    match &r.plan {
-        Some(p) if p.ready => Standing::Converged,
-        Some(p) if p.needs_a_person() => Standing::Failed,
-        _ => Standing::Pending,
-    }
+    item.last
+        .as_ref()
+        .map_or(Standing::Pending, PassOutcome::standing)
 }
 
 fn reason_and_message(item: &Item) -> (String, String) {
     match (&item.scope, &item.last) {
         (Err(e), _) => (Reason::InvalidSpec.to_string(), e.clone()),
         (_, Some(r)) => {
-            let (_, reason, message) = if r.error.is_some() {
-                r.synced()
-            } else {
-                r.ready()
-            };
-            (reason.to_string(), message)
+            let headline = r.headline();
+            (headline.reason.to_string(), headline.message)
         }
         (_, None) => ("Pending".into(), String::new()),
     }
@@ -207,7 +183,7 @@ fn report(item: &Item) -> Report<'_> {
         planned_actions: item
             .last
             .as_ref()
-            .and_then(|r| r.plan.as_ref())
+            .and_then(PassOutcome::plan)
             .map(|p| p.planned_actions())
             .unwrap_or_default(),
         status: item.status.as_ref(),
@@ -282,7 +258,11 @@ pub async fn plan(
         Err(code) => return code,
     };
     for item in &mut items {
-        run_pass(&engine, item, Mode::DryRun).await;
+        // A read deferred for the Describe budget is waited out: plan reads each once.
+        while item.last.is_none() && item.scope.is_ok() {
+            tokio::time::sleep_until(item.due.into()).await;
+            run_pass(&engine, item, Mode::DryRun, Duration::ZERO).await;
+        }
     }
     match output {
         Output::Text => items.iter().for_each(print_text),
@@ -295,7 +275,7 @@ pub async fn plan(
         }
     }
     let standings: Vec<Standing> = items.iter().map(standing).collect();
-    if standings.contains(&Standing::Failed) {
+    if standings.contains(&Standing::NeedsAPerson) {
         EXIT_ERROR
     } else if standings.contains(&Standing::Pending) {
         EXIT_CHANGES
@@ -319,12 +299,9 @@ pub async fn apply(
     };
     let deadline = Instant::now() + timeout;
     let mut last_lines: Vec<String> = vec![String::new(); items.len()];
-    let mut backoff = interval;
     loop {
-        let round_started = Instant::now();
-        let mut throttled = false;
         for (item, last_line) in items.iter_mut().zip(&mut last_lines) {
-            if item.done {
+            if item.done || item.due > Instant::now() {
                 continue;
             }
             if item.scope.is_err() {
@@ -332,15 +309,11 @@ pub async fn apply(
                 eprintln!("{}: {}", item.name, reason_and_message(item).1);
                 continue;
             }
-            run_pass(&engine, item, Mode::Execute).await;
+            run_pass(&engine, item, Mode::Execute, interval).await;
             if let Some(r) = &item.last {
-                for a in &r.executed {
+                for a in r.executed() {
                     println!("{}: {a}", item.name);
                 }
-                throttled |= r
-                    .error
-                    .as_ref()
-                    .is_some_and(|e| e.class == ErrorClass::Throttled);
             }
             let (reason, message) = reason_and_message(item);
             let line = format!("{}: {reason}: {message}", item.name);
@@ -350,24 +323,15 @@ pub async fn apply(
             }
             item.done = standing(item) != Standing::Pending;
         }
-        if items.iter().all(|i| i.done) || Instant::now() >= deadline {
+        let Some(next) = items.iter().filter(|i| !i.done).map(|i| i.due).min() else {
+            break;
+        };
+        if Instant::now() >= deadline {
             break;
         }
-        // Back off while AWS throttles; otherwise start rounds at most every interval (a
-        // round of many resources that took longer already waited enough).
-        backoff = if throttled {
-            (backoff * 2).min(Duration::from_secs(20))
-        } else {
-            interval
-        };
-        let jitter =
-            Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 5 + 1));
-        let wait = if throttled {
-            backoff + jitter
-        } else {
-            (backoff + jitter).saturating_sub(round_started.elapsed())
-        };
-        tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
+        // Each item runs again when its pass said (soon: every interval; a rotation
+        // overlap, a deferred read or throttling: later), never after the deadline.
+        tokio::time::sleep_until(next.min(deadline).into()).await;
     }
     println!();
     println!(

@@ -2,26 +2,20 @@
 //! events, pick the requeue; on deletion, honour `deletionPolicy`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::ResourceExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::{Api, ResourceExt};
-use serde_json::json;
 
-use super::{Context, Error, FIELD_MANAGER, KubeSecrets, reference};
+use super::shell::{Reconciled, write_status};
+use super::{Context, Error, KubeSecrets, reference};
 use crate::aws::Scope;
-use crate::crd::{
-    DeletionPolicy, DxConnection, DxConnectionStatus, EncryptionMode, FINALIZER, ManagementPolicy,
-};
+use crate::crd::{DeletionPolicy, DxConnection, DxConnectionStatus, ManagementPolicy};
 use crate::desired;
-use crate::engine::{Mode, PassResult};
-use crate::keys::Ckn;
-use crate::plan::{Desired, KeyMaterial, PriorState, Reason, Requeue, WantedKey};
+use crate::engine::{ConditionValue, Mode, PassOutcome};
+use crate::plan::{Desired, PriorState, Reason, Requeue};
 use crate::status::{dxconnection_status, set_condition};
 
 /// Whether `dxc` lists the MacSecKey `name` in `spec.keys`.
@@ -29,34 +23,16 @@ pub fn references(dxc: &DxConnection, name: &str) -> bool {
     dxc.spec.keys.iter().flatten().any(|k| k.name == name)
 }
 
-/// The DxConnection that owns `dxc`'s AWS resource when it is not `dxc` itself: the oldest
-/// one naming the same connection in the same region and account (ties by namespace/name).
+/// The DxConnection that owns `dxc`'s AWS resource when it is not `dxc` itself
+/// ([`desired::conflict_owner`]: the oldest naming it).
 pub fn conflict_owner(
     dxc: &DxConnection,
     scope: &Scope,
     all: &[Arc<DeserializeGuard<DxConnection>>],
     default_region: Option<&str>,
 ) -> Option<String> {
-    let key = |d: &DxConnection| {
-        (
-            d.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            d.namespace().unwrap_or_default(),
-            d.name_any(),
-        )
-    };
-    super::valid(all)
-        .filter(|o| o.spec.connection_id == dxc.spec.connection_id)
-        .filter(|o| desired::scope_of(o, default_region).ok().as_ref() == Some(scope))
-        .filter(|o| o.metadata.deletion_timestamp.is_none())
-        .min_by_key(|o| key(o))
-        .filter(|owner| key(owner) != key(dxc))
-        .map(|owner| {
-            format!(
-                "{}/{}",
-                owner.namespace().unwrap_or_default(),
-                owner.name_any()
-            )
-        })
+    let candidates = super::valid(all).map(|d| (0, d));
+    desired::conflict_owner(dxc, 0, scope, candidates, default_region)
 }
 
 /// The planner's memory, from the status written last time.
@@ -70,60 +46,16 @@ pub fn prior_of(dxc: &DxConnection) -> PriorState {
     PriorState::from_key_status(&status.keys, converged)
 }
 
-pub async fn reconcile(
-    obj: Arc<DeserializeGuard<DxConnection>>,
-    ctx: Arc<Context>,
-) -> Result<Action, Error> {
-    let started = Instant::now();
-    let dxc = match &obj.0 {
-        Ok(d) => Arc::new(d.clone()),
-        Err(invalid) => {
-            // One malformed object is reported and skipped; the watch goes on.
-            tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "skipping a DxConnection that does not deserialize");
-            return Ok(Action::await_change());
-        }
-    };
-    let ns = dxc.namespace().unwrap_or_default();
-    let api: Api<DxConnection> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, dxc, |event| async {
-        match event {
-            Finalizer::Apply(d) => apply(&d, &ctx).await,
-            Finalizer::Cleanup(d) => cleanup(&d, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    let reason = match &result {
-        Ok(_) => "Reconciled",
-        Err(e) => e.reason(),
-    };
-    ctx.metrics
-        .reconciled("DxConnection", reason, started.elapsed(), result.is_err());
-    result
-}
+impl Reconciled for DxConnection {
+    const KIND: &'static str = "DxConnection";
 
-pub fn error_policy(
-    obj: Arc<DeserializeGuard<DxConnection>>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Action {
-    use kube::runtime::finalizer::Error as F;
-    let name = obj.0.as_ref().ok().map(|d| d.name_any());
-    match error {
-        // A Disassociate deletion in progress, or a finalizer removed from an object that
-        // is already gone: expected, not failures.
-        Error::Finalizer(e)
-            if match &**e {
-                F::CleanupFailed(Error::CleanupPending(_)) => true,
-                F::RemoveFinalizer(kube::Error::Api(status)) => status.code == 404,
-                _ => false,
-            } =>
-        {
-            tracing::info!(?name, %error, "DxConnection deletion in progress");
-        }
-        _ => tracing::warn!(?name, %error, "DxConnection reconcile failed"),
+    async fn apply(obj: &Self, ctx: &Context) -> Result<Action, Error> {
+        apply(obj, ctx).await
     }
-    ctx.requeue(Requeue::Soon)
+
+    async fn cleanup(obj: &Self, ctx: &Context) -> Result<Action, Error> {
+        cleanup(obj, ctx).await
+    }
 }
 
 /// The status of a DxConnection that cannot be acted on before reaching AWS.
@@ -132,24 +64,10 @@ fn blocked_status(dxc: &DxConnection, reason: Reason, message: &str) -> DxConnec
     let now = Timestamp::now();
     let generation = dxc.metadata.generation;
     status.observed_generation = generation;
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        false,
-        reason.as_str(),
-        message,
-        generation,
-        now,
-    );
-    set_condition(
-        &mut status.conditions,
-        "Synced",
-        false,
-        reason.as_str(),
-        message,
-        generation,
-        now,
-    );
+    let value = ConditionValue::new(false, reason, message);
+    for type_ in ["Ready", "Synced"] {
+        set_condition(&mut status.conditions, type_, &value, generation, now);
+    }
     status
 }
 
@@ -175,31 +93,6 @@ pub fn status_changed(
     let mut without_sync = old.clone();
     without_sync.last_sync_time = new.last_sync_time.clone();
     without_sync != *new || sync_old
-}
-
-/// The server-side apply body of a status.
-pub fn status_patch(status: &DxConnectionStatus) -> serde_json::Value {
-    json!({
-        "apiVersion": "dxmacsec.io/v1alpha1",
-        "kind": "DxConnection",
-        "status": status,
-    })
-}
-
-async fn write_status(
-    ctx: &Context,
-    dxc: &DxConnection,
-    status: &DxConnectionStatus,
-) -> Result<(), Error> {
-    let api: Api<DxConnection> =
-        Api::namespaced(ctx.client.clone(), &dxc.namespace().unwrap_or_default());
-    api.patch_status(
-        &dxc.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(status_patch(status)),
-    )
-    .await?;
-    Ok(())
 }
 
 async fn apply(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
@@ -244,7 +137,7 @@ async fn apply(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
         .engine
         .pass(&scope, &desired, &prior_of(dxc), now, Mode::Execute)
         .await;
-    if let Some(wait) = result.deferred {
+    if let PassOutcome::Deferred(wait) = result {
         // Nothing was read, decided or done: the status stays as it is.
         return Ok(ctx.requeue(Requeue::After(wait)));
     }
@@ -252,25 +145,15 @@ async fn apply(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
     if status_changed(dxc.status.as_ref(), &status, ctx.settings.resync / 2) {
         write_status(ctx, dxc, &status).await?;
     }
-    let (ready, reason, _) = result.ready();
+    let ready = result.ready();
     ctx.metrics.observed(
         &ns,
         &dxc.name_any(),
-        Some((ready, reason.as_str())),
-        result.observed.as_ref(),
+        Some((ready.status, ready.reason)),
+        result.observed(),
     );
     publish_events(ctx, dxc, &result, previous_reason.as_deref()).await;
-    Ok(ctx.requeue(requeue_of(&result)))
-}
-
-/// Throttling waits longer than other retries.
-fn requeue_of(result: &PassResult) -> Requeue {
-    match &result.error {
-        Some(e) if e.class == crate::aws::ErrorClass::Throttled => {
-            Requeue::After(std::time::Duration::from_secs(30))
-        }
-        _ => result.requeue(),
-    }
+    Ok(ctx.requeue(result.next_look()))
 }
 
 /// One Normal event per AWS mutation, a Warning per failure, and one event when the Ready
@@ -278,11 +161,11 @@ fn requeue_of(result: &PassResult) -> Requeue {
 async fn publish_events(
     ctx: &Context,
     dxc: &DxConnection,
-    result: &PassResult,
+    result: &PassOutcome,
     previous_reason: Option<&str>,
 ) {
     let r = reference(dxc);
-    for action in &result.executed {
+    for action in result.executed() {
         ctx.publish(
             &r,
             EventType::Normal,
@@ -292,76 +175,34 @@ async fn publish_events(
         )
         .await;
     }
-    if let Some(e) = &result.error {
-        let reason = crate::engine::error_reason(e);
+    if let Some(e) = result.error() {
         ctx.publish(
             &r,
             EventType::Warning,
-            reason.as_str(),
+            crate::engine::error_reason(e).as_str(),
             e.operation,
             e.to_string(),
         )
         .await;
-    }
-    let (ready, reason, message) = result.ready();
-    if previous_reason == Some(reason.as_str()) || result.error.is_some() {
         return;
     }
-    let type_ = match reason {
-        Reason::Converged | Reason::Progressing => EventType::Normal,
-        _ => EventType::Warning,
+    let ready = result.ready();
+    if previous_reason == Some(ready.reason) {
+        return;
+    }
+    let progress = [Reason::Converged, Reason::Progressing]
+        .iter()
+        .any(|r| r.as_str() == ready.reason);
+    let type_ = if progress {
+        EventType::Normal
+    } else {
+        EventType::Warning
     };
     // Progress is told by the action events; a change of reason is told when it is the goal
     // reached or something a person should look at.
-    if ready || type_ == EventType::Warning {
-        ctx.publish(&r, type_, reason.as_str(), "Reconcile", message)
+    if ready.status || type_ == EventType::Warning {
+        ctx.publish(&r, type_, ready.reason, "Reconcile", ready.message)
             .await;
-    }
-}
-
-/// The desired state that removes only the keys this DxConnection manages: every other key
-/// on AWS is wanted as it is, and must_encrypt is lowered first when no key would remain.
-pub fn cleanup_desired(
-    dxc: &DxConnection,
-    observed: &crate::observed::ObservedResource,
-) -> Desired {
-    let ours: Vec<(Option<String>, Option<String>)> = dxc
-        .status
-        .iter()
-        .flat_map(|s| &s.keys)
-        .filter(|k| k.mac_sec_key.is_some())
-        .map(|k| (k.ckn.clone(), k.secret_arn.clone()))
-        .collect();
-    let is_ours = |k: &crate::observed::ObservedKey| {
-        ours.iter().any(|(ckn, arn)| {
-            (ckn.is_some() && ckn.as_deref() == k.ckn_normalized().as_deref())
-                || (arn.is_some() && *arn == k.secret_arn)
-        })
-    };
-    let keep: Vec<WantedKey> = observed
-        .keys
-        .iter()
-        .filter(|k| k.state() != crate::observed::KeyState::Disassociated && !is_ours(k))
-        .filter_map(|k| {
-            Some(WantedKey {
-                name: "(not managed by this DxConnection)".into(),
-                material: Ok(KeyMaterial::managed_secret(
-                    k.secret_arn.clone()?,
-                    k.ckn.as_deref().and_then(|c| Ckn::parse("ckn", c).ok()),
-                )),
-            })
-        })
-        .collect();
-    let mode = (keep.is_empty() && observed.mode() == Some(EncryptionMode::MustEncrypt))
-        .then_some(EncryptionMode::ShouldEncrypt);
-    Desired {
-        connection_id: dxc.spec.connection_id.clone(),
-        encryption_mode: mode,
-        keys: Some(keep),
-        overlap: std::time::Duration::ZERO,
-        require_encryption_up: false,
-        policy: ManagementPolicy::Manage,
-        conflict_with: None,
     }
 }
 
@@ -411,7 +252,12 @@ async fn cleanup(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
         ctx.metrics.forget(&ns, &dxc.name_any());
         return Ok(Action::await_change());
     };
-    let desired = cleanup_desired(dxc, &observed);
+    let managed = dxc
+        .status
+        .as_ref()
+        .map(|s| s.keys.as_slice())
+        .unwrap_or_default();
+    let desired = Desired::cleanup(&dxc.spec.connection_id, &observed, managed);
     let result = ctx
         .engine
         .pass(
@@ -422,7 +268,7 @@ async fn cleanup(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
             Mode::Execute,
         )
         .await;
-    for action in &result.executed {
+    for action in result.executed() {
         ctx.publish(
             &r,
             EventType::Normal,
@@ -432,18 +278,18 @@ async fn cleanup(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
         )
         .await;
     }
-    if let Some(e) = result.error {
+    if let Some(e) = result.error() {
         ctx.publish(
             &r,
             EventType::Warning,
-            crate::engine::error_reason(&e).as_str(),
+            crate::engine::error_reason(e).as_str(),
             "Delete",
             e.to_string(),
         )
         .await;
         return Err(Error::CleanupPending(e.to_string()));
     }
-    match result.plan {
+    match result.plan() {
         Some(p) if p.spec_met() => {
             ctx.metrics.forget(&ns, &dxc.name_any());
             ctx.publish(
@@ -457,10 +303,9 @@ async fn cleanup(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
             .await;
             Ok(Action::await_change())
         }
-        Some(p) => Err(Error::CleanupPending(p.message)),
-        None if result.deferred.is_some() => Err(Error::CleanupPending(
+        Some(p) => Err(Error::CleanupPending(p.message.clone())),
+        None => Err(Error::CleanupPending(
             "waiting to read the connection from AWS again".into(),
         )),
-        None => Err(Error::CleanupPending("AWS was not read".into())),
     }
 }

@@ -3,19 +3,17 @@
 //! DxConnection references it. Makes no AWS mutation.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::ResourceExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::{Api, ResourceExt};
-use serde_json::json;
 
-use super::{Context, Error, FIELD_MANAGER, KubeSecrets};
+use super::shell::{Reconciled, write_status};
+use super::{Context, Error, KubeSecrets};
 use crate::aws::Scope;
-use crate::crd::{DxConnection, FINALIZER, MacSecKey, MacSecKeyStatus};
+use crate::crd::{DxConnection, MacSecKey, MacSecKeyStatus};
+use crate::engine::ConditionValue;
 use crate::keys::Ckn;
 use crate::plan::Requeue;
 use crate::status::set_condition;
@@ -54,67 +52,45 @@ pub fn learned_from_connections(
         .unwrap_or_default()
 }
 
-fn patch_body(status: &MacSecKeyStatus) -> serde_json::Value {
-    json!({"apiVersion": "dxmacsec.io/v1alpha1", "kind": "MacSecKey", "status": status})
+impl Reconciled for MacSecKey {
+    const KIND: &'static str = "MacSecKey";
+
+    async fn apply(obj: &Self, ctx: &Context) -> Result<Action, Error> {
+        apply(obj, ctx).await
+    }
+
+    async fn cleanup(obj: &Self, ctx: &Context) -> Result<Action, Error> {
+        cleanup(obj, ctx).await
+    }
 }
 
-async fn write_status(
-    ctx: &Context,
+/// Where a Secrets Manager source is read: `spec.secretsManager.region` when set, else the
+/// region of a DxConnection using the key, else the operator's default region. `None` when
+/// none is known.
+fn secrets_scope(
     key: &MacSecKey,
-    status: &MacSecKeyStatus,
-) -> Result<(), Error> {
-    let api: Api<MacSecKey> =
-        Api::namespaced(ctx.client.clone(), &key.namespace().unwrap_or_default());
-    api.patch_status(
-        &key.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch_body(status)),
-    )
-    .await?;
-    Ok(())
-}
-
-pub async fn reconcile(
-    obj: Arc<DeserializeGuard<MacSecKey>>,
-    ctx: Arc<Context>,
-) -> Result<Action, Error> {
-    let started = Instant::now();
-    let key = match &obj.0 {
-        Ok(k) => Arc::new(k.clone()),
-        Err(invalid) => {
-            tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "skipping a MacSecKey that does not deserialize");
-            return Ok(Action::await_change());
-        }
-    };
-    let api: Api<MacSecKey> =
-        Api::namespaced(ctx.client.clone(), &key.namespace().unwrap_or_default());
-    let result = finalizer(&api, FINALIZER, key, |event| async {
-        match event {
-            Finalizer::Apply(k) => apply(&k, &ctx).await,
-            Finalizer::Cleanup(k) => cleanup(&k, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    let reason = match &result {
-        Ok(_) => "Reconciled",
-        Err(e) => e.reason(),
-    };
-    ctx.metrics
-        .reconciled("MacSecKey", reason, started.elapsed(), result.is_err());
-    result
-}
-
-pub fn error_policy(
-    obj: Arc<DeserializeGuard<MacSecKey>>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Action {
-    tracing::info!(name = ?obj.0.as_ref().ok().map(|k| k.name_any()), %error, "MacSecKey reconcile will retry");
-    match error {
-        // Re-triggered at once when a DxConnection changes; otherwise look again later.
-        Error::KeyInUse(_) => ctx.requeue(Requeue::After(std::time::Duration::from_secs(15))),
-        _ => ctx.requeue(Requeue::Soon),
+    users: &[String],
+    all: &[Arc<DeserializeGuard<DxConnection>>],
+    default_region: Option<&str>,
+) -> Option<Scope> {
+    let user_scope = super::valid(all)
+        .find(|d| users.contains(&d.name_any()) && d.namespace() == key.namespace())
+        .and_then(|d| crate::desired::scope_of(d, default_region).ok());
+    let own_region = key
+        .spec
+        .secrets_manager
+        .as_ref()
+        .and_then(|s| s.region.clone());
+    match (own_region, user_scope) {
+        (Some(region), scope) => Some(Scope {
+            region,
+            role_arn: scope.and_then(|s| s.role_arn),
+        }),
+        (None, Some(scope)) => Some(scope),
+        (None, None) => default_region.map(|region| Scope {
+            region: region.to_string(),
+            role_arn: None,
+        }),
     }
 }
 
@@ -127,96 +103,80 @@ async fn apply(key: &MacSecKey, ctx: &Context) -> Result<Action, Error> {
     status.observed_generation = generation;
     status.used_by = users.clone();
 
-    // Secrets Manager sources are read in the region of a DxConnection using the key, else
-    // the operator's default region.
-    let scope = super::valid(&all)
-        .find(|d| users.contains(&d.name_any()) && d.namespace() == key.namespace())
-        .and_then(|d| crate::desired::scope_of(d, ctx.settings.default_region.as_deref()).ok())
-        .or_else(|| {
-            ctx.settings.default_region.clone().map(|region| Scope {
-                region,
-                role_arn: None,
-            })
-        });
-    let requeue = match scope {
-        None if key.spec.secrets_manager.is_some() => {
-            let msg = "no region to read the Secrets Manager secret in: set spec.secretsManager.region, or use the key from a DxConnection";
-            set_condition(
-                &mut status.conditions,
-                "Ready",
-                false,
-                "SecretReadError",
-                msg,
-                generation,
-                now,
-            );
-            Requeue::Resync
-        }
+    let scope = secrets_scope(key, &users, &all, ctx.settings.default_region.as_deref());
+    let (condition, requeue) = match scope {
+        None if key.spec.secrets_manager.is_some() => (
+            ConditionValue {
+                status: false,
+                reason: "SecretReadError",
+                message: "no region to read the Secrets Manager secret in: set spec.secretsManager.region, or use the key from a DxConnection".into(),
+            },
+            Requeue::Resync,
+        ),
+        // Only Secrets Manager sources are read in a region.
         scope => {
             let scope = scope.unwrap_or(Scope {
-                region: key
-                    .spec
-                    .secrets_manager
-                    .as_ref()
-                    .and_then(|s| s.region.clone())
-                    .unwrap_or_default(),
+                region: String::new(),
                 role_arn: None,
             });
             let secrets = KubeSecrets(ctx.client.clone());
             match crate::material::resolve(key, &secrets, ctx.engine.aws.as_ref(), &scope).await {
                 Ok(material) => {
-                    let (arn, learned_ckn) =
-                        learned_from_connections(key, material.ckn.as_ref(), &all);
-                    status.ckn = material
-                        .ckn
-                        .as_ref()
-                        .map(|c| c.to_string())
-                        .or(learned_ckn)
-                        .or(status.ckn);
-                    if arn.is_some() {
-                        status.direct_connect_secret_arn = arn;
-                    } else if material.ckn.is_some()
-                        && status.ckn != key.status.as_ref().and_then(|s| s.ckn.clone())
-                    {
-                        // New key material: the old managed secret belongs to the old CKN.
-                        status.direct_connect_secret_arn = None;
-                    }
-                    let msg = if users.is_empty() {
+                    learn(key, &mut status, &material, &all);
+                    let message = if users.is_empty() {
                         "key material is valid; no DxConnection uses this key".to_string()
                     } else {
                         format!("key material is valid; used by {}", users.join(", "))
                     };
-                    set_condition(
-                        &mut status.conditions,
-                        "Ready",
-                        true,
-                        "KeyMaterialValid",
-                        &msg,
-                        generation,
-                        now,
-                    );
-                    Requeue::Resync
+                    let valid = ConditionValue {
+                        status: true,
+                        reason: "KeyMaterialValid",
+                        message,
+                    };
+                    (valid, Requeue::Resync)
                 }
-                Err(problem) => {
-                    set_condition(
-                        &mut status.conditions,
-                        "Ready",
-                        false,
-                        problem.reason,
-                        &problem.message,
-                        generation,
-                        now,
-                    );
-                    // A missing Secret may be created at any time: look again soon.
-                    Requeue::Soon
-                }
+                // A missing Secret may be created at any time: look again soon.
+                Err(problem) => (
+                    ConditionValue {
+                        status: false,
+                        reason: problem.reason,
+                        message: problem.message,
+                    },
+                    Requeue::Soon,
+                ),
             }
         }
     };
+    set_condition(&mut status.conditions, "Ready", &condition, generation, now);
     if key.status.as_ref() != Some(&status) {
         write_status(ctx, key, &status).await?;
     }
     Ok(ctx.requeue(requeue))
+}
+
+/// The CKN and the managed secret ARN, as read from the material and learned from the
+/// DxConnections using the key.
+fn learn(
+    key: &MacSecKey,
+    status: &mut MacSecKeyStatus,
+    material: &crate::plan::KeyMaterial,
+    all: &[Arc<DeserializeGuard<DxConnection>>],
+) {
+    let (arn, learned_ckn) = learned_from_connections(key, material.ckn.as_ref(), all);
+    status.ckn = material
+        .ckn
+        .as_ref()
+        .map(|c| c.to_string())
+        .or(learned_ckn)
+        .or(status.ckn.take());
+    if arn.is_some() {
+        status.direct_connect_secret_arn = arn;
+    } else if material.ckn.is_some()
+        && status.ckn != key.status.as_ref().and_then(|s| s.ckn.clone())
+    {
+        // New key material: the old managed secret belongs to the old CKN.
+        status.direct_connect_secret_arn = None;
+    }
 }
 
 async fn cleanup(key: &MacSecKey, ctx: &Context) -> Result<Action, Error> {
@@ -230,12 +190,15 @@ async fn cleanup(key: &MacSecKey, ctx: &Context) -> Result<Action, Error> {
         users.join(", ")
     );
     status.used_by = users.clone();
+    let in_use = ConditionValue {
+        status: false,
+        reason: "InUse",
+        message: msg,
+    };
     set_condition(
         &mut status.conditions,
         "Ready",
-        false,
-        "InUse",
-        &msg,
+        &in_use,
         key.metadata.generation,
         Timestamp::now(),
     );

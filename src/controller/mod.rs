@@ -9,6 +9,7 @@
 pub mod connection;
 pub mod key;
 pub mod leader;
+mod shell;
 #[cfg(test)]
 mod tests;
 
@@ -111,7 +112,7 @@ impl Context {
             Requeue::After(d) => d.min(self.settings.resync),
             Requeue::Resync => self.settings.resync,
         };
-        Action::requeue(jitter(base))
+        Action::requeue(crate::engine::jitter(base))
     }
 
     pub async fn publish(
@@ -134,12 +135,6 @@ impl Context {
             tracing::warn!(error = %e, "cannot publish an event");
         }
     }
-}
-
-/// Up to +20% of `base`.
-pub fn jitter(base: Duration) -> Duration {
-    let extra = rand::random_range(0..=base.as_millis() as u64 / 5);
-    base + Duration::from_millis(extra)
 }
 
 /// Reads Secrets with `get` (the operator has no list or watch on Secrets).
@@ -312,11 +307,19 @@ pub async fn run_controllers(
     let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
     let dxc = dxc_controller
         .graceful_shutdown_on(shutdown.clone())
-        .run(connection::reconcile, connection::error_policy, ctx.clone())
+        .run(
+            shell::reconcile::<DxConnection>,
+            shell::error_policy::<DxConnection>,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
     let keys = key_controller
         .graceful_shutdown_on(shutdown)
-        .run(key::reconcile, key::error_policy, ctx)
+        .run(
+            shell::reconcile::<MacSecKey>,
+            shell::error_policy::<MacSecKey>,
+            ctx,
+        )
         .for_each(|_| async {});
     tokio::join!(dxc, keys);
 }

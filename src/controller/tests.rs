@@ -221,8 +221,7 @@ impl Harness {
         script: Vec<Expect>,
     ) -> (Result<Action, Error>, Vec<Value>) {
         let verifier = tokio::spawn(verify(self.handle.take().unwrap(), script));
-        let result =
-            connection::reconcile(Arc::new(DeserializeGuard(Ok(obj))), self.ctx.clone()).await;
+        let result = shell::reconcile(Arc::new(DeserializeGuard(Ok(obj))), self.ctx.clone()).await;
         (result, verifier.await.unwrap())
     }
 
@@ -232,7 +231,7 @@ impl Harness {
         script: Vec<Expect>,
     ) -> (Result<Action, Error>, Vec<Value>) {
         let verifier = tokio::spawn(verify(self.handle.take().unwrap(), script));
-        let result = key::reconcile(Arc::new(DeserializeGuard(Ok(obj))), self.ctx.clone()).await;
+        let result = shell::reconcile(Arc::new(DeserializeGuard(Ok(obj))), self.ctx.clone()).await;
         (result, verifier.await.unwrap())
     }
 

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 use crate::crd::{EncryptionMode, KeyStatus, ManagementPolicy, ResourceType};
 use crate::keys::{Cak, Ckn};
-use crate::observed::ObservedKey;
+use crate::observed::{KeyState, ObservedKey, ObservedResource};
 
 /// Direct Connect holds at most this many keys per connection or LAG.
 pub const KEYCHAIN_SIZE: usize = 3;
@@ -29,6 +29,55 @@ pub struct Desired {
     pub policy: ManagementPolicy,
     /// Set when an older DxConnection names the same AWS resource: its namespace/name.
     pub conflict_with: Option<String>,
+}
+
+impl Desired {
+    /// The planner input of a deletion under `deletionPolicy: Disassociate`: the keys this
+    /// DxConnection managed (`managed`, the `keys[]` of its status that name a MacSecKey)
+    /// are to go; every other key on AWS stays as it is, and must_encrypt is lowered to
+    /// should_encrypt first when no key would remain (so AWS does not flip it itself).
+    pub fn cleanup(
+        connection_id: &str,
+        observed: &ObservedResource,
+        managed: &[KeyStatus],
+    ) -> Self {
+        let ours: Vec<(Option<&str>, Option<&str>)> = managed
+            .iter()
+            .filter(|k| k.mac_sec_key.is_some())
+            .map(|k| (k.ckn.as_deref(), k.secret_arn.as_deref()))
+            .collect();
+        let is_ours = |k: &ObservedKey| {
+            ours.iter().any(|(ckn, arn)| {
+                (ckn.is_some() && *ckn == k.ckn_normalized().as_deref())
+                    || (arn.is_some() && *arn == k.secret_arn.as_deref())
+            })
+        };
+        let keep: Vec<WantedKey> = observed
+            .keys
+            .iter()
+            .filter(|k| k.state() != KeyState::Disassociated && !is_ours(k))
+            .filter_map(|k| {
+                Some(WantedKey {
+                    name: "(kept: not managed by this DxConnection)".into(),
+                    material: Ok(KeyMaterial::managed_secret(
+                        k.secret_arn.clone()?,
+                        k.ckn.as_deref().and_then(|c| Ckn::parse("ckn", c).ok()),
+                    )),
+                })
+            })
+            .collect();
+        let mode = (keep.is_empty() && observed.mode() == Some(EncryptionMode::MustEncrypt))
+            .then_some(EncryptionMode::ShouldEncrypt);
+        Desired {
+            connection_id: connection_id.to_string(),
+            encryption_mode: mode,
+            keys: Some(keep),
+            overlap: Duration::ZERO,
+            require_encryption_up: false,
+            policy: ManagementPolicy::Manage,
+            conflict_with: None,
+        }
+    }
 }
 
 /// One MacSecKey named in `spec.keys`, with its material or the reason it is not usable.
