@@ -109,3 +109,63 @@ pub fn conflict_owner<'a>(
         .filter(|owner| *owner != own)
         .map(|(_, _, _, namespace, name)| format!("{namespace}/{name}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn dxc(name: &str, id: &str, created: Option<i64>) -> DxConnection {
+        let spec = serde_json::from_value(serde_json::json!({"connectionId": id})).unwrap();
+        let mut d = DxConnection::new(name, spec);
+        d.metadata.namespace = Some("net".into());
+        d.metadata.creation_timestamp =
+            created.map(|s| Time(jiff::Timestamp::from_second(1_800_000_000 + s).unwrap()));
+        d
+    }
+
+    fn owner(all: &[DxConnection], i: usize) -> Option<String> {
+        let scope = scope_of(&all[i], Some("us-east-1")).unwrap();
+        conflict_owner(
+            &all[i],
+            i,
+            &scope,
+            all.iter().enumerate(),
+            Some("us-east-1"),
+        )
+    }
+
+    /// One rule for the controller and the CLI: the oldest by creationTimestamp acts,
+    /// wherever it stands; manifests without one follow the order read, after those with
+    /// one; another connection or region is no conflict; a deleting owner hands over.
+    #[test]
+    fn the_oldest_dxconnection_owns_the_connection() {
+        let all = [
+            dxc("newer", "dxcon-a1", Some(10)),
+            dxc("older", "dxcon-a1", Some(5)),
+            dxc("file-first", "dxcon-a1", None),
+            dxc("file-second", "dxcon-a1", None),
+            dxc("other", "dxcon-b2", None),
+        ];
+        assert_eq!(owner(&all, 0).as_deref(), Some("net/older"));
+        assert_eq!(owner(&all, 1), None);
+        assert_eq!(owner(&all, 2).as_deref(), Some("net/older"));
+        assert_eq!(owner(&all, 4), None);
+
+        let files = [
+            dxc("file-first", "dxcon-a1", None),
+            dxc("file-second", "dxcon-a1", None),
+        ];
+        assert_eq!(owner(&files, 0), None);
+        assert_eq!(owner(&files, 1).as_deref(), Some("net/file-first"));
+
+        let mut other_region = files.clone();
+        other_region[1].spec.region = Some("eu-west-1".into());
+        assert_eq!(owner(&other_region, 1), None);
+
+        let mut deleting = all.clone();
+        deleting[1].metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+        assert_eq!(owner(&deleting, 0), None, "the next oldest takes over");
+        assert_eq!(owner(&deleting, 1).as_deref(), Some("net/newer"));
+    }
+}

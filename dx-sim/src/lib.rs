@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod model;
+mod moto;
 pub mod secrets;
 pub mod seed;
 
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use model::{Account, AwsError};
+pub use moto::moto_endpoint;
 pub use seed::Seed;
 
 /// One AWS call as the emulator saw it.

@@ -346,14 +346,25 @@ async fn termination() {
     tracing::info!("shutting down");
 }
 
+/// Why the controller process stopped acting.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The CRDs are missing or cannot be listed.
+    #[error("{0}")]
+    Preflight(String),
+    /// Another replica holds the Lease now: exit, to restart as a follower.
+    #[error("lost the leader Lease; exiting to restart as a follower")]
+    LostLease,
+}
+
 /// The controller process: preflight, HTTP endpoints, leader election, controllers, and a
-/// graceful stop on SIGTERM. Returns the process exit code.
-pub async fn run(client: Client, aws: Arc<dyn crate::aws::AwsProvider>, opts: RunOptions) -> i32 {
-    if let Err(message) = preflight(&client).await {
-        tracing::error!("{message}");
-        eprintln!("error: {message}");
-        return 1;
-    }
+/// graceful stop on SIGTERM (`Ok`).
+pub async fn run(
+    client: Client,
+    aws: Arc<dyn crate::aws::AwsProvider>,
+    opts: RunOptions,
+) -> Result<(), RunError> {
+    preflight(&client).await.map_err(RunError::Preflight)?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let http = tokio::spawn(crate::http::serve(
@@ -383,7 +394,7 @@ pub async fn run(client: Client, aws: Arc<dyn crate::aws::AwsProvider>, opts: Ru
     if let Some(lease) = &opts.lease {
         tokio::select! {
             _ = leader::acquire(client.clone(), lease) => {}
-            _ = termination() => return 0,
+            _ = termination() => return Ok(()),
         }
     }
     let controllers = run_controllers(
@@ -401,23 +412,23 @@ pub async fn run(client: Client, aws: Arc<dyn crate::aws::AwsProvider>, opts: Ru
             None => std::future::pending().await,
         }
     };
-    let code = tokio::select! {
-        _ = &mut controllers => 0,
+    let outcome = tokio::select! {
+        _ = &mut controllers => Ok(()),
         _ = lost_lease => {
             // Lost the Lease: stop acting at once and exit to restart as a follower.
             let _ = stop_tx.send(true);
             controllers.await;
-            1
+            Err(RunError::LostLease)
         }
         _ = termination() => {
             let _ = stop_tx.send(true);
             controllers.await;
-            0
+            Ok(())
         }
     };
     if let Some(lease) = &opts.lease {
         leader::release(client.clone(), lease).await;
     }
     http.abort();
-    code
+    outcome
 }

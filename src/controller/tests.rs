@@ -559,6 +559,49 @@ fn new_handle(h: &mut Harness) -> Handle {
     handle
 }
 
+/// A MacSecKey read from Secrets Manager with `spec.secretsManager.region` set, used by no
+/// DxConnection, on an operator without a default region: the key is read in its own region
+/// (it used to be told to set the region it had set).
+#[tokio::test]
+async fn secrets_manager_key_is_read_in_its_own_region() {
+    let mut key = mskey("k1");
+    key.spec.secret_ref = None;
+    key.spec.secrets_manager = Some(crate::crd::SecretsManagerSource {
+        secret_id: "dx-macsec/k1".into(),
+        region: Some("us-east-1".into()),
+        ckn_field: "ckn".into(),
+        cak_field: "cak".into(),
+    });
+    let mut h = harness(SEED, vec![], vec![key.clone()]).await;
+    Arc::get_mut(&mut h.ctx)
+        .expect("no other reference yet")
+        .settings
+        .default_region = None;
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIDTEST", "x", None, None, "test",
+        ))
+        .endpoint_url(h.sim.endpoint())
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&conf)
+        .create_secret()
+        .name("dx-macsec/k1")
+        .secret_string(json!({"ckn": CKN, "cak": CAK}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let (result, bodies) = h
+        .reconcile_key(key.clone(), vec![key_status_patch(&key)])
+        .await;
+    result.unwrap();
+    let ready = &bodies[0]["status"]["conditions"][0];
+    assert_eq!(ready["reason"], "KeyMaterialValid", "{ready}");
+    assert_eq!(bodies[0]["status"]["ckn"], CKN);
+    assert!(!bodies[0].to_string().contains(CAK));
+}
+
 /// A MacSecKey in use cannot be deleted: its condition names the users, and the finalizer
 /// stays; once unused, the finalizer goes.
 #[tokio::test]
