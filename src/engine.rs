@@ -35,15 +35,19 @@ pub enum PassOutcome {
     /// AWS could not be read (credentials, role, the Describe call).
     Unread(AwsError),
     /// AWS was read and the planner decided.
-    Planned {
-        /// `None`: Direct Connect does not know the connection.
-        observed: Option<ObservedResource>,
-        plan: Plan,
-        /// The plan's actions that succeeded.
-        executed: Vec<Action>,
-        /// The call that failed, if any; the actions after it were not tried.
-        failed: Option<AwsError>,
-    },
+    Planned(Box<Planned>),
+}
+
+/// A pass that read AWS: what it saw, decided and did.
+#[derive(Debug)]
+pub struct Planned {
+    /// `None`: Direct Connect does not know the connection.
+    pub observed: Option<ObservedResource>,
+    pub plan: Plan,
+    /// The plan's actions that succeeded.
+    pub executed: Vec<Action>,
+    /// The call that failed, if any; the actions after it were not tried.
+    pub failed: Option<AwsError>,
 }
 
 /// Whether a pass may change AWS.
@@ -88,14 +92,14 @@ pub enum Standing {
 impl PassOutcome {
     pub fn plan(&self) -> Option<&Plan> {
         match self {
-            PassOutcome::Planned { plan, .. } => Some(plan),
+            PassOutcome::Planned(p) => Some(&p.plan),
             _ => None,
         }
     }
 
     pub fn observed(&self) -> Option<&ObservedResource> {
         match self {
-            PassOutcome::Planned { observed, .. } => observed.as_ref(),
+            PassOutcome::Planned(p) => p.observed.as_ref(),
             _ => None,
         }
     }
@@ -103,7 +107,7 @@ impl PassOutcome {
     /// The actions performed successfully.
     pub fn executed(&self) -> &[Action] {
         match self {
-            PassOutcome::Planned { executed, .. } => executed,
+            PassOutcome::Planned(p) => &p.executed,
             _ => &[],
         }
     }
@@ -111,11 +115,9 @@ impl PassOutcome {
     /// The AWS error of the pass: the read, or the call that failed.
     pub fn error(&self) -> Option<&AwsError> {
         match self {
-            PassOutcome::Unread(e)
-            | PassOutcome::Planned {
-                failed: Some(e), ..
-            } => Some(e),
-            _ => None,
+            PassOutcome::Unread(e) => Some(e),
+            PassOutcome::Planned(p) => p.failed.as_ref(),
+            PassOutcome::Deferred(_) => None,
         }
     }
 
@@ -201,6 +203,7 @@ impl Engine {
     }
 
     /// One pass for one DxConnection in `scope`.
+    #[tracing::instrument(name = "pass", skip_all, fields(connection = %desired.connection_id, region = %scope.region, role = ?scope.role_arn))]
     pub async fn pass(
         &self,
         scope: &Scope,
@@ -260,12 +263,12 @@ impl Engine {
                 .look_again(scope, &desired.connection_id, read_at)
                 .await;
         }
-        PassOutcome::Planned {
+        PassOutcome::Planned(Box::new(Planned {
             observed,
             plan,
             executed,
             failed,
-        }
+        }))
     }
 
     /// Fills in the managed secret ARN of wanted keys whose CKN is already on some

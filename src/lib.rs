@@ -3,19 +3,24 @@
 //!
 //! The decision logic is the pure [`plan`] module; everything that talks to Kubernetes or AWS
 //! is a thin shell around it.
+//!
+//! The pipeline of one DxConnection, each arrow a call down:
+//! `controller` (or `cli`) → `desired` (spec + MacSecKeys + `material` → `plan::Desired`) →
+//! `engine` (`aws` cache read → `plan::plan` → one step of AWS calls → `PassOutcome`) →
+//! `status` (conditions, keys, members) → Kubernetes or the terminal.
 #![forbid(unsafe_code)]
 
 pub mod aws;
 pub mod cli;
 pub mod controller;
 pub mod crd;
-pub mod desired;
-pub mod engine;
-pub mod http;
+pub(crate) mod desired;
+pub(crate) mod engine;
+pub(crate) mod http;
 pub mod keys;
-pub mod material;
-pub mod metrics;
+pub(crate) mod material;
+pub(crate) mod metrics;
 pub mod observed;
 pub mod plan;
-pub mod status;
+pub(crate) mod status;
 pub mod telemetry;

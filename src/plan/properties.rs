@@ -217,7 +217,7 @@ fn drive(c: &Case) -> Result<Run, TestCaseError> {
         let p = plan(&d, Some(&model.resource), &prior, now);
         let down = encrypted_ports_down(&d, &model.resource);
         prop_assert!(
-            !(p.ready && !down.is_empty()),
+            !p.ready || down.is_empty(),
             "Ready while {:?} are Encryption Down: {}",
             down,
             p.message
@@ -345,7 +345,7 @@ proptest! {
         }
         let p = plan(&d, Some(&model.resource), &PriorState::default(), t(0));
         let down = encrypted_ports_down(&d, &model.resource);
-        prop_assert!(!(p.ready && !down.is_empty()), "Ready while {:?} are down: {}", down, p.message);
+        prop_assert!(!p.ready || down.is_empty(), "Ready while {:?} are down: {}", down, p.message);
         if p.reason == Reason::EncryptionDown {
             prop_assert!(!down.is_empty() && !p.ready && p.actions.is_empty() && p.withheld.is_empty());
             for id in &down {

@@ -100,7 +100,7 @@ pub(super) fn decide(
 ) -> Step {
     let obs = match preconditions(v, observed) {
         Ok(obs) => obs,
-        Err(step) => return step,
+        Err(step) => return *step,
     };
     let s = situation(v, obs);
     lower_mode(v, &s)
@@ -132,32 +132,32 @@ fn situation<'a>(v: &Validated<'a>, obs: &'a ObservedResource) -> Situation<'a> 
 fn preconditions<'a>(
     v: &Validated<'_>,
     observed: Option<&'a ObservedResource>,
-) -> Result<&'a ObservedResource, Step> {
+) -> Result<&'a ObservedResource, Box<Step>> {
     let id = &v.desired.connection_id;
     if let Some(owner) = &v.desired.conflict_with {
-        return Err(Step::Blocked(
+        return Err(Box::new(Step::Blocked(
             Reason::Conflict,
             format!(
                 "DxConnection {owner} already manages {id}; only the oldest DxConnection naming a connection acts on it"
             ),
-        ));
+        )));
     }
     let Some(obs) = observed else {
-        return Err(Step::Blocked(
+        return Err(Box::new(Step::Blocked(
             Reason::NotFound,
             format!(
                 "Direct Connect has no connection or LAG {id}; check spec.connectionId, spec.region and spec.roleArn"
             ),
-        ));
+        )));
     };
     if let Some(lag) = &obs.lag_id {
-        return Err(Step::Blocked(
+        return Err(Box::new(Step::Blocked(
             Reason::ManagedByLag,
             format!(
                 "{} is a member of LAG {lag}; MACsec of LAG members is managed on the LAG: set spec.connectionId to {lag}",
                 obs.id
             ),
-        ));
+        )));
     }
     let wants_encryption = !v.wanted().is_empty()
         || matches!(
@@ -165,23 +165,23 @@ fn preconditions<'a>(
             Some(EncryptionMode::ShouldEncrypt | EncryptionMode::MustEncrypt)
         );
     if !obs.mac_sec_capable && wants_encryption {
-        return Err(Step::Blocked(
+        return Err(Box::new(Step::Blocked(
             Reason::NotMacSecCapable,
             format!(
                 "{} was not ordered with MACsec (macSecCapable is false) and it cannot be enabled later; order a MACsec-capable port",
                 obs.id
             ),
-        ));
+        )));
     }
     if !obs.is_available() {
-        return Err(Step::Wait(
+        return Err(Box::new(Step::Wait(
             Reason::NotAvailable,
             format!(
                 "{} is {}; changes wait until it is available",
                 obs.id, obs.state
             ),
             Requeue::Soon,
-        ));
+        )));
     }
     Ok(obs)
 }
