@@ -292,7 +292,8 @@ mod tests {
     use super::*;
     use crate::aws::SdkProvider;
     use crate::crd::EncryptionMode;
-    use crate::plan::fixtures::{ckn, desired, wanted};
+    use crate::plan::fixtures::{cak, ckn, desired, wanted};
+    use crate::plan::{Action, Association};
 
     async fn setup(seed: &str, cache: ObservationCache) -> (dx_sim::Sim, Engine, Scope) {
         let sim = dx_sim::Sim::start(dx_sim::Seed::from_yaml(seed).unwrap())
@@ -408,6 +409,59 @@ mod tests {
         assert!(
             done.plan().unwrap().ready,
             "should_encrypt is seen after the re-read"
+        );
+    }
+
+    /// The managed secret ARN comes from the Describe data of the connection's own region
+    /// and account, and is remembered once the key has left every connection: a later
+    /// association goes by that ARN, and the CAK is not sent again.
+    #[tokio::test]
+    async fn associations_go_by_the_managed_arn_the_scope_has_shown() {
+        let seed = format!(
+            "delays: {{ associateMs: 0, disassociateMs: 0 }}\nconnections:\n  - {{ id: dxcon-a1, macSecCapable: true, keys: [{{ckn: \"{}\", cak: \"{}\"}}] }}\n  - {{ id: dxcon-b2, macSecCapable: true }}\n",
+            ckn('a'),
+            cak('a')
+        );
+        let (sim, engine, scope) =
+            setup(&seed, ObservationCache::new(Duration::from_secs(3600))).await;
+        let prior = PriorState::default();
+        let empty = desired("dxcon-a1", None, Some(vec![]));
+        let mut removed = false;
+        for _ in 0..20 {
+            let out = engine
+                .pass(&scope, &empty, &prior, Timestamp::now(), Mode::Execute)
+                .await;
+            removed |= out
+                .executed()
+                .iter()
+                .any(|a| matches!(a, Action::Disassociate { .. }));
+            if out.plan().is_some_and(|p| p.ready) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(removed, "key A was removed from dxcon-a1");
+        let want = desired("dxcon-b2", None, Some(vec![wanted("k1", 'a')]));
+        let out = engine
+            .pass(&scope, &want, &prior, Timestamp::now(), Mode::Execute)
+            .await;
+        match out.executed() {
+            [
+                Action::Associate {
+                    with: Association::SecretArn(arn),
+                    ..
+                },
+            ] => {
+                assert!(arn.contains("directconnect"), "{arn}")
+            }
+            other => panic!("expected an association by ARN, got {other:?}"),
+        }
+        assert_eq!(
+            operations(&sim)
+                .iter()
+                .filter(|o| *o == "AssociateMacSecKey")
+                .count(),
+            1
         );
     }
 }

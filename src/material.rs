@@ -76,14 +76,6 @@ pub async fn resolve(
     let namespace = key.metadata.namespace.as_deref().unwrap_or("default");
     check_one_source(&key.spec).map_err(problem)?;
     let status = key.status.as_ref();
-    // The managed secret learned from an earlier association, valid while the CKN is the same.
-    let known_arn = |ckn: &Ckn| {
-        status
-            .filter(|s| {
-                s.ckn.as_deref().map(Ckn::normalize_observed).as_deref() == Some(ckn.as_str())
-            })
-            .and_then(|s| s.direct_connect_secret_arn.clone())
-    };
 
     if let Some(arn) = &key.spec.direct_connect_secret_arn {
         let ckn = status
@@ -125,8 +117,9 @@ pub async fn resolve(
             .map_err(|e| problem(e.to_string()))?;
         let cak = Cak::parse(&cak_field, &field(&r.cak_key, "cakKey")?)
             .map_err(|e| problem(e.to_string()))?;
-        let arn = known_arn(&ckn);
-        return Ok(KeyMaterial::pair(ckn, cak, arn));
+        // The managed secret ARN, when there is one, comes from the engine's cache of the
+        // connection's own region and account, not from here.
+        return Ok(KeyMaterial::pair(ckn, cak, None));
     }
 
     if let Some(sm) = &key.spec.secrets_manager {
@@ -170,8 +163,9 @@ pub async fn resolve(
             .map_err(|e| problem(e.to_string()))?;
         let cak = Cak::parse(&cak_field, field(&sm.cak_field, "cakField")?)
             .map_err(|e| problem(e.to_string()))?;
-        let arn = known_arn(&ckn);
-        return Ok(KeyMaterial::pair(ckn, cak, arn));
+        // The managed secret ARN, when there is one, comes from the engine's cache of the
+        // connection's own region and account, not from here.
+        return Ok(KeyMaterial::pair(ckn, cak, None));
     }
     unreachable!("check_one_source accepted a spec without a source")
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::{AwsError, DirectConnectApi, Scope};
 use crate::keys::Ckn;
-use crate::observed::{KeyState, ObservedResource};
+use crate::observed::ObservedResource;
 
 /// Describe calls per second per scope that re-reads of marked resources may spend. Full
 /// refreshes of stale snapshots are always made and count against it too.
@@ -74,6 +74,9 @@ struct Entry {
     /// Describe calls a full refresh costs, as of the last one.
     pages: usize,
     budget: Budget,
+    /// CKN → ARN of its Direct Connect-managed secret, for every key this scope has shown
+    /// since start-up (disassociating does not delete the managed secret, so it stays usable).
+    managed_arns: HashMap<String, String>,
 }
 
 impl Entry {
@@ -84,11 +87,21 @@ impl Entry {
             read_alone: HashMap::new(),
             marked: HashSet::new(),
             pages: refresh_pages(&HashMap::new()),
+            managed_arns: HashMap::new(),
             // Starts full: the first re-reads after start-up need not wait.
             budget: Budget {
                 tokens: rate,
                 updated: Instant::now(),
             },
+        }
+    }
+
+    /// Remembers the managed secret ARN of every key `resources` carry.
+    fn learn_arns<'a>(&mut self, resources: impl Iterator<Item = &'a ObservedResource>) {
+        for k in resources.flat_map(|r| &r.keys) {
+            if let (Some(ckn), Some(arn)) = (k.ckn_normalized(), &k.secret_arn) {
+                self.managed_arns.insert(ckn, arn.clone());
+            }
         }
     }
 
@@ -181,6 +194,7 @@ impl ObservationCache {
                 // Held across the call: concurrent readers wait and then share the result.
                 let all = api.describe_all().await?;
                 self.full_refreshes.fetch_add(1, Ordering::Relaxed);
+                e.learn_arns(all.iter());
                 e.resources = all.into_iter().map(|r| (r.id.clone(), r)).collect();
                 e.pages = refresh_pages(&e.resources);
                 e.fetched = Some(started);
@@ -198,6 +212,7 @@ impl ObservationCache {
         e.read_alone.insert(id.to_string(), started);
         match &fresh {
             Some(r) => {
+                e.learn_arns(std::iter::once(r));
                 e.resources.insert(id.to_string(), r.clone());
             }
             None => {
@@ -239,19 +254,14 @@ impl ObservationCache {
         }
     }
 
-    /// The ARN of the Direct Connect-managed secret of `ckn`, when any connection or LAG of
-    /// the scope carries that key: then the CAK need not be sent again.
+    /// The ARN of the Direct Connect-managed secret of `ckn` in this scope (region and
+    /// account), when any connection or LAG of the scope has carried that key since
+    /// start-up: then the CAK need not be sent again. The one source of that ARN: a secret
+    /// of another region or account would not associate.
     pub async fn managed_secret_arn(&self, scope: &Scope, ckn: &Ckn) -> Option<String> {
         let entry = self.entry(scope);
         let e = entry.lock().await;
-        e.resources
-            .values()
-            .flat_map(|r| &r.keys)
-            .find(|k| {
-                k.state() != KeyState::Disassociated
-                    && k.ckn_normalized().as_deref() == Some(ckn.as_str())
-            })
-            .and_then(|k| k.secret_arn.clone())
+        e.managed_arns.get(ckn.as_str()).cloned()
     }
 
     /// (full refreshes, single-resource reads) so far, for metrics and benchmarks.

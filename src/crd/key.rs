@@ -111,8 +111,10 @@ pub struct MacSecKeyStatus {
     /// The CKN (lower case).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ckn: Option<String>,
-    /// ARN of the Direct Connect-managed secret created by the first association; later
-    /// associations use it, so the CAK is sent once.
+    /// ARN of the Direct Connect-managed secret the key's associations created, as a
+    /// DxConnection using it reports. For reference: later associations go by the ARN that
+    /// Describe shows in the connection's own region and account, so the CAK is sent once
+    /// there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct_connect_secret_arn: Option<String>,
     /// DxConnections (same namespace) that reference this key.
