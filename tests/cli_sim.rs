@@ -5,6 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod common;
+
+use common::{connection, dxc_manifest, key_manifest, lag, mode_of, must_encrypt_with_key_a};
 use dx_sim::{CallRecord, Fault, Seed, Sim};
 use serde_json::Value;
 
@@ -33,23 +36,6 @@ fn dir() -> PathBuf {
     ));
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// A Secret and MacSecKey named `name` holding `ckn`/`cak`.
-fn key(name: &str, ckn: &str, cak: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{ckn: \"{ckn}\", cak: \"{cak}\"}}\n---\n\
-         apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: {name}}}\nspec: {{secretRef: {{name: {name}}}}}\n---\n"
-    )
-}
-
-/// A DxConnection; `extra` is more spec, in flow style.
-fn dxc(name: &str, id: &str, mode: &str, keys: &[&str], extra: &str) -> String {
-    let keys: Vec<String> = keys.iter().map(|k| format!("{{name: {k}}}")).collect();
-    format!(
-        "apiVersion: dxmacsec.io/v1alpha1\nkind: DxConnection\nmetadata: {{name: {name}}}\nspec: {{connectionId: {id}, encryptionMode: {mode}, keys: [{}]{extra}}}\n---\n",
-        keys.join(", ")
-    )
 }
 
 fn write(text: &str) -> PathBuf {
@@ -119,24 +105,6 @@ fn ok_calls<'a>(calls: &'a [CallRecord], op: &str) -> Vec<&'a CallRecord> {
         .collect()
 }
 
-fn connection<'a>(state: &'a Value, id: &str) -> &'a Value {
-    state["connections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["connectionId"] == id)
-        .unwrap()
-}
-
-fn lag<'a>(state: &'a Value, id: &str) -> &'a Value {
-    state["lags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["lagId"] == id)
-        .unwrap()
-}
-
 fn assert_no_cak(run: &Run) {
     for cak in [CAK_A, CAK_B] {
         assert!(
@@ -158,17 +126,21 @@ lags:
   - { id: dxlag-l1, bandwidth: 100Gbps, macSecCapable: true, members: [dxcon-m1, dxcon-m2] }
 "#;
 
+/// Key `k-a`, and must_encrypt with it on connection dxcon-c1 and LAG dxlag-l1 of `BASIC`.
+fn connection_and_lag() -> String {
+    format!(
+        "{}{}",
+        must_encrypt_with_key_a("conn", "dxcon-c1", CKN_A, CAK_A),
+        dxc_manifest("core", "dxlag-l1", "must_encrypt", &["k-a"], "")
+    )
+}
+
 /// Enabling MACsec on a connection and on a LAG: key first, must_encrypt last, members
 /// mirror the LAG, the CAK is sent once and never printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enables_macsec_on_a_connection_and_a_lag() {
     let sim = sim(BASIC).await;
-    let f = write(&format!(
-        "{}{}{}",
-        key("k-a", CKN_A, CAK_A),
-        dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], ""),
-        dxc("core", "dxlag-l1", "must_encrypt", &["k-a"], "")
-    ));
+    let f = write(&connection_and_lag());
     let run = apply(&sim, &f, "60s").await;
     assert_eq!(run.code, 0, "{}", run.all());
     assert_no_cak(&run);
@@ -231,8 +203,8 @@ async fn rotation_keeps_the_old_key_for_the_overlap() {
     .await;
     let f = write(&format!(
         "{}{}",
-        key("k-b", CKN_B, CAK_B),
-        dxc(
+        key_manifest("k-b", CKN_B, CAK_B),
+        dxc_manifest(
             "conn",
             "dxcon-c1",
             "must_encrypt",
@@ -260,10 +232,7 @@ async fn rotation_keeps_the_old_key_for_the_overlap() {
         .clone();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["ckn"], CKN_B);
-    assert_eq!(
-        connection(&state, "dxcon-c1")["encryptionMode"],
-        "must_encrypt"
-    );
+    assert_eq!(mode_of(&state, "dxcon-c1"), "must_encrypt");
     assert!(
         !calls.iter().any(|c| c.operation == "UpdateConnection"),
         "mode never touched: {calls:?}"
@@ -277,7 +246,7 @@ async fn turning_off_sets_the_mode_before_removing_keys() {
         "delays: {{ associateMs: 300, disassociateMs: 300 }}\nconnections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}], router: [\"{CKN_A}\"] }}\n"
     ))
     .await;
-    let f = write(&dxc("conn", "dxcon-c1", "no_encrypt", &[], ""));
+    let f = write(&dxc_manifest("conn", "dxcon-c1", "no_encrypt", &[], ""));
     let run = apply(&sim, &f, "30s").await;
     assert_eq!(run.code, 0, "{}", run.all());
     let calls = sim.shared.calls();
@@ -286,10 +255,7 @@ async fn turning_off_sets_the_mode_before_removing_keys() {
     assert_eq!((update.len(), removed.len()), (1, 1), "{calls:?}");
     assert!(update[0].seq < removed[0].seq);
     let state = sim.shared.state();
-    assert_eq!(
-        connection(&state, "dxcon-c1")["encryptionMode"],
-        "no_encrypt"
-    );
+    assert_eq!(mode_of(&state, "dxcon-c1"), "no_encrypt");
     assert!(
         connection(&state, "dxcon-c1")["macSecKeys"]
             .as_array()
@@ -306,11 +272,7 @@ async fn must_encrypt_is_withheld_until_the_router_has_the_key() {
         "delays: { associateMs: 200 }\nconnections:\n  - { id: dxcon-c1, macSecCapable: true }\n",
     )
     .await;
-    let f = write(&format!(
-        "{}{}",
-        key("k-a", CKN_A, CAK_A),
-        dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
-    ));
+    let f = write(&must_encrypt_with_key_a("conn", "dxcon-c1", CKN_A, CAK_A));
     let run = apply(&sim, &f, "3s").await;
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
@@ -330,10 +292,7 @@ async fn must_encrypt_is_withheld_until_the_router_has_the_key() {
         run.stderr
     );
     let state = sim.shared.state();
-    assert_eq!(
-        connection(&state, "dxcon-c1")["encryptionMode"],
-        "should_encrypt"
-    );
+    assert_eq!(mode_of(&state, "dxcon-c1"), "should_encrypt");
 
     // plan says what is pending: exit 2.
     let run = cli(&sim, &["plan", "-f", f.to_str().unwrap()]).await;
@@ -344,10 +303,7 @@ async fn must_encrypt_is_withheld_until_the_router_has_the_key() {
         .unwrap();
     let run = apply(&sim, &f, "20s").await;
     assert_eq!(run.code, 0, "{}", run.all());
-    assert_eq!(
-        connection(&sim.shared.state(), "dxcon-c1")["encryptionMode"],
-        "must_encrypt"
-    );
+    assert_eq!(mode_of(&sim.shared.state(), "dxcon-c1"), "must_encrypt");
 }
 
 /// Half of all calls throttled: apply still converges, with exactly one association.
@@ -362,11 +318,7 @@ async fn throttling_storm_converges_without_duplicate_association() {
         rate: Some(0.5),
         latency_ms: 0,
     });
-    let f = write(&format!(
-        "{}{}",
-        key("k-a", CKN_A, CAK_A),
-        dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
-    ));
+    let f = write(&must_encrypt_with_key_a("conn", "dxcon-c1", CKN_A, CAK_A));
     let run = apply(&sim, &f, "90s").await;
     assert_eq!(run.code, 0, "{}", run.all());
     let calls = sim.shared.calls();
@@ -376,10 +328,7 @@ async fn throttling_storm_converges_without_duplicate_association() {
         .count();
     assert!(throttled > 0, "the storm did not happen");
     assert_eq!(ok_calls(&calls, "AssociateMacSecKey").len(), 1, "{calls:?}");
-    assert_eq!(
-        connection(&sim.shared.state(), "dxcon-c1")["encryptionMode"],
-        "must_encrypt"
-    );
+    assert_eq!(mode_of(&sim.shared.state(), "dxcon-c1"), "must_encrypt");
 }
 
 /// apply killed right after an association, then run again: converges with one association.
@@ -389,11 +338,7 @@ async fn crash_after_associate_converges_with_one_association() {
         "delays: {{ associateMs: 2000 }}\nconnections:\n  - {{ id: dxcon-c1, macSecCapable: true, router: [\"{CKN_A}\"] }}\n"
     ))
     .await;
-    let f = write(&format!(
-        "{}{}",
-        key("k-a", CKN_A, CAK_A),
-        dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
-    ));
+    let f = write(&must_encrypt_with_key_a("conn", "dxcon-c1", CKN_A, CAK_A));
     let mut child = command(
         &sim,
         &["apply", "-f", f.to_str().unwrap(), "--interval", "100ms"],
@@ -432,11 +377,7 @@ async fn bad_inputs_fail_cleanly_without_mutations() {
     let bad_cak = "cafe0000000000000000000000000000000000000000000000000000deadbeeZ";
     let cases: Vec<(String, &[&str])> = vec![
         (
-            format!(
-                "{}{}",
-                key("k-a", "abc", CAK_A),
-                dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
-            ),
+            must_encrypt_with_key_a("conn", "dxcon-c1", "abc", CAK_A),
             &[
                 "KeyNotReady",
                 "Secret default/k-a key \"ckn\" has 3 characters",
@@ -444,11 +385,7 @@ async fn bad_inputs_fail_cleanly_without_mutations() {
             ],
         ),
         (
-            format!(
-                "{}{}",
-                key("k-a", CKN_A, bad_cak),
-                dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
-            ),
+            must_encrypt_with_key_a("conn", "dxcon-c1", CKN_A, bad_cak),
             &[
                 "Secret default/k-a key \"cak\" has a character that is not hexadecimal at position 64",
             ],
@@ -456,20 +393,16 @@ async fn bad_inputs_fail_cleanly_without_mutations() {
         (
             format!(
                 "apiVersion: v1\nkind: Secret\nmetadata: {{name: k-a}}\nstringData: {{ckn: \"{CKN_A}\"}}\n---\napiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: k-a}}\nspec: {{secretRef: {{name: k-a}}}}\n---\n{}",
-                dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
+                dxc_manifest("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
             ),
             &["Secret default/k-a has no key \"cak\" (spec.secretRef.cakKey)"],
         ),
         (
-            dxc("conn", "dxcon-c1", "should_encrypt", &["missing"], ""),
+            dxc_manifest("conn", "dxcon-c1", "should_encrypt", &["missing"], ""),
             &["MacSecKey default/missing (spec.keys[0].name) not found"],
         ),
         (
-            format!(
-                "{}{}",
-                key("k-a", CKN_A, CAK_A),
-                dxc("conn", "dxcon-nope", "must_encrypt", &["k-a"], "")
-            ),
+            must_encrypt_with_key_a("conn", "dxcon-nope", CKN_A, CAK_A),
             &[
                 "NotFound",
                 "Direct Connect has no connection or LAG dxcon-nope",
@@ -478,17 +411,13 @@ async fn bad_inputs_fail_cleanly_without_mutations() {
         (
             format!(
                 "{}{}",
-                key("k-a", CKN_A, CAK_A),
-                dxc("conn", "dxcon-plain", "should_encrypt", &["k-a"], "")
+                key_manifest("k-a", CKN_A, CAK_A),
+                dxc_manifest("conn", "dxcon-plain", "should_encrypt", &["k-a"], "")
             ),
             &["NotMacSecCapable", "cannot be enabled later"],
         ),
         (
-            format!(
-                "{}{}",
-                key("k-a", CKN_A, CAK_A),
-                dxc("conn", "dxcon-m1", "must_encrypt", &["k-a"], "")
-            ),
+            must_encrypt_with_key_a("conn", "dxcon-m1", CKN_A, CAK_A),
             &["ManagedByLag", "set spec.connectionId to dxlag-l1"],
         ),
         (
@@ -496,7 +425,7 @@ async fn bad_inputs_fail_cleanly_without_mutations() {
             &["document 1: not valid YAML"],
         ),
         (
-            dxc("conn", "dxcon-c1", "always_encrypt", &[], ""),
+            dxc_manifest("conn", "dxcon-c1", "always_encrypt", &[], ""),
             &[
                 "document 1: DxConnection conn: spec.encryptionMode: unknown variant `always_encrypt`",
             ],
@@ -532,11 +461,7 @@ async fn bad_inputs_fail_cleanly_without_mutations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_reports_without_changing_anything() {
     let sim = sim(BASIC).await;
-    let f = write(&format!(
-        "{}{}",
-        key("k-a", CKN_A, CAK_A),
-        dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
-    ));
+    let f = write(&must_encrypt_with_key_a("conn", "dxcon-c1", CKN_A, CAK_A));
     let run = cli(&sim, &["plan", "-f", f.to_str().unwrap(), "-o", "json"]).await;
     assert_eq!(run.code, 2, "{}", run.all());
     let reports: Value = serde_json::from_str(&run.stdout).unwrap();
@@ -566,12 +491,7 @@ async fn plan_reports_without_changing_anything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cak_never_reaches_output_or_logs() {
     let sim = sim(BASIC).await;
-    let f = write(&format!(
-        "{}{}{}",
-        key("k-a", CKN_A, CAK_A),
-        dxc("conn", "dxcon-c1", "must_encrypt", &["k-a"], ""),
-        dxc("core", "dxlag-l1", "must_encrypt", &["k-a"], "")
-    ));
+    let f = write(&connection_and_lag());
     for format in ["text", "json"] {
         sim.shared.reset();
         let mut cmd = command(
@@ -613,11 +533,15 @@ async fn must_encrypt_left_encryption_down_is_not_converged() {
         "delays: {{ associateMs: 200, disassociateMs: 200 }}\nconnections:\n  - {{ id: dxcon-fgq1a2b3, macSecCapable: true, router: [\"{CKN_A}\"] }}\n"
     ))
     .await;
-    let keys = format!("{}{}", key("k-a", CKN_A, CAK_A), key("k-b", CKN_B, CAK_B));
+    let keys = format!(
+        "{}{}",
+        key_manifest("k-a", CKN_A, CAK_A),
+        key_manifest("k-b", CKN_B, CAK_B)
+    );
     let step = |names: &[&str]| {
         write(&format!(
             "{keys}{}",
-            dxc(
+            dxc_manifest(
                 "conn",
                 "dxcon-fgq1a2b3",
                 "must_encrypt",

@@ -7,11 +7,13 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+mod common;
+
+use common::{connection, dxc_manifest, key_ckns, key_manifest, mode_of, must_encrypt_with_key_a};
 use dx_macsec_operator::crd::{DxConnection, MacSecKey};
 use dx_sim::{CallRecord, Seed, Sim};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
-use serde_json::Value;
 use tokio::process::{Child, Command};
 
 const CKN_A: &str = "aaaa0000000000000000000000000000000000000000000000000000000000e1";
@@ -144,21 +146,6 @@ async fn namespace(ns: &str) {
     assert!(ok, "{err}");
 }
 
-fn key_yaml(name: &str, ckn: &str, cak: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{ckn: \"{ckn}\", cak: \"{cak}\"}}\n---\n\
-         apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: {name}}}\nspec: {{secretRef: {{name: {name}}}}}\n---\n"
-    )
-}
-
-fn dxc_yaml(name: &str, id: &str, mode: &str, keys: &[&str], extra: &str) -> String {
-    let keys: Vec<String> = keys.iter().map(|k| format!("{{name: {k}}}")).collect();
-    format!(
-        "apiVersion: dxmacsec.io/v1alpha1\nkind: DxConnection\nmetadata: {{name: {name}}}\nspec: {{connectionId: {id}, encryptionMode: {mode}, keys: [{}]{extra}}}\n",
-        keys.join(", ")
-    )
-}
-
 async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -188,24 +175,6 @@ async fn wait_ready(ns: &str, name: &str) {
     )
     .await;
     assert!(ok, "kubectl wait for dxc/{name}: {out}{err}");
-}
-
-fn connection<'a>(state: &'a Value, id: &str) -> &'a Value {
-    state["connections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["connectionId"] == id)
-        .unwrap()
-}
-
-fn key_ckns(state: &Value, id: &str) -> Vec<String> {
-    connection(state, id)["macSecKeys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["ckn"].as_str().unwrap().to_string())
-        .collect()
 }
 
 async fn events_of(ns: &str, name: &str) -> String {
@@ -261,19 +230,12 @@ async fn enable_goes_key_port_mode(e: &E2e) {
     namespace("enable").await;
     apply(
         "enable",
-        &format!(
-            "{}{}",
-            key_yaml("k-a", CKN_A, CAK_A),
-            dxc_yaml("nyc", "dxcon-enable01", "must_encrypt", &["k-a"], "")
-        ),
+        &must_encrypt_with_key_a("nyc", "dxcon-enable01", CKN_A, CAK_A),
     )
     .await;
     wait_ready("enable", "nyc").await;
     let state = e.sim.shared.state();
-    assert_eq!(
-        connection(&state, "dxcon-enable01")["encryptionMode"],
-        "must_encrypt"
-    );
+    assert_eq!(mode_of(&state, "dxcon-enable01"), "must_encrypt");
     assert_eq!(
         connection(&state, "dxcon-enable01")["portEncryptionStatus"],
         "Encryption Up"
@@ -355,14 +317,14 @@ async fn rotation_respects_the_overlap(e: &E2e) {
     namespace("rotate").await;
     let keys = format!(
         "{}{}",
-        key_yaml("k-a", CKN_A, CAK_A),
-        key_yaml("k-b", CKN_B, CAK_B)
+        key_manifest("k-a", CKN_A, CAK_A),
+        key_manifest("k-b", CKN_B, CAK_B)
     );
     apply(
         "rotate",
         &format!(
             "{keys}{}",
-            dxc_yaml(
+            dxc_manifest(
                 "r",
                 "dxcon-rotate01",
                 "must_encrypt",
@@ -380,7 +342,7 @@ async fn rotation_respects_the_overlap(e: &E2e) {
 
     apply(
         "rotate",
-        &dxc_yaml(
+        &dxc_manifest(
             "r",
             "dxcon-rotate01",
             "must_encrypt",
@@ -410,7 +372,7 @@ async fn rotation_respects_the_overlap(e: &E2e) {
     );
     wait_ready("rotate", "r").await;
     assert_eq!(
-        connection(&e.sim.shared.state(), "dxcon-rotate01")["encryptionMode"],
+        mode_of(&e.sim.shared.state(), "dxcon-rotate01"),
         "must_encrypt"
     );
 }
@@ -438,11 +400,11 @@ async fn encryption_down_is_not_ready(e: &E2e) {
     namespace("down").await;
     let keys = format!(
         "{}{}",
-        key_yaml("k-a", CKN_A, CAK_A),
-        key_yaml("k-b", CKN_B, CAK_B)
+        key_manifest("k-a", CKN_A, CAK_A),
+        key_manifest("k-b", CKN_B, CAK_B)
     );
     let spec = |keys: &[&str]| {
-        dxc_yaml(
+        dxc_manifest(
             "d",
             "dxcon-down0001",
             "must_encrypt",
@@ -523,11 +485,7 @@ async fn lag_with_two_members(e: &E2e) {
     namespace("lag").await;
     apply(
         "lag",
-        &format!(
-            "{}{}",
-            key_yaml("k-a", CKN_A, CAK_A),
-            dxc_yaml("core", "dxlag-e2elag01", "must_encrypt", &["k-a"], "")
-        ),
+        &must_encrypt_with_key_a("core", "dxlag-e2elag01", CKN_A, CAK_A),
     )
     .await;
     wait_ready("lag", "core").await;
@@ -554,10 +512,10 @@ async fn lag_with_two_members(e: &E2e) {
 async fn cel_rejects_invalid_objects() {
     namespace("cel").await;
     let cases = [
-        (dxc_yaml("bad-mode", "dxcon-cel00001", "always_encrypt", &[], ""), "Unsupported value: \"always_encrypt\""),
-        (dxc_yaml("four", "dxcon-cel00001", "should_encrypt", &["a", "b", "c", "d"], ""), "must have at most 3 items"),
-        (dxc_yaml("no-keys", "dxcon-cel00001", "must_encrypt", &[], ""), "encryptionMode must_encrypt needs at least one key"),
-        (dxc_yaml("bad-id", "dxcon_nope", "should_encrypt", &[], ""), "spec.connectionId"),
+        (dxc_manifest("bad-mode", "dxcon-cel00001", "always_encrypt", &[], ""), "Unsupported value: \"always_encrypt\""),
+        (dxc_manifest("four", "dxcon-cel00001", "should_encrypt", &["a", "b", "c", "d"], ""), "must have at most 3 items"),
+        (dxc_manifest("no-keys", "dxcon-cel00001", "must_encrypt", &[], ""), "encryptionMode must_encrypt needs at least one key"),
+        (dxc_manifest("bad-id", "dxcon_nope", "should_encrypt", &[], ""), "spec.connectionId"),
         (
             "apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: two}\nspec: {secretRef: {name: s}, directConnectSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:x'}\n".to_string(),
             "set exactly one of secretRef, secretsManager or directConnectSecretArn",
@@ -575,7 +533,7 @@ async fn cel_rejects_invalid_objects() {
     // connectionId is immutable.
     apply(
         "cel",
-        &dxc_yaml(
+        &dxc_manifest(
             "fixed",
             "dxcon-cel00001",
             "should_encrypt",
@@ -586,7 +544,7 @@ async fn cel_rejects_invalid_objects() {
     .await;
     let (ok, _, err) = kubectl(
         &["apply", "-n", "cel", "-f", "-"],
-        Some(&dxc_yaml(
+        Some(&dxc_manifest(
             "fixed",
             "dxcon-cel00002",
             "should_encrypt",
@@ -632,10 +590,7 @@ async fn deletion_policies_and_key_protection(e: &E2e) {
     assert!(ok, "{err}");
     let state = e.sim.shared.state();
     assert_eq!(key_ckns(&state, "dxcon-enable01"), vec![CKN_A.to_string()]);
-    assert_eq!(
-        connection(&state, "dxcon-enable01")["encryptionMode"],
-        "must_encrypt"
-    );
+    assert_eq!(mode_of(&state, "dxcon-enable01"), "must_encrypt");
     // ...and then the MacSecKey may go.
     wait_for("the MacSecKey deleted", Duration::from_secs(60), || async {
         keys.get_opt("k-a").await.unwrap().is_none()
@@ -648,8 +603,8 @@ async fn deletion_policies_and_key_protection(e: &E2e) {
         "delete",
         &format!(
             "{}{}",
-            key_yaml("k-a", CKN_A, CAK_A),
-            dxc_yaml(
+            key_manifest("k-a", CKN_A, CAK_A),
+            dxc_manifest(
                 "d",
                 "dxcon-delete01",
                 "should_encrypt",
@@ -678,11 +633,7 @@ async fn drift_is_repaired_at_resync(e: &E2e) {
     namespace("drift").await;
     apply(
         "drift",
-        &format!(
-            "{}{}",
-            key_yaml("k-a", CKN_A, CAK_A),
-            dxc_yaml("x", "dxcon-drift001", "must_encrypt", &["k-a"], "")
-        ),
+        &must_encrypt_with_key_a("x", "dxcon-drift001", CKN_A, CAK_A),
     )
     .await;
     wait_ready("drift", "x").await;
@@ -706,7 +657,7 @@ async fn drift_is_repaired_at_resync(e: &E2e) {
         .await
         .unwrap();
     wait_for("must_encrypt restored", Duration::from_secs(40), || async {
-        connection(&e.sim.shared.state(), "dxcon-drift001")["encryptionMode"] == "must_encrypt"
+        mode_of(&e.sim.shared.state(), "dxcon-drift001") == "must_encrypt"
     })
     .await;
     wait_ready("drift", "x").await;
@@ -723,14 +674,14 @@ async fn crash_mid_rotation_converges_with_one_association(e: &mut E2e) {
     namespace("crash").await;
     let keys = format!(
         "{}{}",
-        key_yaml("k-a", CKN_A, CAK_A),
-        key_yaml("k-b", CKN_B, CAK_B)
+        key_manifest("k-a", CKN_A, CAK_A),
+        key_manifest("k-b", CKN_B, CAK_B)
     );
     apply(
         "crash",
         &format!(
             "{keys}{}",
-            dxc_yaml(
+            dxc_manifest(
                 "c",
                 "dxcon-crash001",
                 "must_encrypt",
@@ -743,7 +694,7 @@ async fn crash_mid_rotation_converges_with_one_association(e: &mut E2e) {
     wait_ready("crash", "c").await;
     apply(
         "crash",
-        &dxc_yaml(
+        &dxc_manifest(
             "c",
             "dxcon-crash001",
             "must_encrypt",
@@ -781,8 +732,8 @@ async fn two_replicas_act_one_at_a_time(e: &mut E2e) {
         "leader",
         &format!(
             "{}{}",
-            key_yaml("k-a", CKN_A, CAK_A),
-            dxc_yaml("l1", "dxcon-leader01", "should_encrypt", &["k-a"], "")
+            key_manifest("k-a", CKN_A, CAK_A),
+            dxc_manifest("l1", "dxcon-leader01", "should_encrypt", &["k-a"], "")
         ),
     )
     .await;
@@ -807,7 +758,7 @@ async fn two_replicas_act_one_at_a_time(e: &mut E2e) {
     let handover = e.calls().len();
     apply(
         "leader",
-        &dxc_yaml("l2", "dxcon-leader02", "should_encrypt", &["k-a"], ""),
+        &dxc_manifest("l2", "dxcon-leader02", "should_encrypt", &["k-a"], ""),
     )
     .await;
     wait_ready("leader", "l2").await;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -156,6 +157,33 @@ async fn apply(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
     Ok(ctx.requeue(result.next_look()))
 }
 
+/// A Normal event per AWS call the pass made and a Warning for the one that failed; the
+/// event's action is `action`, else the call's operation.
+async fn publish_calls(
+    ctx: &Context,
+    r: &ObjectReference,
+    result: &PassOutcome,
+    action: Option<&str>,
+) {
+    for call in result.executed() {
+        let act = action.unwrap_or(call.operation());
+        ctx.publish(
+            r,
+            EventType::Normal,
+            call.operation(),
+            act,
+            call.to_string(),
+        )
+        .await;
+    }
+    if let Some(e) = result.error() {
+        let act = action.unwrap_or(e.operation);
+        let reason = crate::engine::error_reason(e);
+        ctx.publish(r, EventType::Warning, reason.as_str(), act, e.to_string())
+            .await;
+    }
+}
+
 /// One Normal event per AWS mutation, a Warning per failure, and one event when the Ready
 /// reason changes to Converged or to a warning (never repeated while it stays).
 async fn publish_events(
@@ -165,25 +193,8 @@ async fn publish_events(
     previous_reason: Option<&str>,
 ) {
     let r = reference(dxc);
-    for action in result.executed() {
-        ctx.publish(
-            &r,
-            EventType::Normal,
-            action.operation(),
-            action.operation(),
-            action.to_string(),
-        )
-        .await;
-    }
-    if let Some(e) = result.error() {
-        ctx.publish(
-            &r,
-            EventType::Warning,
-            crate::engine::error_reason(e).as_str(),
-            e.operation,
-            e.to_string(),
-        )
-        .await;
+    publish_calls(ctx, &r, result, None).await;
+    if result.error().is_some() {
         return;
     }
     let ready = result.ready();
@@ -268,25 +279,8 @@ async fn cleanup(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
             Mode::Execute,
         )
         .await;
-    for action in result.executed() {
-        ctx.publish(
-            &r,
-            EventType::Normal,
-            action.operation(),
-            "Delete",
-            action.to_string(),
-        )
-        .await;
-    }
+    publish_calls(ctx, &r, &result, Some("Delete")).await;
     if let Some(e) = result.error() {
-        ctx.publish(
-            &r,
-            EventType::Warning,
-            crate::engine::error_reason(e).as_str(),
-            "Delete",
-            e.to_string(),
-        )
-        .await;
         return Err(Error::CleanupPending(e.to_string()));
     }
     match result.plan() {

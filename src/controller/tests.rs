@@ -214,20 +214,10 @@ async fn harness(seed: &str, connections: Vec<DxConnection>, keys: Vec<MacSecKey
 }
 
 impl Harness {
-    /// Runs one DxConnection reconcile against the scripted API server.
-    async fn reconcile(
+    /// Runs one reconcile of `obj` (either kind) against the scripted API server.
+    async fn reconcile<K: shell::Reconciled>(
         &mut self,
-        obj: DxConnection,
-        script: Vec<Expect>,
-    ) -> (Result<Action, Error>, Vec<Value>) {
-        let verifier = tokio::spawn(verify(self.handle.take().unwrap(), script));
-        let result = shell::reconcile(Arc::new(DeserializeGuard(Ok(obj))), self.ctx.clone()).await;
-        (result, verifier.await.unwrap())
-    }
-
-    async fn reconcile_key(
-        &mut self,
-        obj: MacSecKey,
+        obj: K,
         script: Vec<Expect>,
     ) -> (Result<Action, Error>, Vec<Value>) {
         let verifier = tokio::spawn(verify(self.handle.take().unwrap(), script));
@@ -248,34 +238,25 @@ impl Harness {
 
 const SEED: &str = "delays: { associateMs: 100, disassociateMs: 100 }\nconnections:\n  - { id: dxcon-c1, macSecCapable: true }\n";
 
-fn status_patch(obj: &DxConnection) -> Expect {
-    let name = obj.metadata.name.clone().unwrap();
-    expect(
-        "PATCH",
-        format!("/apis/dxmacsec.io/v1alpha1/namespaces/net/dxconnections/{name}/status?"),
+/// The URL path of `obj` (and `/status` when `subresource` says so) in namespace `net`.
+fn path_of<K: kube::Resource<DynamicType = ()>>(obj: &K, subresource: &str) -> String {
+    let name = obj.meta().name.clone().unwrap();
+    format!(
+        "/apis/dxmacsec.io/v1alpha1/namespaces/net/{}/{name}{subresource}?",
+        K::plural(&())
     )
-    .server_side_apply()
-    .returning(obj)
 }
 
-fn key_status_patch(obj: &MacSecKey) -> Expect {
-    let name = obj.metadata.name.clone().unwrap();
-    expect(
-        "PATCH",
-        format!("/apis/dxmacsec.io/v1alpha1/namespaces/net/macseckeys/{name}/status?"),
-    )
-    .server_side_apply()
-    .returning(obj)
+/// The status write of `obj`: server-side apply, answered with the object.
+fn status_patch<K: kube::Resource<DynamicType = ()> + serde::Serialize>(obj: &K) -> Expect {
+    expect("PATCH", path_of(obj, "/status"))
+        .server_side_apply()
+        .returning(obj)
 }
 
 /// The JSON patch the finalizer helper sends on the object itself.
-fn object_patch(obj: &DxConnection) -> Expect {
-    let name = obj.metadata.name.clone().unwrap();
-    expect(
-        "PATCH",
-        format!("/apis/dxmacsec.io/v1alpha1/namespaces/net/dxconnections/{name}?"),
-    )
-    .returning(obj)
+fn object_patch<K: kube::Resource<DynamicType = ()> + serde::Serialize>(obj: &K) -> Expect {
+    expect("PATCH", path_of(obj, "")).returning(obj)
 }
 
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/net/events";
@@ -289,28 +270,39 @@ fn condition<'a>(status_body: &'a Value, type_: &str) -> &'a Value {
         .unwrap()
 }
 
-/// A first pass: the Secret is read with get, the key is associated, status goes by
-/// server-side apply with the plan and conditions, an event records the call, and the next
-/// look is soon. The CAK is in no request body.
-#[tokio::test]
-async fn apply_associates_writes_status_and_events() {
+/// One reconcile of a must_encrypt DxConnection `c1` using MacSecKey `k1` on `seed`: the
+/// Secret is read (answered with `secret_status` and `secret`), the status written and one
+/// event published.
+async fn first_pass(
+    seed: &str,
+    secret_status: StatusCode,
+    secret: Value,
+) -> (Harness, Result<Action, Error>, Vec<Value>) {
     let d = dxc(
         "c1",
         0,
         spec("dxcon-c1", Some(EncryptionMode::MustEncrypt), &["k1"]),
     );
-    let mut h = harness(SEED, vec![d.clone()], vec![mskey("k1")]).await;
+    let mut h = harness(seed, vec![d.clone()], vec![mskey("k1")]).await;
     let (result, bodies) = h
         .reconcile(
             d.clone(),
             vec![
-                expect("GET", "/api/v1/namespaces/net/secrets/k1")
-                    .answer(StatusCode::OK, secret_json("k1")),
+                expect("GET", "/api/v1/namespaces/net/secrets/k1").answer(secret_status, secret),
                 status_patch(&d),
                 expect("POST", EVENTS),
             ],
         )
         .await;
+    (h, result, bodies)
+}
+
+/// A first pass: the Secret is read with get, the key is associated, status goes by
+/// server-side apply with the plan and conditions, an event records the call, and the next
+/// look is soon. The CAK is in no request body.
+#[tokio::test]
+async fn apply_associates_writes_status_and_events() {
+    let (h, result, bodies) = first_pass(SEED, StatusCode::OK, secret_json("k1")).await;
     assert!((10.0..=12.0).contains(&requeue_secs(&result.unwrap())));
     let status = &bodies[1];
     assert_eq!(status["apiVersion"], "dxmacsec.io/v1alpha1");
@@ -345,23 +337,7 @@ async fn encryption_down_is_not_ready_and_warns() {
     let seed = format!(
         "connections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN}\", cak: \"{CAK}\"}}] }}\n"
     );
-    let d = dxc(
-        "c1",
-        0,
-        spec("dxcon-c1", Some(EncryptionMode::MustEncrypt), &["k1"]),
-    );
-    let mut h = harness(&seed, vec![d.clone()], vec![mskey("k1")]).await;
-    let (result, bodies) = h
-        .reconcile(
-            d.clone(),
-            vec![
-                expect("GET", "/api/v1/namespaces/net/secrets/k1")
-                    .answer(StatusCode::OK, secret_json("k1")),
-                status_patch(&d),
-                expect("POST", EVENTS),
-            ],
-        )
-        .await;
+    let (h, result, bodies) = first_pass(&seed, StatusCode::OK, secret_json("k1")).await;
     let wait = requeue_secs(&result.unwrap());
     assert!((30.0..=36.0).contains(&wait), "{wait}");
     let ready = condition(&bodies[1], "Ready");
@@ -409,23 +385,7 @@ async fn finalizer_is_added_first() {
 /// soon, and no AWS mutation.
 #[tokio::test]
 async fn missing_secret_is_reported_and_retried() {
-    let d = dxc(
-        "c1",
-        0,
-        spec("dxcon-c1", Some(EncryptionMode::MustEncrypt), &["k1"]),
-    );
-    let mut h = harness(SEED, vec![d.clone()], vec![mskey("k1")]).await;
-    let (result, bodies) = h
-        .reconcile(
-            d.clone(),
-            vec![
-                expect("GET", "/api/v1/namespaces/net/secrets/k1")
-                    .answer(StatusCode::NOT_FOUND, not_found()),
-                status_patch(&d),
-                expect("POST", EVENTS),
-            ],
-        )
-        .await;
+    let (h, result, bodies) = first_pass(SEED, StatusCode::NOT_FOUND, not_found()).await;
     assert!((10.0..=12.0).contains(&requeue_secs(&result.unwrap())));
     let ready = condition(&bodies[1], "Ready");
     assert_eq!(ready["reason"], "KeyNotReady");
@@ -592,9 +552,7 @@ async fn secrets_manager_key_is_read_in_its_own_region() {
         .send()
         .await
         .unwrap();
-    let (result, bodies) = h
-        .reconcile_key(key.clone(), vec![key_status_patch(&key)])
-        .await;
+    let (result, bodies) = h.reconcile(key.clone(), vec![status_patch(&key)]).await;
     result.unwrap();
     let ready = &bodies[0]["status"]["conditions"][0];
     assert_eq!(ready["reason"], "KeyMaterialValid", "{ready}");
@@ -610,9 +568,7 @@ async fn key_in_use_is_protected() {
     let mut key = mskey("k1");
     key.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
     let mut h = harness(SEED, vec![user], vec![key.clone()]).await;
-    let (result, bodies) = h
-        .reconcile_key(key.clone(), vec![key_status_patch(&key)])
-        .await;
+    let (result, bodies) = h.reconcile(key.clone(), vec![status_patch(&key)]).await;
     assert!(matches!(result, Err(Error::Finalizer(_))), "{result:?}");
     let ready = &bodies[0]["status"]["conditions"][0];
     assert_eq!(ready["reason"], "InUse");
@@ -625,18 +581,7 @@ async fn key_in_use_is_protected() {
     assert_eq!(bodies[0]["status"]["usedBy"], json!(["c1"]));
 
     let mut h = harness(SEED, vec![], vec![key.clone()]).await;
-    let (result, bodies) = h
-        .reconcile_key(
-            key.clone(),
-            vec![
-                expect(
-                    "PATCH",
-                    "/apis/dxmacsec.io/v1alpha1/namespaces/net/macseckeys/k1?",
-                )
-                .returning(&key),
-            ],
-        )
-        .await;
+    let (result, bodies) = h.reconcile(key.clone(), vec![object_patch(&key)]).await;
     result.unwrap();
     assert!(bodies[0].to_string().contains("remove"), "{}", bodies[0]);
 }
@@ -647,12 +592,12 @@ async fn key_status_reports_users_and_ckn() {
     let user = dxc("c1", 0, spec("dxcon-c1", None, &["k1"]));
     let mut h = harness(SEED, vec![user], vec![mskey("k1")]).await;
     let (result, bodies) = h
-        .reconcile_key(
+        .reconcile(
             mskey("k1"),
             vec![
                 expect("GET", "/api/v1/namespaces/net/secrets/k1")
                     .answer(StatusCode::OK, secret_json("k1")),
-                key_status_patch(&mskey("k1")),
+                status_patch(&mskey("k1")),
             ],
         )
         .await;
@@ -664,25 +609,19 @@ async fn key_status_reports_users_and_ckn() {
     assert!(!bodies[1].to_string().contains(CAK));
 }
 
-/// A replica that does not hold a fresh Lease reads it and writes nothing.
-#[tokio::test]
-async fn follower_does_not_touch_a_fresh_lease() {
+/// `try_hold` by replica `me` on Lease ops/l, held by `other` and renewed at `renewed`:
+/// the API server answers the read with that Lease and then expects `writes`. Returns
+/// whether `me` holds the Lease, and the request bodies.
+async fn try_hold_against(renewed: jiff::Timestamp, writes: Vec<Expect>) -> (bool, Vec<Value>) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let now = jiff::Timestamp::now();
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": "l", "namespace": "ops", "resourceVersion": "7"},
-        "spec": {"holderIdentity": "other", "leaseDurationSeconds": 15, "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now)}});
-    let verifier = tokio::spawn(verify(
-        handle,
-        vec![
-            expect(
-                "GET",
-                "/apis/coordination.k8s.io/v1/namespaces/ops/leases/l",
-            )
-            .answer(StatusCode::OK, lease),
-        ],
-    ));
+        "spec": {"holderIdentity": "other", "leaseDurationSeconds": 15, "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(renewed)}});
+    let path = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/l";
+    let mut script = vec![expect("GET", path).answer(StatusCode::OK, lease)];
+    script.extend(writes);
+    let verifier = tokio::spawn(verify(handle, script));
     let cfg = leader::LeaseConfig {
         namespace: "ops".into(),
         name: "l".into(),
@@ -691,43 +630,27 @@ async fn follower_does_not_touch_a_fresh_lease() {
         renew_every: Duration::from_secs(5),
     };
     let api: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client, "ops");
-    assert!(!leader::try_hold(&api, &cfg).await.unwrap());
-    verifier.await.unwrap();
+    let held = leader::try_hold(&api, &cfg).await.unwrap();
+    (held, verifier.await.unwrap())
+}
+
+/// A replica that does not hold a fresh Lease reads it and writes nothing.
+#[tokio::test]
+async fn follower_does_not_touch_a_fresh_lease() {
+    let (held, _) = try_hold_against(jiff::Timestamp::now(), vec![]).await;
+    assert!(!held);
 }
 
 /// An expired Lease is taken over with a compare-and-swap write naming this replica.
 #[tokio::test]
 async fn an_expired_lease_is_taken_over() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
     let old = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
-    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {"name": "l", "namespace": "ops", "resourceVersion": "7"},
-        "spec": {"holderIdentity": "other", "leaseDurationSeconds": 15, "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(old)}});
-    let verifier = tokio::spawn(verify(
-        handle,
-        vec![
-            expect(
-                "GET",
-                "/apis/coordination.k8s.io/v1/namespaces/ops/leases/l",
-            )
-            .answer(StatusCode::OK, lease),
-            expect(
-                "PUT",
-                "/apis/coordination.k8s.io/v1/namespaces/ops/leases/l",
-            ),
-        ],
-    ));
-    let cfg = leader::LeaseConfig {
-        namespace: "ops".into(),
-        name: "l".into(),
-        identity: "me".into(),
-        lease_duration: Duration::from_secs(15),
-        renew_every: Duration::from_secs(5),
-    };
-    let api: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client, "ops");
-    assert!(leader::try_hold(&api, &cfg).await.unwrap());
-    let bodies = verifier.await.unwrap();
+    let put = expect(
+        "PUT",
+        "/apis/coordination.k8s.io/v1/namespaces/ops/leases/l",
+    );
+    let (held, bodies) = try_hold_against(old, vec![put]).await;
+    assert!(held);
     assert_eq!(bodies[1]["spec"]["holderIdentity"], "me");
     assert_eq!(bodies[1]["metadata"]["resourceVersion"], "7");
     assert_eq!(bodies[1]["spec"]["leaseTransitions"], 1);

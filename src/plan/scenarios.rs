@@ -1,4 +1,5 @@
-//! The planner scenario table: one test per rule of DESIGN.md "The reconcile".
+//! The planner scenario table: one test per rule of README "How a reconcile decides"
+//! (docs/design.md has the same rules, named as in `rules.rs`).
 
 use std::time::Duration;
 
@@ -52,81 +53,87 @@ fn assert_waits(p: &Plan, reason: Reason) {
     assert!(!p.ready);
 }
 
+/// What the planner must do at one row of a step table.
+enum Then {
+    Associates(char),
+    Removes(char),
+    /// Sets this mode, with UpdateConnection or UpdateLag as the resource asks.
+    Sets(EncryptionMode),
+    Waits(Reason),
+    Ready,
+}
+
+/// A connection whose keys are given as (digit, state).
+fn con(mode: &str, up: bool, keys: &[(char, &str)]) -> ObservedResource {
+    connection(mode, up, keys.iter().map(|(c, s)| key(*c, s)).collect())
+}
+
+/// Runs the planner over rows of (seconds, what AWS shows, what it must do), with no
+/// memory between rows, and returns the plans for further checks.
+fn steps(d: &Desired, rows: Vec<(i64, ObservedResource, Then)>) -> Vec<Plan> {
+    rows.into_iter()
+        .map(|(at, o, then)| {
+            let p = run(d, Some(&o), at);
+            match then {
+                Then::Associates(c) => assert_associates(&p, c),
+                Then::Removes(c) => assert_removes(&p, c),
+                Then::Sets(mode) => {
+                    let op = Target {
+                        id: o.id.clone(),
+                        kind: o.kind,
+                    }
+                    .update_operation();
+                    assert_sets(&p, mode, op)
+                }
+                Then::Waits(reason) => assert_waits(&p, reason),
+                Then::Ready => assert!(p.ready && p.actions.is_empty(), "t={at}: {p:?}"),
+            }
+            p
+        })
+        .collect()
+}
+
 /// First enable: associate, wait for associated, wait for Encryption Up, then must_encrypt.
 #[test]
 fn first_enable_goes_key_then_port_then_must_encrypt() {
+    use Then::*;
     let d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k1", 'a')]));
-    let p = run(&d, Some(&connection("no_encrypt", false, vec![])), 0);
-    assert_associates(&p, 'a');
+    let a = [('a', "associated")];
+    let p = steps(
+        &d,
+        vec![
+            (0, con("no_encrypt", false, &[]), Associates('a')),
+            (
+                10,
+                con("no_encrypt", false, &[('a', "associating")]),
+                Waits(Reason::Progressing),
+            ),
+            // MACsec is not negotiated under no_encrypt: should_encrypt first, so the port
+            // can come up.
+            (20, con("no_encrypt", false, &a), Sets(ShouldEncrypt)),
+            (
+                25,
+                con("should_encrypt", false, &a),
+                Waits(Reason::WaitingForEncryptionUp),
+            ),
+            (30, con("should_encrypt", true, &a), Sets(MustEncrypt)),
+            (40, con("must_encrypt", true, &a), Ready),
+        ],
+    );
     assert!(matches!(
-        &p.actions[0],
+        &p[0].actions[0],
         Action::Associate {
             with: Association::CknCak(..),
             ..
         }
     ));
-    assert_eq!(p.requeue, Requeue::Soon);
-
-    let p = run(
-        &d,
-        Some(&connection(
-            "no_encrypt",
-            false,
-            vec![key('a', "associating")],
-        )),
-        10,
-    );
-    assert_waits(&p, Reason::Progressing);
-
-    // MACsec is not negotiated under no_encrypt: should_encrypt first, so the port can come up.
-    let p = run(
-        &d,
-        Some(&connection(
-            "no_encrypt",
-            false,
-            vec![key('a', "associated")],
-        )),
-        20,
-    );
-    assert_sets(&p, ShouldEncrypt, "UpdateConnection");
-
-    let p = run(
-        &d,
-        Some(&connection(
-            "should_encrypt",
-            false,
-            vec![key('a', "associated")],
-        )),
-        25,
-    );
-    assert_waits(&p, Reason::WaitingForEncryptionUp);
-    assert!(p.message.contains("Encryption Down"), "{}", p.message);
-    assert!(p.message.contains("router"), "{}", p.message);
-
-    let p = run(
-        &d,
-        Some(&connection(
-            "should_encrypt",
-            true,
-            vec![key('a', "associated")],
-        )),
-        30,
-    );
-    assert_sets(&p, MustEncrypt, "UpdateConnection");
-
-    let p = run(
-        &d,
-        Some(&connection(
-            "must_encrypt",
-            true,
-            vec![key('a', "associated")],
-        )),
-        40,
-    );
-    assert!(p.ready && p.synced && p.actions.is_empty());
-    assert_eq!(p.reason, Reason::Converged);
-    assert_eq!(p.requeue, Requeue::Resync);
-    assert_eq!(p.keys[0].mac_sec_key.as_deref(), Some("k1"));
+    assert_eq!(p[0].requeue, Requeue::Soon);
+    assert!(p[3].message.contains("Encryption Down"), "{}", p[3].message);
+    assert!(p[3].message.contains("router"), "{}", p[3].message);
+    assert!(p[5].synced);
+    assert_eq!(p[5].reason, Reason::Converged);
+    assert_eq!(p[5].requeue, Requeue::Resync);
+    assert_eq!(p[5].keys[0].mac_sec_key.as_deref(), Some("k1"));
 }
 
 /// Rotation with overlap: the new key is associated first; the old one goes only after the
@@ -232,50 +239,73 @@ fn keychain_full_removes_oldest_unwanted_first() {
 /// Turning encryption off: the mode goes first, then the keys, so AWS never flips the mode.
 #[test]
 fn turning_off_sets_the_mode_before_removing_keys() {
+    use Then::*;
     let d = desired(CON, Some(NoEncrypt), Some(vec![]));
-    let o = connection("must_encrypt", true, vec![key('a', "associated")]);
-    assert_sets(&run(&d, Some(&o), 0), NoEncrypt, "UpdateConnection");
-
-    let o = connection("no_encrypt", false, vec![key('a', "associated")]);
-    assert_removes(&run(&d, Some(&o), 1), 'a');
-
-    let o = connection("no_encrypt", false, vec![key('a', "disassociating")]);
-    assert_waits(&run(&d, Some(&o), 2), Reason::Progressing);
-
-    let o = connection("no_encrypt", false, vec![key('a', "disassociated")]);
-    assert!(run(&d, Some(&o), 3).ready);
+    steps(
+        &d,
+        vec![
+            (
+                0,
+                con("must_encrypt", true, &[('a', "associated")]),
+                Sets(NoEncrypt),
+            ),
+            (
+                1,
+                con("no_encrypt", false, &[('a', "associated")]),
+                Removes('a'),
+            ),
+            (
+                2,
+                con("no_encrypt", false, &[('a', "disassociating")]),
+                Waits(Reason::Progressing),
+            ),
+            (
+                3,
+                con("no_encrypt", false, &[('a', "disassociated")]),
+                Ready,
+            ),
+        ],
+    );
 }
 
 /// LAG: the mode is set with UpdateLag, only when every member is up; members are reported.
 #[test]
 fn lag_uses_update_lag_and_waits_for_every_member() {
+    use Then::*;
     let d = desired(LAG, Some(MustEncrypt), Some(vec![wanted("k1", 'a')]));
-    let p = run(&d, Some(&lag("should_encrypt", &[true, false], vec![])), 0);
-    assert_associates(&p, 'a');
-    assert_eq!(p.actions[0].target().kind, ResourceType::Lag);
-
-    let o = lag(
-        "should_encrypt",
-        &[true, false],
-        vec![key('a', "associated")],
+    let a = || vec![key('a', "associated")];
+    let p = steps(
+        &d,
+        vec![
+            (
+                0,
+                lag("should_encrypt", &[true, false], vec![]),
+                Associates('a'),
+            ),
+            (
+                1,
+                lag("should_encrypt", &[true, false], a()),
+                Waits(Reason::WaitingForEncryptionUp),
+            ),
+            (
+                2,
+                lag("should_encrypt", &[true, true], a()),
+                Sets(MustEncrypt),
+            ),
+        ],
     );
-    let p = run(&d, Some(&o), 1);
-    assert_waits(&p, Reason::WaitingForEncryptionUp);
-    assert!(p.message.contains("dxcon-member1"), "{}", p.message);
+    assert_eq!(p[0].actions[0].target().kind, ResourceType::Lag);
+    assert_eq!(p[2].actions[0].operation(), "UpdateLag");
+    assert!(p[1].message.contains("dxcon-member1"), "{}", p[1].message);
     assert_eq!(
-        o.port_summary().as_deref(),
+        lag("should_encrypt", &[true, false], a())
+            .port_summary()
+            .as_deref(),
         Some("Encryption Down (1/2 up)")
     );
 
-    let o = lag(
-        "should_encrypt",
-        &[true, true],
-        vec![key('a', "associated")],
-    );
-    assert_sets(&run(&d, Some(&o), 2), MustEncrypt, "UpdateLag");
-
     // A member whose mode differs from the LAG is reported, not changed.
-    let mut o = lag("must_encrypt", &[true, true], vec![key('a', "associated")]);
+    let mut o = lag("must_encrypt", &[true, true], a());
     o.members[1].encryption_mode = Some("should_encrypt".into());
     let p = run(&d, Some(&o), 3);
     assert!(p.ready);
