@@ -1,161 +1,20 @@
 //! Reconciling one `DxConnection`: resolve keys, run one engine pass, write status, publish
 //! events, pick the requeue; on deletion, honour `deletionPolicy`.
 
-use std::sync::Arc;
-
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
+use super::relations::{blocked_status, conflict_owner, prior_of, status_changed};
 use super::shell::{Reconciled, write_status};
 use super::{Context, Error, KubeSecrets, reference};
-use crate::aws::Scope;
-use crate::crd::{DeletionPolicy, DxConnection, DxConnectionStatus, ManagementPolicy};
+use crate::crd::{DeletionPolicy, DxConnection, ManagementPolicy};
 use crate::desired;
-use crate::engine::{ConditionValue, Mode, PassOutcome};
+use crate::engine::{Mode, PassOutcome};
 use crate::plan::{Desired, PriorState, Reason, Requeue};
-use crate::status::{dxconnection_status, set_condition};
-
-/// Whether `dxc` lists the MacSecKey `name` in `spec.keys`.
-pub fn references(dxc: &DxConnection, name: &str) -> bool {
-    dxc.spec.keys.iter().flatten().any(|k| k.name == name)
-}
-
-/// The DxConnection that owns `dxc`'s AWS resource when it is not `dxc` itself
-/// ([`desired::conflict_owner`]: the oldest naming it).
-pub fn conflict_owner(
-    dxc: &DxConnection,
-    scope: &Scope,
-    all: &[Arc<DeserializeGuard<DxConnection>>],
-    default_region: Option<&str>,
-) -> Option<String> {
-    let candidates = super::valid(all).map(|d| (0, d));
-    desired::conflict_owner(dxc, 0, scope, candidates, default_region)
-}
-
-/// The planner's memory, from the status written last time.
-pub fn prior_of(dxc: &DxConnection) -> PriorState {
-    let Some(status) = &dxc.status else {
-        return PriorState::default();
-    };
-    let converged = dxc
-        .condition("Ready")
-        .is_some_and(|c| c.status == "True" && c.observed_generation == dxc.metadata.generation);
-    PriorState::from_key_status(&status.keys, converged)
-}
-
-impl Reconciled for DxConnection {
-    const KIND: &'static str = "DxConnection";
-
-    async fn apply(obj: &Self, ctx: &Context) -> Result<Action, Error> {
-        apply(obj, ctx).await
-    }
-
-    async fn cleanup(obj: &Self, ctx: &Context) -> Result<Action, Error> {
-        cleanup(obj, ctx).await
-    }
-}
-
-/// The status of a DxConnection that cannot be acted on before reaching AWS.
-fn blocked_status(dxc: &DxConnection, reason: Reason, message: &str) -> DxConnectionStatus {
-    let mut status = dxc.status.clone().unwrap_or_default();
-    let now = Timestamp::now();
-    let generation = dxc.metadata.generation;
-    status.observed_generation = generation;
-    let value = ConditionValue::new(false, reason, message);
-    for type_ in ["Ready", "Synced"] {
-        set_condition(&mut status.conditions, type_, &value, generation, now);
-    }
-    status
-}
-
-/// Whether a status is worth writing. Every write is a watch event that reconciles the object
-/// again, so a status that differs only in `lastSyncTime` is written only when the stored one
-/// is older than `max_sync_age`; otherwise each reconcile would trigger the next.
-pub fn status_changed(
-    old: Option<&DxConnectionStatus>,
-    new: &DxConnectionStatus,
-    max_sync_age: std::time::Duration,
-) -> bool {
-    let Some(old) = old else {
-        return true;
-    };
-    let sync_old = old
-        .last_sync_time
-        .as_deref()
-        .and_then(|t| t.parse::<Timestamp>().ok())
-        .is_none_or(|t| {
-            Timestamp::now().duration_since(t)
-                > jiff::SignedDuration::try_from(max_sync_age).unwrap_or_default()
-        });
-    let mut without_sync = old.clone();
-    without_sync.last_sync_time = new.last_sync_time.clone();
-    without_sync != *new || sync_old
-}
-
-async fn apply(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
-    let ns = dxc.namespace().unwrap_or_default();
-    let previous_reason = dxc.condition("Ready").map(|c| c.reason.clone());
-    let scope = match desired::scope_of(dxc, ctx.settings.default_region.as_deref()) {
-        Ok(s) => s,
-        Err(message) => {
-            let status = blocked_status(dxc, Reason::InvalidSpec, &message);
-            write_status(ctx, dxc, &status).await?;
-            if previous_reason.as_deref() != Some(Reason::InvalidSpec.as_str()) {
-                ctx.publish(
-                    &reference(dxc),
-                    EventType::Warning,
-                    "InvalidSpec",
-                    "Validate",
-                    message,
-                )
-                .await;
-            }
-            return Ok(ctx.requeue(Requeue::Resync));
-        }
-    };
-    let secrets = KubeSecrets(ctx.client.clone());
-    let mut desired = desired::desired(
-        dxc,
-        |name| ctx.find_key(&ns, name),
-        &secrets,
-        ctx.engine.aws.as_ref(),
-        &scope,
-    )
-    .await;
-    desired.conflict_with = conflict_owner(
-        dxc,
-        &scope,
-        &ctx.all_connections(),
-        ctx.settings.default_region.as_deref(),
-    );
-
-    let now = Timestamp::now();
-    let result = ctx
-        .engine
-        .pass(&scope, &desired, &prior_of(dxc), now, Mode::Execute)
-        .await;
-    if let PassOutcome::Deferred(wait) = result {
-        // Nothing was read, decided or done: the status stays as it is.
-        return Ok(ctx.requeue(Requeue::After(wait)));
-    }
-    let status = dxconnection_status(dxc.status.as_ref(), &result, dxc.metadata.generation, now);
-    if status_changed(dxc.status.as_ref(), &status, ctx.settings.resync / 2) {
-        write_status(ctx, dxc, &status).await?;
-    }
-    let ready = result.ready();
-    ctx.metrics.observed(
-        &ns,
-        &dxc.name_any(),
-        Some((ready.status, ready.reason)),
-        result.observed(),
-    );
-    publish_events(ctx, dxc, &result, previous_reason.as_deref()).await;
-    Ok(ctx.requeue(result.next_look()))
-}
+use crate::status::dxconnection_status;
 
 /// A Normal event per AWS call the pass made and a Warning for the one that failed; the
 /// event's action is `action`, else the call's operation.
@@ -217,89 +76,155 @@ async fn publish_events(
     }
 }
 
-async fn cleanup(dxc: &DxConnection, ctx: &Context) -> Result<Action, Error> {
-    let r = reference(dxc);
-    let ns = dxc.namespace().unwrap_or_default();
-    let retain = dxc.spec.deletion_policy == DeletionPolicy::Retain
-        || dxc.spec.management_policy == ManagementPolicy::ObserveOnly;
-    let scope = desired::scope_of(dxc, ctx.settings.default_region.as_deref());
-    if retain || scope.is_err() {
-        ctx.metrics.forget(&ns, &dxc.name_any());
-        let note = if retain {
-            "deletionPolicy Retain (or ObserveOnly): AWS is left as it is".to_string()
-        } else {
-            "no region is known, so nothing was changed in AWS".to_string()
+impl Reconciled for DxConnection {
+    const KIND: &'static str = "DxConnection";
+
+    async fn apply(dxc: &Self, ctx: &Context) -> Result<Action, Error> {
+        let ns = dxc.namespace().unwrap_or_default();
+        let previous_reason = dxc.condition("Ready").map(|c| c.reason.clone());
+        let scope = match desired::scope_of(dxc, ctx.settings.default_region.as_deref()) {
+            Ok(s) => s,
+            Err(message) => {
+                let status = blocked_status(dxc, Reason::InvalidSpec, &message);
+                write_status(ctx, dxc, &status).await?;
+                if previous_reason.as_deref() != Some(Reason::InvalidSpec.as_str()) {
+                    ctx.publish(
+                        &reference(dxc),
+                        EventType::Warning,
+                        "InvalidSpec",
+                        "Validate",
+                        message,
+                    )
+                    .await;
+                }
+                return Ok(ctx.requeue(Requeue::Resync));
+            }
         };
-        ctx.publish(&r, EventType::Normal, "Retained", "Delete", note)
-            .await;
-        return Ok(Action::await_change());
-    }
-    let scope = scope.expect("checked above");
-    // A Conflict loser never managed the resource: nothing of its own to remove.
-    if conflict_owner(
-        dxc,
-        &scope,
-        &ctx.all_connections(),
-        ctx.settings.default_region.as_deref(),
-    )
-    .is_some()
-    {
-        return Ok(Action::await_change());
-    }
-    let api = ctx
-        .engine
-        .aws
-        .direct_connect(&scope)
-        .await
-        .map_err(|e| Error::CleanupPending(e.to_string()))?;
-    let (observed, _) = ctx
-        .engine
-        .cache
-        .observe_now(&scope, api.as_ref(), &dxc.spec.connection_id)
-        .await
-        .map_err(|e| Error::CleanupPending(e.to_string()))?;
-    let Some(observed) = observed else {
-        // Not found counts as done.
-        ctx.metrics.forget(&ns, &dxc.name_any());
-        return Ok(Action::await_change());
-    };
-    let managed = dxc
-        .status
-        .as_ref()
-        .map(|s| s.keys.as_slice())
-        .unwrap_or_default();
-    let desired = Desired::cleanup(&dxc.spec.connection_id, &observed, managed);
-    let result = ctx
-        .engine
-        .pass(
+        let secrets = KubeSecrets(ctx.client.clone());
+        let mut desired = desired::desired(
+            dxc,
+            |name| ctx.find_key(&ns, name),
+            &secrets,
+            ctx.engine.aws.as_ref(),
             &scope,
-            &desired,
-            &PriorState::default(),
-            Timestamp::now(),
-            Mode::Execute,
         )
         .await;
-    publish_calls(ctx, &r, &result, Some("Delete")).await;
-    if let Some(e) = result.error() {
-        return Err(Error::CleanupPending(e.to_string()));
+        desired.conflict_with = conflict_owner(
+            dxc,
+            &scope,
+            &ctx.all_connections(),
+            ctx.settings.default_region.as_deref(),
+        );
+
+        let now = Timestamp::now();
+        let result = ctx
+            .engine
+            .pass(&scope, &desired, &prior_of(dxc), now, Mode::Execute)
+            .await;
+        if let PassOutcome::Deferred(wait) = result {
+            // Nothing was read, decided or done: the status stays as it is.
+            return Ok(ctx.requeue(Requeue::After(wait)));
+        }
+        let status =
+            dxconnection_status(dxc.status.as_ref(), &result, dxc.metadata.generation, now);
+        if status_changed(dxc.status.as_ref(), &status, ctx.settings.resync / 2) {
+            write_status(ctx, dxc, &status).await?;
+        }
+        let ready = result.ready();
+        ctx.metrics.observed(
+            &ns,
+            &dxc.name_any(),
+            Some((ready.status, ready.reason)),
+            result.observed(),
+        );
+        publish_events(ctx, dxc, &result, previous_reason.as_deref()).await;
+        Ok(ctx.requeue(result.next_look()))
     }
-    match result.plan() {
-        Some(p) if p.spec_met() => {
+
+    async fn cleanup(dxc: &Self, ctx: &Context) -> Result<Action, Error> {
+        let r = reference(dxc);
+        let ns = dxc.namespace().unwrap_or_default();
+        let retain = dxc.spec.deletion_policy == DeletionPolicy::Retain
+            || dxc.spec.management_policy == ManagementPolicy::ObserveOnly;
+        let scope = desired::scope_of(dxc, ctx.settings.default_region.as_deref());
+        if retain || scope.is_err() {
             ctx.metrics.forget(&ns, &dxc.name_any());
-            ctx.publish(
-                &r,
-                EventType::Normal,
-                "Disassociated",
-                "Delete",
-                "deletionPolicy Disassociate: the keys this DxConnection managed are removed"
-                    .into(),
+            let note = if retain {
+                "deletionPolicy Retain (or ObserveOnly): AWS is left as it is".to_string()
+            } else {
+                "no region is known, so nothing was changed in AWS".to_string()
+            };
+            ctx.publish(&r, EventType::Normal, "Retained", "Delete", note)
+                .await;
+            return Ok(Action::await_change());
+        }
+        let scope = scope.expect("checked above");
+        // A Conflict loser never managed the resource: nothing of its own to remove.
+        if conflict_owner(
+            dxc,
+            &scope,
+            &ctx.all_connections(),
+            ctx.settings.default_region.as_deref(),
+        )
+        .is_some()
+        {
+            return Ok(Action::await_change());
+        }
+        let api = ctx
+            .engine
+            .aws
+            .direct_connect(&scope)
+            .await
+            .map_err(|e| Error::CleanupPending(e.to_string()))?;
+        let (observed, _) = ctx
+            .engine
+            .cache
+            .observe_now(&scope, api.as_ref(), &dxc.spec.connection_id)
+            .await
+            .map_err(|e| Error::CleanupPending(e.to_string()))?;
+        let Some(observed) = observed else {
+            // Not found counts as done.
+            ctx.metrics.forget(&ns, &dxc.name_any());
+            return Ok(Action::await_change());
+        };
+        let managed = dxc
+            .status
+            .as_ref()
+            .map(|s| s.keys.as_slice())
+            .unwrap_or_default();
+        let desired = Desired::cleanup(&dxc.spec.connection_id, &observed, managed);
+        let result = ctx
+            .engine
+            .pass(
+                &scope,
+                &desired,
+                &PriorState::default(),
+                Timestamp::now(),
+                Mode::Execute,
             )
             .await;
-            Ok(Action::await_change())
+        publish_calls(ctx, &r, &result, Some("Delete")).await;
+        if let Some(e) = result.error() {
+            return Err(Error::CleanupPending(e.to_string()));
         }
-        Some(p) => Err(Error::CleanupPending(p.message.clone())),
-        None => Err(Error::CleanupPending(
-            "waiting to read the connection from AWS again".into(),
-        )),
+        match result.plan() {
+            Some(p) if p.spec_met() => {
+                ctx.metrics.forget(&ns, &dxc.name_any());
+                ctx.publish(
+                    &r,
+                    EventType::Normal,
+                    "Disassociated",
+                    "Delete",
+                    "deletionPolicy Disassociate: the keys this DxConnection managed are removed"
+                        .into(),
+                )
+                .await;
+                Ok(Action::await_change())
+            }
+            Some(p) => Err(Error::CleanupPending(p.message.clone())),
+            None => Err(Error::CleanupPending(
+                "waiting to read the connection from AWS again".into(),
+            )),
+        }
     }
 }

@@ -9,6 +9,7 @@
 pub mod connection;
 pub mod key;
 pub mod leader;
+mod relations;
 mod shell;
 #[cfg(test)]
 mod tests;
@@ -33,14 +34,10 @@ use crate::engine::Engine;
 use crate::material::{SecretData, SecretReader};
 use crate::metrics::Metrics;
 use crate::plan::Requeue;
+use relations::{key_relevance, references};
 
 /// Reconciles in flight at once, per kind.
 pub const MAX_CONCURRENT_RECONCILES: u16 = 16;
-
-/// Only the DxConnections that deserialized.
-pub fn valid(all: &[Arc<DeserializeGuard<DxConnection>>]) -> impl Iterator<Item = &DxConnection> {
-    all.iter().filter_map(|g| g.0.as_ref().ok())
-}
 
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "dx-macsec-operator";
@@ -209,31 +206,6 @@ pub fn reference<K: Resource<DynamicType = ()>>(
     obj.object_ref(&())
 }
 
-/// What DxConnections read of a MacSecKey: its identity, spec (generation), deletion and the
-/// CKN and managed secret ARN learned in its status. Written out rather than taken from
-/// kube-runtime's `predicate_filter`, which can only feed a controller through the unstable
-/// `watches_stream`. A key removed for good while still referenced is found at the
-/// DxConnections' next requeue (its finalizer keeps a key in use from going).
-fn key_relevance(
-    key: &DeserializeGuard<MacSecKey>,
-) -> (
-    Option<String>,
-    Option<i64>,
-    bool,
-    Option<String>,
-    Option<String>,
-) {
-    let meta = key.meta();
-    let status = key.0.as_ref().ok().and_then(|k| k.status.as_ref());
-    (
-        meta.uid.clone(),
-        meta.generation,
-        meta.deletion_timestamp.is_some(),
-        status.and_then(|s| s.ckn.clone()),
-        status.and_then(|s| s.direct_connect_secret_arn.clone()),
-    )
-}
-
 /// Runs both controllers until `shutdown` resolves.
 pub async fn run_controllers(
     client: Client,
@@ -275,9 +247,7 @@ pub async fn run_controllers(
             .state()
             .iter()
             .filter_map(|g| g.0.as_ref().ok())
-            .filter(|d| {
-                d.namespace().as_deref() == Some(ns.as_str()) && connection::references(d, &name)
-            })
+            .filter(|d| d.namespace().as_deref() == Some(ns.as_str()) && references(d, &name))
             .map(|d| ObjectRef::<DeserializeGuard<DxConnection>>::new(&d.name_any()).within(&ns))
             .collect::<Vec<_>>()
     });

@@ -668,25 +668,25 @@ fn status_is_written_only_when_it_changed() {
     };
     let mut next = recent.clone();
     next.last_sync_time = Some((now + jiff::SignedDuration::from_secs(1)).to_string());
-    assert!(!connection::status_changed(
+    assert!(!relations::status_changed(
         Some(&recent),
         &next,
         Duration::from_secs(150)
     ));
     next.encryption_mode = Some("should_encrypt".into());
-    assert!(connection::status_changed(
+    assert!(relations::status_changed(
         Some(&recent),
         &next,
         Duration::from_secs(150)
     ));
     let mut old = recent.clone();
     old.last_sync_time = Some((now - jiff::SignedDuration::from_secs(600)).to_string());
-    assert!(connection::status_changed(
+    assert!(relations::status_changed(
         Some(&old),
         &recent,
         Duration::from_secs(150)
     ));
-    assert!(connection::status_changed(
+    assert!(relations::status_changed(
         None,
         &recent,
         Duration::from_secs(150)

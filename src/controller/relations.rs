@@ -1,0 +1,208 @@
+//! Pure functions of the controllers: how objects relate (which DxConnections use a key,
+//! which one owns a connection, what a key's status learns from them), the planner's memory
+//! from status, and whether a status is worth writing. No I/O: the reconcilers in
+//! `connection.rs` and `key.rs` call these and do the reading and writing.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use kube::core::DeserializeGuard;
+use kube::{Resource, ResourceExt};
+
+use crate::aws::Scope;
+use crate::crd::{DxConnection, DxConnectionStatus, MacSecKey, MacSecKeyStatus};
+use crate::desired;
+use crate::engine::ConditionValue;
+use crate::keys::Ckn;
+use crate::plan::{KeyMaterial, PriorState, Reason};
+use crate::status::set_condition;
+
+/// Whether `dxc` lists the MacSecKey `name` in `spec.keys`.
+pub(crate) fn references(dxc: &DxConnection, name: &str) -> bool {
+    dxc.spec.keys.iter().flatten().any(|k| k.name == name)
+}
+
+/// The DxConnection that owns `dxc`'s AWS resource when it is not `dxc` itself
+/// ([`desired::conflict_owner`]: the oldest naming it).
+pub(crate) fn conflict_owner(
+    dxc: &DxConnection,
+    scope: &Scope,
+    all: &[Arc<DeserializeGuard<DxConnection>>],
+    default_region: Option<&str>,
+) -> Option<String> {
+    let candidates = valid(all).map(|d| (0, d));
+    desired::conflict_owner(dxc, 0, scope, candidates, default_region)
+}
+
+/// The planner's memory, from the status written last time.
+pub(crate) fn prior_of(dxc: &DxConnection) -> PriorState {
+    let Some(status) = &dxc.status else {
+        return PriorState::default();
+    };
+    let converged = dxc
+        .condition("Ready")
+        .is_some_and(|c| c.status == "True" && c.observed_generation == dxc.metadata.generation);
+    PriorState::from_key_status(&status.keys, converged)
+}
+
+/// The status of a DxConnection that cannot be acted on before reaching AWS.
+pub(crate) fn blocked_status(
+    dxc: &DxConnection,
+    reason: Reason,
+    message: &str,
+) -> DxConnectionStatus {
+    let mut status = dxc.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    let generation = dxc.metadata.generation;
+    status.observed_generation = generation;
+    let value = ConditionValue::new(false, reason, message);
+    for type_ in ["Ready", "Synced"] {
+        set_condition(&mut status.conditions, type_, &value, generation, now);
+    }
+    status
+}
+
+/// Whether a status is worth writing. Every write is a watch event that reconciles the object
+/// again, so a status that differs only in `lastSyncTime` is written only when the stored one
+/// is older than `max_sync_age`; otherwise each reconcile would trigger the next.
+pub(crate) fn status_changed(
+    old: Option<&DxConnectionStatus>,
+    new: &DxConnectionStatus,
+    max_sync_age: std::time::Duration,
+) -> bool {
+    let Some(old) = old else {
+        return true;
+    };
+    let sync_old = old
+        .last_sync_time
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .is_none_or(|t| {
+            Timestamp::now().duration_since(t)
+                > jiff::SignedDuration::try_from(max_sync_age).unwrap_or_default()
+        });
+    let mut without_sync = old.clone();
+    without_sync.last_sync_time = new.last_sync_time.clone();
+    without_sync != *new || sync_old
+}
+
+/// `namespace/name`-free names of the DxConnections in the key's namespace that list it.
+pub(crate) fn used_by(key: &MacSecKey, all: &[Arc<DeserializeGuard<DxConnection>>]) -> Vec<String> {
+    let ns = key.namespace();
+    let name = key.name_any();
+    let mut users: Vec<String> = valid(all)
+        .filter(|d| d.namespace() == ns && references(d, &name))
+        .map(|d| d.name_any())
+        .collect();
+    users.sort();
+    users
+}
+
+/// The managed secret ARN and CKN AWS reported for this key on any DxConnection using it.
+pub(crate) fn learned_from_connections(
+    key: &MacSecKey,
+    ckn: Option<&Ckn>,
+    all: &[Arc<DeserializeGuard<DxConnection>>],
+) -> (Option<String>, Option<String>) {
+    let ns = key.namespace();
+    let name = key.name_any();
+    let spec_arn = key.spec.direct_connect_secret_arn.as_deref();
+    valid(all)
+        .filter(|d| d.namespace() == ns)
+        .flat_map(|d| d.status.iter().flat_map(|s| s.keys.iter()))
+        .filter(|k| k.mac_sec_key.as_deref() == Some(name.as_str()))
+        .find(|k| match (ckn, spec_arn) {
+            (Some(c), _) => k.ckn.as_deref() == Some(c.as_str()),
+            (None, Some(arn)) => k.secret_arn.as_deref() == Some(arn),
+            (None, None) => false,
+        })
+        .map(|k| (k.secret_arn.clone(), k.ckn.clone()))
+        .unwrap_or_default()
+}
+
+/// Where a Secrets Manager source is read: `spec.secretsManager.region` when set, else the
+/// region of a DxConnection using the key, else the operator's default region. `None` when
+/// none is known.
+pub(crate) fn secrets_scope(
+    key: &MacSecKey,
+    users: &[String],
+    all: &[Arc<DeserializeGuard<DxConnection>>],
+    default_region: Option<&str>,
+) -> Option<Scope> {
+    let user_scope = valid(all)
+        .find(|d| users.contains(&d.name_any()) && d.namespace() == key.namespace())
+        .and_then(|d| crate::desired::scope_of(d, default_region).ok());
+    let own_region = key
+        .spec
+        .secrets_manager
+        .as_ref()
+        .and_then(|s| s.region.clone());
+    match (own_region, user_scope) {
+        (Some(region), scope) => Some(Scope {
+            region,
+            role_arn: scope.and_then(|s| s.role_arn),
+        }),
+        (None, Some(scope)) => Some(scope),
+        (None, None) => default_region.map(|region| Scope {
+            region: region.to_string(),
+            role_arn: None,
+        }),
+    }
+}
+
+/// The CKN and the managed secret ARN, as read from the material and learned from the
+/// DxConnections using the key.
+pub(crate) fn learn(
+    key: &MacSecKey,
+    status: &mut MacSecKeyStatus,
+    material: &KeyMaterial,
+    all: &[Arc<DeserializeGuard<DxConnection>>],
+) {
+    let (arn, learned_ckn) = learned_from_connections(key, material.ckn.as_ref(), all);
+    status.ckn = material
+        .ckn
+        .as_ref()
+        .map(|c| c.to_string())
+        .or(learned_ckn)
+        .or(status.ckn.take());
+    if arn.is_some() {
+        status.direct_connect_secret_arn = arn;
+    } else if material.ckn.is_some()
+        && status.ckn != key.status.as_ref().and_then(|s| s.ckn.clone())
+    {
+        // New key material: the old managed secret belongs to the old CKN.
+        status.direct_connect_secret_arn = None;
+    }
+}
+
+/// Only the DxConnections that deserialized.
+pub(crate) fn valid(
+    all: &[Arc<DeserializeGuard<DxConnection>>],
+) -> impl Iterator<Item = &DxConnection> {
+    all.iter().filter_map(|g| g.0.as_ref().ok())
+}
+
+/// What DxConnections read of a MacSecKey: its identity, spec (generation), deletion and the
+/// CKN and managed secret ARN learned in its status. Written out rather than taken from
+/// kube-runtime's `predicate_filter`, which can only feed a controller through the unstable
+/// `watches_stream`. A key removed for good while still referenced is found at the
+/// DxConnections' next requeue (its finalizer keeps a key in use from going).
+pub(crate) fn key_relevance(
+    key: &DeserializeGuard<MacSecKey>,
+) -> (
+    Option<String>,
+    Option<i64>,
+    bool,
+    Option<String>,
+    Option<String>,
+) {
+    let meta = key.meta();
+    let status = key.0.as_ref().ok().and_then(|k| k.status.as_ref());
+    (
+        meta.uid.clone(),
+        meta.generation,
+        meta.deletion_timestamp.is_some(),
+        status.and_then(|s| s.ckn.clone()),
+        status.and_then(|s| s.direct_connect_secret_arn.clone()),
+    )
+}
