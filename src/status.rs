@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 
 use crate::crd::{Condition, DxConnectionStatus, MemberStatus};
-use crate::engine::{ConditionValue, PassOutcome};
+use crate::engine::{ConditionValue, PassOutcome, Standing};
 use crate::observed::KeyState;
 
 /// Sets or updates condition `type_`; `lastTransitionTime` moves only when the status
@@ -34,6 +34,42 @@ pub fn set_condition(
         Some(i) => conditions[i] = cond,
         None => conditions.push(cond),
     }
+}
+
+/// The kstatus conditions beside `Ready`: `Reconciling` is True while the operator works
+/// toward the spec, `Stalled` is True when only a person can move it on. Flux's kstatus
+/// reads them (Stalled → Failed, Reconciling → InProgress), so a Kustomization with
+/// `wait: true` fails fast on a permanent problem instead of waiting out its timeout. Both
+/// carry `value`'s reason and message; when they do not apply they are False.
+pub fn set_standing(
+    conditions: &mut Vec<Condition>,
+    standing: Standing,
+    value: &ConditionValue,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    for (type_, applies) in [
+        ("Reconciling", standing == Standing::Pending),
+        ("Stalled", standing == Standing::NeedsAPerson),
+    ] {
+        let condition = ConditionValue {
+            status: applies,
+            ..value.clone()
+        };
+        set_condition(conditions, type_, &condition, generation, now);
+    }
+}
+
+/// `Ready` from `value`, and the kstatus conditions of `standing` with the same reason.
+pub fn set_ready(
+    conditions: &mut Vec<Condition>,
+    value: &ConditionValue,
+    standing: Standing,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    set_condition(conditions, "Ready", value, generation, now);
+    set_standing(conditions, standing, value, generation, now);
 }
 
 /// The status after a pass. Fields AWS could not be read for keep their previous values.
@@ -102,5 +138,342 @@ pub fn dxconnection_status(
         generation,
         now,
     );
+    set_standing(
+        &mut status.conditions,
+        result.standing(),
+        &result.headline(),
+        generation,
+        now,
+    );
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::Write;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::aws::{AwsError, ErrorClass};
+    use crate::crd::{
+        DxConnection, EncryptionMode, MacSecKey, MacSecKeySpec, MacSecKeyStatus, ManagementPolicy,
+    };
+    use crate::engine::Planned;
+    use crate::observed::ObservedResource;
+    use crate::plan::fixtures::*;
+    use crate::plan::{Desired, PriorState, Reason, plan};
+
+    /// What the planner decides for `d` against `o`, as a pass that called nothing.
+    fn planned(d: &Desired, o: Option<ObservedResource>) -> PassOutcome {
+        let plan = plan(d, o.as_ref(), &PriorState::default(), t(0));
+        PassOutcome::Planned(Box::new(Planned {
+            observed: o,
+            plan,
+            executed: Vec::new(),
+            failed: None,
+        }))
+    }
+
+    fn unread(class: ErrorClass) -> PassOutcome {
+        PassOutcome::Unread(AwsError {
+            operation: "DescribeConnections",
+            code: Some("SomeException".into()),
+            message: "it failed".into(),
+            class,
+        })
+    }
+
+    /// A DxConnection named `name` whose status is what `outcome` makes of it.
+    fn dxc(name: &str, outcome: &PassOutcome) -> Value {
+        let spec = serde_json::from_value(json!({"connectionId": "dxcon-abc123"})).unwrap();
+        let mut d = DxConnection::new(name, spec);
+        d.metadata.namespace = Some("net".into());
+        d.metadata.generation = Some(1);
+        d.status = Some(dxconnection_status(None, outcome, Some(1), t(0)));
+        serde_json::to_value(d).unwrap()
+    }
+
+    /// A MacSecKey named `name` whose Ready is `value` with `standing`.
+    fn mskey(name: &str, value: ConditionValue, standing: Standing) -> Value {
+        let mut k = MacSecKey::new(
+            name,
+            MacSecKeySpec {
+                secret_ref: None,
+                secrets_manager: None,
+                direct_connect_secret_arn: Some("arn:aws:secretsmanager:x".into()),
+            },
+        );
+        k.metadata.namespace = Some("net".into());
+        k.metadata.generation = Some(1);
+        let mut status = MacSecKeyStatus {
+            observed_generation: Some(1),
+            ..Default::default()
+        };
+        set_ready(&mut status.conditions, &value, standing, Some(1), t(0));
+        k.status = Some(status);
+        serde_json::to_value(k).unwrap()
+    }
+
+    fn key_value(status: bool, reason: &'static str) -> ConditionValue {
+        ConditionValue {
+            status,
+            reason,
+            message: "m".into(),
+        }
+    }
+
+    /// Objects in every state the operator reports, with the verdicts Flux's kstatus and
+    /// Argo CD must give them: (object, kstatus, Argo CD).
+    fn cases() -> Vec<(Value, &'static str, &'static str)> {
+        use EncryptionMode::*;
+        let k1 = || Some(vec![wanted("k1", 'a')]);
+        let must = desired("dxcon-abc123", Some(MustEncrypt), k1());
+        let a = || vec![key('a', "associated")];
+        let mut pending = connection("no_encrypt", false, vec![]);
+        pending.state = "pending".into();
+        let mut plain = connection("no_encrypt", false, vec![]);
+        plain.mac_sec_capable = false;
+        let mut member = connection("no_encrypt", false, vec![]);
+        member.lag_id = Some("dxlag-ffff01".into());
+        let mut conflict = must.clone();
+        conflict.conflict_with = Some("net/older".into());
+        let mut observe_only = must.clone();
+        observe_only.policy = ManagementPolicy::ObserveOnly;
+        let broken = desired("dxcon-abc123", None, Some(vec![broken("k2", "no Secret")]));
+        let mut stale = dxc(
+            "stale",
+            &planned(&must, Some(connection("must_encrypt", true, a()))),
+        );
+        stale["metadata"]["generation"] = json!(2);
+        let (current, in_progress, failed) = ("Current", "InProgress", "Failed");
+        let (healthy, progressing, degraded) = ("Healthy", "Progressing", "Degraded");
+        vec![
+            (
+                dxc(
+                    "converged",
+                    &planned(&must, Some(connection("must_encrypt", true, a()))),
+                ),
+                current,
+                healthy,
+            ),
+            (
+                dxc(
+                    "progressing",
+                    &planned(&must, Some(connection("no_encrypt", false, vec![]))),
+                ),
+                in_progress,
+                progressing,
+            ),
+            (
+                dxc(
+                    "waiting-up",
+                    &planned(&must, Some(connection("should_encrypt", false, a()))),
+                ),
+                in_progress,
+                progressing,
+            ),
+            (
+                dxc(
+                    "encryption-down",
+                    &planned(&must, Some(connection("must_encrypt", false, a()))),
+                ),
+                failed,
+                degraded,
+            ),
+            (
+                dxc(
+                    "key-not-ready",
+                    &planned(&broken, Some(connection("no_encrypt", false, vec![]))),
+                ),
+                failed,
+                degraded,
+            ),
+            (dxc("not-found", &planned(&must, None)), failed, degraded),
+            (
+                dxc("not-available", &planned(&must, Some(pending))),
+                in_progress,
+                progressing,
+            ),
+            (
+                dxc("not-capable", &planned(&must, Some(plain))),
+                failed,
+                degraded,
+            ),
+            (
+                dxc("managed-by-lag", &planned(&must, Some(member))),
+                failed,
+                degraded,
+            ),
+            (
+                dxc(
+                    "conflict",
+                    &planned(&conflict, Some(connection("no_encrypt", false, vec![]))),
+                ),
+                failed,
+                degraded,
+            ),
+            (
+                dxc(
+                    "invalid-spec",
+                    &planned(&desired("dxcon_bad", None, None), None),
+                ),
+                failed,
+                degraded,
+            ),
+            (
+                dxc(
+                    "drift",
+                    &planned(&observe_only, Some(connection("no_encrypt", false, vec![]))),
+                ),
+                in_progress,
+                progressing,
+            ),
+            (
+                dxc("aws-error-terminal", &unread(ErrorClass::Terminal)),
+                failed,
+                degraded,
+            ),
+            (
+                dxc("aws-error-retry", &unread(ErrorClass::RetrySoon)),
+                in_progress,
+                progressing,
+            ),
+            (
+                dxc("throttled", &unread(ErrorClass::Throttled)),
+                in_progress,
+                progressing,
+            ),
+            (stale, in_progress, progressing),
+            (
+                mskey(
+                    "key-valid",
+                    key_value(true, "KeyMaterialValid"),
+                    Standing::Converged,
+                ),
+                current,
+                healthy,
+            ),
+            (
+                mskey(
+                    "key-missing",
+                    key_value(false, "SecretNotFound"),
+                    Standing::NeedsAPerson,
+                ),
+                failed,
+                degraded,
+            ),
+            (
+                mskey("key-in-use", key_value(false, "InUse"), Standing::Pending),
+                in_progress,
+                progressing,
+            ),
+        ]
+    }
+
+    fn condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
+        obj["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == type_)
+            .unwrap_or_else(|| panic!("no {type_} in {obj}"))
+    }
+
+    /// Every reason is covered, and on each object exactly one of Ready, Reconciling and
+    /// Stalled is True (for a current generation), with Ready's reason on all three.
+    #[test]
+    fn every_state_has_one_verdict() {
+        let cases = cases();
+        let reasons: Vec<String> = cases
+            .iter()
+            .map(|(o, _, _)| {
+                condition(o, "Ready")["reason"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        for r in Reason::ALL {
+            assert!(reasons.iter().any(|x| x == r.as_str()), "no case for {r}");
+        }
+        for (o, kstatus, _) in &cases {
+            let truths: Vec<&str> = ["Ready", "Reconciling", "Stalled"]
+                .into_iter()
+                .filter(|t| condition(o, t)["status"] == "True")
+                .collect();
+            let want = match *kstatus {
+                "Current" => "Ready",
+                "Failed" => "Stalled",
+                _ => "Reconciling",
+            };
+            if o["metadata"]["name"] != "stale" {
+                assert_eq!(truths, vec![want], "{}", o["metadata"]["name"]);
+            }
+            let reason = &condition(o, "Ready")["reason"];
+            assert_eq!(&condition(o, "Stalled")["reason"], reason);
+            assert_eq!(&condition(o, "Reconciling")["reason"], reason);
+        }
+    }
+
+    /// Flux's kstatus and Argo CD's Lua health script (examples/argocd-cm-health.yaml, run by
+    /// the interpreter Argo CD embeds) give each state the verdict docs/gitops.md promises.
+    #[test]
+    fn gitops_tools_judge_every_state() {
+        let Some(tool) = dx_sim::test_peer("HEALTH_TOOL", "gitops_tools_judge_every_state") else {
+            return;
+        };
+        let cases = cases();
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": cases.iter().map(|c| c.0.clone()).collect::<Vec<_>>()});
+        let cm = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/argocd-cm-health.yaml"
+        );
+        let mut child = std::process::Command::new(tool)
+            .arg(cm)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(list.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "the health tool failed");
+        let verdicts: BTreeMap<String, (String, String)> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[1].to_string(), (f[2].to_string(), f[3].to_string()))
+            })
+            .collect();
+        for (o, kstatus, argo) in &cases {
+            let name = format!("net/{}", o["metadata"]["name"].as_str().unwrap());
+            assert_eq!(
+                verdicts.get(&name),
+                Some(&(kstatus.to_string(), argo.to_string())),
+                "{name}: Ready {}",
+                condition(o, "Ready")
+            );
+        }
+    }
+
+    /// docs/gitops.md shows the health script that is tested here, word for word.
+    #[test]
+    fn the_documented_health_script_is_the_tested_one() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let example =
+            std::fs::read_to_string(format!("{root}/examples/argocd-cm-health.yaml")).unwrap();
+        let docs = std::fs::read_to_string(format!("{root}/docs/gitops.md")).unwrap();
+        let data = &example[example.find("\ndata:\n").expect("a data section")..];
+        assert!(
+            docs.contains(data.trim_end()),
+            "docs/gitops.md differs from examples/argocd-cm-health.yaml"
+        );
+    }
 }

@@ -222,6 +222,7 @@ async fn end_to_end() {
     drift_is_repaired_at_resync(&e).await;
     crash_mid_rotation_converges_with_one_association(&mut e).await;
     two_replicas_act_one_at_a_time(&mut e).await;
+    gitops_tools_judge_live_objects().await;
 }
 
 /// A Secret, a MacSecKey and a DxConnection become Ready; the key is associated before any
@@ -465,6 +466,7 @@ async fn encryption_down_is_not_ready(e: &E2e) {
     )
     .await;
     assert!(!ok, "kubectl wait passed while the link is down");
+    assert_eq!(verdict("down", "dxc/d").await, "Failed Degraded");
     let events = events_of("down", "d").await;
     assert!(events.contains("\"EncryptionDown\""), "{events}");
 
@@ -478,6 +480,80 @@ async fn encryption_down_is_not_ready(e: &E2e) {
         || ready_now("Converged"),
     )
     .await;
+}
+
+/// What Flux's kstatus and Argo CD's health script make of a live object (`kind/name`):
+/// "KSTATUS ARGO", from tests/e2e/tools/health.
+async fn verdict(ns: &str, object: &str) -> String {
+    let (ok, json, err) = kubectl(&["get", "-n", ns, object, "-o", "json"], None).await;
+    assert!(ok, "kubectl get {object}: {err}");
+    let mut tool = Command::new(env("HEALTH_TOOL"));
+    tool.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/argocd-cm-health.yaml"
+    ))
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped());
+    let mut child = tool.spawn().unwrap();
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(json.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "the health tool failed on {object}");
+    let line = String::from_utf8(out.stdout).unwrap();
+    line.split_whitespace()
+        .skip(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Flux's kstatus and Argo CD's health script judge live objects as docs/gitops.md says:
+/// converged is Current/Healthy; an unknown connection, a missing MacSecKey and a key whose
+/// Secret is missing are Failed/Degraded at once (a Flux `wait: true` fails fast), and a
+/// Conflict too.
+async fn gitops_tools_judge_live_objects() {
+    assert_eq!(verdict("enable", "dxc/nyc").await, "Current Healthy");
+    assert_eq!(verdict("enable", "mskey/k-a").await, "Current Healthy");
+    namespace("health").await;
+    apply(
+        "health",
+        &format!(
+            "{}{}{}apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: k-nosecret}}\nspec: {{secretRef: {{name: absent}}}}\n",
+            dxc_manifest("unknown", "dxcon-nope0001", "should_encrypt", &[], ""),
+            dxc_manifest("keyless", "dxcon-enable01", "should_encrypt", &["k-absent"], ""),
+            dxc_manifest("second", "dxcon-enable01", "no_encrypt", &[], ""),
+        ),
+    )
+    .await;
+    for (object, reason) in [
+        ("dxc/unknown", "NotFound"),
+        ("dxc/keyless", "KeyNotReady"),
+        ("mskey/k-nosecret", "SecretNotFound"),
+        ("dxc/second", "Conflict"),
+    ] {
+        wait_for(object, Duration::from_secs(60), || async {
+            let (_, out, _) = kubectl(
+                &[
+                    "get",
+                    "-n",
+                    "health",
+                    object,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Stalled\")].reason}",
+                ],
+                None,
+            )
+            .await;
+            out == reason
+        })
+        .await;
+        assert_eq!(
+            verdict("health", object).await,
+            "Failed Degraded",
+            "{object}"
+        );
+    }
 }
 
 /// A LAG with two members: UpdateLag, both members mirror the mode, status lists them.

@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod model;
-mod moto;
+mod peers;
 pub mod secrets;
 pub mod seed;
 
@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use model::{Account, AwsError};
-pub use moto::moto_endpoint;
+pub use peers::{moto_endpoint, test_peer};
 pub use seed::Seed;
 
 /// One AWS call as the emulator saw it.

@@ -2,17 +2,20 @@
 //! readable and valid, the managed secret ARN learned from AWS; deletion waits while any
 //! DxConnection references it. Makes no AWS mutation.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 
 use super::relations::{learn, secrets_scope, used_by};
 use super::shell::{Reconciled, write_status};
 use super::{Context, Error, KubeSecrets};
 use crate::aws::Scope;
-use crate::crd::MacSecKey;
-use crate::engine::ConditionValue;
+use crate::crd::{DxConnection, MacSecKey, MacSecKeyStatus};
+use crate::engine::{ConditionValue, Standing};
 use crate::plan::Requeue;
-use crate::status::set_condition;
+use crate::status::set_ready;
 
 impl Reconciled for MacSecKey {
     const KIND: &'static str = "MacSecKey";
@@ -26,51 +29,19 @@ impl Reconciled for MacSecKey {
         status.observed_generation = generation;
         status.used_by = users.clone();
 
-        let scope = secrets_scope(key, &users, &all, ctx.settings.default_region.as_deref());
-        let (condition, requeue) = match scope {
-        None if key.spec.secrets_manager.is_some() => (
-            ConditionValue {
-                status: false,
-                reason: "SecretReadError",
-                message: "no region to read the Secrets Manager secret in: set spec.secretsManager.region, or use the key from a DxConnection".into(),
-            },
-            Requeue::Resync,
-        ),
-        // Only Secrets Manager sources are read in a region.
-        scope => {
-            let scope = scope.unwrap_or(Scope {
-                region: String::new(),
-                role_arn: None,
-            });
-            let secrets = KubeSecrets(ctx.client.clone());
-            match crate::material::resolve(key, &secrets, ctx.engine.aws.as_ref(), &scope).await {
-                Ok(material) => {
-                    learn(key, &mut status, &material, &all);
-                    let message = if users.is_empty() {
-                        "key material is valid; no DxConnection uses this key".to_string()
-                    } else {
-                        format!("key material is valid; used by {}", users.join(", "))
-                    };
-                    let valid = ConditionValue {
-                        status: true,
-                        reason: "KeyMaterialValid",
-                        message,
-                    };
-                    (valid, Requeue::Resync)
-                }
-                // A missing Secret may be created at any time: look again soon.
-                Err(problem) => (
-                    ConditionValue {
-                        status: false,
-                        reason: problem.reason,
-                        message: problem.message,
-                    },
-                    Requeue::Soon,
-                ),
-            }
-        }
-    };
-        set_condition(&mut status.conditions, "Ready", &condition, generation, now);
+        let (condition, requeue) = check_material(key, ctx, &users, &all, &mut status).await;
+        let standing = if condition.status {
+            Standing::Converged
+        } else {
+            Standing::NeedsAPerson
+        };
+        set_ready(
+            &mut status.conditions,
+            &condition,
+            standing,
+            generation,
+            now,
+        );
         if key.status.as_ref() != Some(&status) {
             write_status(ctx, key, &status).await?;
         }
@@ -93,16 +64,73 @@ impl Reconciled for MacSecKey {
             reason: "InUse",
             message: msg,
         };
-        set_condition(
+        let (generation, now) = (key.metadata.generation, Timestamp::now());
+        set_ready(
             &mut status.conditions,
-            "Ready",
             &in_use,
-            key.metadata.generation,
-            Timestamp::now(),
+            Standing::Pending,
+            generation,
+            now,
         );
         if key.status.as_ref() != Some(&status) {
             write_status(ctx, key, &status).await?;
         }
         Err(Error::KeyInUse(users.join(", ")))
+    }
+}
+
+/// Reads the key's material: the `Ready` condition it earns (the CKN and managed ARN learned
+/// go into `status`), and when to look again.
+async fn check_material(
+    key: &MacSecKey,
+    ctx: &Context,
+    users: &[String],
+    all: &[Arc<DeserializeGuard<DxConnection>>],
+    status: &mut MacSecKeyStatus,
+) -> (ConditionValue, Requeue) {
+    let Some(scope) = secrets_scope(key, users, all, ctx.settings.default_region.as_deref())
+        .or_else(|| {
+            // Only Secrets Manager sources are read in a region.
+            key.spec.secrets_manager.is_none().then(|| Scope {
+                region: String::new(),
+                role_arn: None,
+            })
+        })
+    else {
+        let message = "no region to read the Secrets Manager secret in: set spec.secretsManager.region, or use the key from a DxConnection";
+        return (
+            ConditionValue {
+                status: false,
+                reason: "SecretReadError",
+                message: message.into(),
+            },
+            Requeue::Resync,
+        );
+    };
+    let secrets = KubeSecrets(ctx.client.clone());
+    match crate::material::resolve(key, &secrets, ctx.engine.aws.as_ref(), &scope).await {
+        Ok(material) => {
+            learn(key, status, &material, all);
+            let message = if users.is_empty() {
+                "key material is valid; no DxConnection uses this key".to_string()
+            } else {
+                format!("key material is valid; used by {}", users.join(", "))
+            };
+            let valid = ConditionValue {
+                status: true,
+                reason: "KeyMaterialValid",
+                message,
+            };
+            (valid, Requeue::Resync)
+        }
+        // A missing Secret may be created at any time: look again soon.
+        Err(problem) => (
+            ConditionValue {
+                status: false,
+                reason: problem.reason,
+                message: problem.message,
+            },
+            Requeue::Soon,
+        ),
     }
 }

@@ -12,10 +12,10 @@ use kube::{Resource, ResourceExt};
 use crate::aws::Scope;
 use crate::crd::{DxConnection, DxConnectionStatus, MacSecKey, MacSecKeyStatus};
 use crate::desired;
-use crate::engine::ConditionValue;
+use crate::engine::{ConditionValue, Standing};
 use crate::keys::Ckn;
 use crate::plan::{KeyMaterial, PriorState, Reason};
-use crate::status::set_condition;
+use crate::status::{set_condition, set_standing};
 
 /// Whether `dxc` lists the MacSecKey `name` in `spec.keys`.
 pub(crate) fn references(dxc: &DxConnection, name: &str) -> bool {
@@ -59,6 +59,13 @@ pub(crate) fn blocked_status(
     for type_ in ["Ready", "Synced"] {
         set_condition(&mut status.conditions, type_, &value, generation, now);
     }
+    set_standing(
+        &mut status.conditions,
+        Standing::NeedsAPerson,
+        &value,
+        generation,
+        now,
+    );
     status
 }
 

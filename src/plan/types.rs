@@ -338,6 +338,24 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for tests that must cover them all.
+    pub const ALL: [Reason; 14] = [
+        Reason::Converged,
+        Reason::Progressing,
+        Reason::WaitingForEncryptionUp,
+        Reason::EncryptionDown,
+        Reason::KeyNotReady,
+        Reason::NotFound,
+        Reason::NotAvailable,
+        Reason::NotMacSecCapable,
+        Reason::ManagedByLag,
+        Reason::Conflict,
+        Reason::InvalidSpec,
+        Reason::DriftDetected,
+        Reason::AwsError,
+        Reason::Throttled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Converged => "Converged",
