@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::aws::{AwsError, AwsProvider, ErrorClass, Observation, ObservationCache, Scope};
+use crate::aws::{
+    AwsError, AwsProvider, ErrorClass, ErrorKind, Observation, ObservationCache, Scope,
+};
 use crate::observed::ObservedResource;
 use crate::plan::{Action, Desired, Plan, PriorState, Reason, Requeue, plan};
 
@@ -182,12 +184,14 @@ impl PassOutcome {
     }
 }
 
-/// `Throttled` for throttling, `AwsError` for everything else.
+/// The condition reason of an AWS error: `Throttled`, `AwsCredentials`, `AccessDenied`, or
+/// `AwsError` for everything else.
 pub fn error_reason(e: &AwsError) -> Reason {
-    if e.class == ErrorClass::Throttled {
-        Reason::Throttled
-    } else {
-        Reason::AwsError
+    match (e.class, e.kind) {
+        (ErrorClass::Throttled, _) => Reason::Throttled,
+        (_, ErrorKind::Credentials) => Reason::AwsCredentials,
+        (_, ErrorKind::AccessDenied) => Reason::AccessDenied,
+        _ => Reason::AwsError,
     }
 }
 

@@ -156,7 +156,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::aws::{AwsError, ErrorClass};
+    use crate::aws::{AwsError, ErrorClass, ErrorKind};
     use crate::crd::{
         DxConnection, EncryptionMode, MacSecKey, MacSecKeySpec, MacSecKeyStatus, ManagementPolicy,
     };
@@ -182,7 +182,16 @@ mod tests {
             code: Some("SomeException".into()),
             message: "it failed".into(),
             class,
+            kind: ErrorKind::Other,
         })
+    }
+
+    fn unread_code(code: &str) -> PassOutcome {
+        PassOutcome::Unread(AwsError::from_service(
+            "DescribeConnections",
+            Some(code),
+            "no",
+        ))
     }
 
     /// A DxConnection named `name` whose status is what `outcome` makes of it.
@@ -344,6 +353,16 @@ mod tests {
                 dxc("throttled", &unread(ErrorClass::Throttled)),
                 in_progress,
                 progressing,
+            ),
+            (
+                dxc("access-denied", &unread_code("AccessDeniedException")),
+                failed,
+                degraded,
+            ),
+            (
+                dxc("credentials", &unread_code("ExpiredTokenException")),
+                failed,
+                degraded,
             ),
             (stale, in_progress, progressing),
             (

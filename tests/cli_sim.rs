@@ -599,3 +599,117 @@ async fn must_encrypt_left_encryption_down_is_not_converged() {
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(run.stdout.contains("Converged"), "{}", run.stdout);
 }
+
+/// Runs `args` with `env` changes; returns the run and how long it took.
+async fn timed(cmd: &mut tokio::process::Command) -> (Run, Duration) {
+    let started = std::time::Instant::now();
+    let out = cmd.output().await.unwrap();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    (run, started.elapsed())
+}
+
+/// No credentials anywhere: plan and apply fail at once (exit 1, under 5 s), in one line
+/// that names the cause and what to set, without the SDK's debug dump.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_credentials_fail_fast_with_what_to_set() {
+    let sim = sim(BASIC).await;
+    let f = write(&must_encrypt_with_key_a("conn", "dxcon-c1", CKN_A, CAK_A));
+    let file = f.to_str().unwrap();
+    for args in [
+        &["plan", "-f", file][..],
+        &["apply", "-f", file, "--interval", "200ms"],
+    ] {
+        let mut cmd = command(&sim, args);
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY");
+        let (run, took) = timed(&mut cmd).await;
+        assert_eq!(run.code, 1, "{args:?}: {}", run.all());
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+        for needle in [
+            "AwsCredentials",
+            "no AWS credentials were found",
+            "AWS_PROFILE",
+        ] {
+            assert!(
+                run.all().contains(needle),
+                "{args:?} lacks {needle}: {}",
+                run.all()
+            );
+        }
+        for noise in ["DispatchFailure", "ConnectorError", "ProviderError", "WARN"] {
+            assert!(
+                !run.all().contains(noise),
+                "{args:?} shows {noise}: {}",
+                run.all()
+            );
+        }
+    }
+    assert!(sim.shared.calls().is_empty(), "nothing reached AWS");
+}
+
+/// AWS refuses the call (IAM): exit 1 at once, naming the IAM action and the policy file;
+/// credentials AWS rejects say so; an endpoint that does not answer makes plan exit 1,
+/// never "changes pending".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_calls_and_unreachable_aws_are_errors_that_say_what_to_fix() {
+    let sim = sim(BASIC).await;
+    let f = write(&must_encrypt_with_key_a("conn", "dxcon-c1", CKN_A, CAK_A));
+    let file = f.to_str().unwrap();
+    for (code, needles) in [
+        (
+            "AccessDeniedException",
+            &[
+                "AccessDenied",
+                "directconnect:DescribeConnections",
+                "deploy/iam-policy.json",
+            ][..],
+        ),
+        (
+            "UnrecognizedClientException",
+            &["AwsCredentials", "AWS rejected the credentials"],
+        ),
+    ] {
+        for args in [
+            &["plan", "-f", file][..],
+            &["apply", "-f", file, "--interval", "200ms"],
+        ] {
+            sim.shared.clear_faults();
+            sim.shared.add_fault(Fault {
+                operation: "*".into(),
+                error: Some(code.into()),
+                message: None,
+                count: None,
+                rate: None,
+                latency_ms: 0,
+            });
+            let (run, took) = timed(&mut command(&sim, args)).await;
+            assert_eq!(run.code, 1, "{code} {args:?}: {}", run.all());
+            assert!(
+                took < Duration::from_secs(10),
+                "{code} {args:?} took {took:?}"
+            );
+            for n in needles {
+                assert!(
+                    run.all().contains(n),
+                    "{code} {args:?} lacks {n}: {}",
+                    run.all()
+                );
+            }
+        }
+    }
+    sim.shared.clear_faults();
+    let mut cmd = command(&sim, &["plan", "-f", file]);
+    cmd.env("AWS_ENDPOINT_URL", "http://127.0.0.1:1");
+    let (run, _) = timed(&mut cmd).await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all().contains("could not reach the endpoint"),
+        "{}",
+        run.all()
+    );
+    assert!(!run.all().contains("DispatchFailure"), "{}", run.all());
+}

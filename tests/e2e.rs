@@ -480,6 +480,8 @@ async fn encryption_down_is_not_ready(e: &E2e) {
         || ready_now("Converged"),
     )
     .await;
+    assert_eq!(verdict("down", "dxc/d").await, "Current Healthy");
+    assert_eq!(verdict("down", "mskey/k-b").await, "Current Healthy");
 }
 
 /// What Flux's kstatus and Argo CD's health script make of a live object (`kind/name`):
@@ -508,21 +510,19 @@ async fn verdict(ns: &str, object: &str) -> String {
         .join(" ")
 }
 
-/// Flux's kstatus and Argo CD's health script judge live objects as docs/gitops.md says:
-/// converged is Current/Healthy; an unknown connection, a missing MacSecKey and a key whose
-/// Secret is missing are Failed/Degraded at once (a Flux `wait: true` fails fast), and a
-/// Conflict too.
+/// Flux's kstatus and Argo CD's health script judge live objects as docs/gitops.md says: an
+/// unknown connection, a missing MacSecKey, a key whose Secret is missing and a Conflict
+/// (with down/d, which still owns dxcon-down0001) are Failed/Degraded at once, so a Flux
+/// `wait: true` fails fast.
 async fn gitops_tools_judge_live_objects() {
-    assert_eq!(verdict("enable", "dxc/nyc").await, "Current Healthy");
-    assert_eq!(verdict("enable", "mskey/k-a").await, "Current Healthy");
     namespace("health").await;
     apply(
         "health",
         &format!(
             "{}{}{}apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: k-nosecret}}\nspec: {{secretRef: {{name: absent}}}}\n",
             dxc_manifest("unknown", "dxcon-nope0001", "should_encrypt", &[], ""),
-            dxc_manifest("keyless", "dxcon-enable01", "should_encrypt", &["k-absent"], ""),
-            dxc_manifest("second", "dxcon-enable01", "no_encrypt", &[], ""),
+            dxc_manifest("keyless", "dxcon-down0001", "should_encrypt", &["k-absent"], ""),
+            dxc_manifest("second", "dxcon-down0001", "no_encrypt", &[], ""),
         ),
     )
     .await;

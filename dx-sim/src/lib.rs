@@ -217,6 +217,20 @@ fn fault_error(code: &str, message: Option<String>) -> AwsError {
             "An internal error occurred. Please try again.",
         ),
         "DirectConnectClientException" => (model::CLIENT_EXCEPTION, "Injected client error"),
+        // What IAM and STS answer a caller that may not make the call, or whose keys are
+        // wrong or expired.
+        "AccessDeniedException" => (
+            "AccessDeniedException",
+            "User: arn:aws:iam::123456789012:user/dx-sim is not authorized to perform this action",
+        ),
+        "UnrecognizedClientException" => (
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ),
+        "ExpiredTokenException" => (
+            "ExpiredTokenException",
+            "The security token included in the request is expired",
+        ),
         _ => ("InternalFailure", "Injected failure"),
     };
     AwsError {

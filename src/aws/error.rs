@@ -17,6 +17,18 @@ pub enum ErrorClass {
     Throttled,
 }
 
+/// What a failure is about, where a person has to fix something outside the spec: these
+/// get condition reasons of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No credentials were found, or AWS rejected them (wrong, expired).
+    Credentials,
+    /// The identity may not make the call (IAM).
+    AccessDenied,
+    /// Anything else.
+    Other,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct AwsError {
     pub operation: &'static str,
@@ -25,6 +37,7 @@ pub struct AwsError {
     pub code: Option<String>,
     pub message: String,
     pub class: ErrorClass,
+    pub kind: ErrorKind,
 }
 
 impl fmt::Display for AwsError {
@@ -55,6 +68,25 @@ const SERVER_CODES: &[&str] = &[
     "ServiceUnavailableException",
 ];
 
+/// The identity may not make the call.
+const ACCESS_DENIED_CODES: &[&str] = &[
+    "AccessDeniedException",
+    "AccessDenied",
+    "UnauthorizedOperation",
+];
+
+/// AWS rejected the credentials themselves.
+const CREDENTIALS_CODES: &[&str] = &[
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+    "ExpiredToken",
+    "ExpiredTokenException",
+];
+
 /// Client-exception messages that describe a passing state, not a bad request.
 const NOT_READY_HINTS: &[&str] = &[
     "not in available state",
@@ -68,23 +100,40 @@ const NOT_READY_HINTS: &[&str] = &[
 
 impl AwsError {
     /// Classifies an error the service returned (code and message), including moto's and
-    /// dx-sim's codes.
+    /// dx-sim's codes. Access and credential errors get a message that says what to fix.
     pub fn from_service(operation: &'static str, code: Option<&str>, message: &str) -> Self {
-        let class = match code {
-            Some(c) if THROTTLING_CODES.contains(&c) => ErrorClass::Throttled,
-            Some(c) if SERVER_CODES.contains(&c) => ErrorClass::RetrySoon,
-            Some(_) if NOT_READY_HINTS.iter().any(|h| message.contains(h)) => ErrorClass::RetrySoon,
+        let (class, kind) = match code {
+            Some(c) if THROTTLING_CODES.contains(&c) => (ErrorClass::Throttled, ErrorKind::Other),
+            Some(c) if ACCESS_DENIED_CODES.contains(&c) => {
+                (ErrorClass::Terminal, ErrorKind::AccessDenied)
+            }
+            Some(c) if CREDENTIALS_CODES.contains(&c) => {
+                (ErrorClass::Terminal, ErrorKind::Credentials)
+            }
+            Some(c) if SERVER_CODES.contains(&c) => (ErrorClass::RetrySoon, ErrorKind::Other),
+            Some(_) if NOT_READY_HINTS.iter().any(|h| message.contains(h)) => {
+                (ErrorClass::RetrySoon, ErrorKind::Other)
+            }
             // Bad parameters, unknown IDs (AWS's DirectConnectClientException, moto's
             // ConnectionNotFound / LagNotFound / MacSecKeyNotFound, Secrets Manager's
-            // ResourceNotFoundException), access denied.
-            Some(_) => ErrorClass::Terminal,
-            None => ErrorClass::RetrySoon,
+            // ResourceNotFoundException).
+            Some(_) => (ErrorClass::Terminal, ErrorKind::Other),
+            None => (ErrorClass::RetrySoon, ErrorKind::Other),
+        };
+        let fix = match kind {
+            ErrorKind::AccessDenied => format!(
+                " (the operator's AWS identity may not call {}: grant it; deploy/iam-policy.json lists every action the operator needs)",
+                iam_action(operation)
+            ),
+            ErrorKind::Credentials => " (AWS rejected the credentials: check the access key, the session token and its expiry, or the role the operator runs as)".to_string(),
+            ErrorKind::Other => String::new(),
         };
         AwsError {
             operation,
             code: code.map(str::to_string),
-            message: message.to_string(),
+            message: format!("{message}{fix}"),
             class,
+            kind,
         }
     }
 
@@ -95,10 +144,23 @@ impl AwsError {
             code: None,
             message: message.into(),
             class: ErrorClass::RetrySoon,
+            kind: ErrorKind::Other,
         }
     }
 
-    /// Converts any SDK error. Only the code and message are kept.
+    /// A failure that retrying will not mend, with no answer from the service.
+    pub fn terminal(operation: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
+        AwsError {
+            operation,
+            code: None,
+            message: message.into(),
+            class: ErrorClass::Terminal,
+            kind,
+        }
+    }
+
+    /// Converts any SDK error. Only the code and message are kept; the whole error chain
+    /// goes to the log at debug.
     pub fn from_sdk<E, R>(
         operation: &'static str,
         err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
@@ -108,6 +170,7 @@ impl AwsError {
         R: fmt::Debug,
     {
         use aws_smithy_runtime_api::client::result::SdkError;
+        tracing::debug!(operation, error = ?err, "AWS call failed");
         match err {
             SdkError::ServiceError(e) => {
                 let meta = e.err().meta();
@@ -118,26 +181,35 @@ impl AwsError {
                 )
             }
             SdkError::TimeoutError(_) => Self::transport(operation, "timed out"),
+            SdkError::DispatchFailure(e)
+                if e.as_connector_error()
+                    .is_some_and(|c| credentials_failed(c)) =>
+            {
+                Self::terminal(
+                    operation,
+                    ErrorKind::Credentials,
+                    "no AWS credentials were found: set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with IRSA or EKS Pod Identity (the operator uses the standard credential chain)",
+                )
+            }
+            SdkError::DispatchFailure(e) if e.is_timeout() => {
+                Self::transport(operation, "timed out")
+            }
             SdkError::DispatchFailure(e) => Self::transport(
                 operation,
-                if e.is_timeout() {
-                    "timed out".to_string()
-                } else {
-                    format!("could not reach the endpoint: {e:?}")
-                        .chars()
-                        .take(300)
-                        .collect()
-                },
+                format!(
+                    "could not reach the endpoint: {} (check the network, spec.region and AWS_ENDPOINT_URL)",
+                    e.as_connector_error()
+                        .map_or_else(|| "no detail".to_string(), |c| root_cause(c))
+                ),
             ),
             SdkError::ResponseError(_) => {
                 Self::transport(operation, "the response could not be read")
             }
-            SdkError::ConstructionFailure(_) => AwsError {
+            SdkError::ConstructionFailure(_) => Self::terminal(
                 operation,
-                code: None,
-                message: "the request could not be built (check credentials and region)".into(),
-                class: ErrorClass::Terminal,
-            },
+                ErrorKind::Other,
+                "the request could not be built (check credentials and region)",
+            ),
             _ => Self::transport(operation, "unknown SDK error"),
         }
     }
@@ -149,6 +221,39 @@ impl AwsError {
         }
         self
     }
+}
+
+/// The IAM action of an operation (`directconnect:DescribeConnections`).
+fn iam_action(operation: &str) -> String {
+    let service = match operation {
+        "GetSecretValue" | "DescribeSecret" => "secretsmanager",
+        "AssumeRole" => "sts",
+        _ => "directconnect",
+    };
+    format!("{service}:{operation}")
+}
+
+/// Whether a dispatch failed because no credentials could be loaded (the SDK resolves the
+/// identity before it sends anything, and reports that failure as a dispatch failure).
+fn credentials_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<CredentialsError>().is_some() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// The innermost cause's message: what went wrong, without the SDK's wrappers.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 #[cfg(test)]
@@ -187,6 +292,32 @@ mod tests {
             AwsError::from_service("Op", None, "x").class,
             ErrorClass::RetrySoon
         );
+    }
+
+    /// Access and credential errors are terminal, of their own kind, and say what to fix.
+    #[test]
+    fn access_and_credential_errors_say_what_to_fix() {
+        let e = AwsError::from_service("UpdateLag", Some("AccessDeniedException"), "denied");
+        assert_eq!(
+            (e.class, e.kind),
+            (ErrorClass::Terminal, ErrorKind::AccessDenied)
+        );
+        assert!(e.message.contains("directconnect:UpdateLag"), "{e}");
+        assert!(e.message.contains("deploy/iam-policy.json"), "{e}");
+        let e = AwsError::from_service("GetSecretValue", Some("AccessDenied"), "denied");
+        assert!(e.message.contains("secretsmanager:GetSecretValue"), "{e}");
+        for code in [
+            "ExpiredTokenException",
+            "UnrecognizedClientException",
+            "InvalidSignatureException",
+        ] {
+            let e = AwsError::from_service("DescribeLags", Some(code), "no");
+            assert_eq!(
+                (e.class, e.kind),
+                (ErrorClass::Terminal, ErrorKind::Credentials),
+                "{code}"
+            );
+        }
     }
 
     /// A value echoed in a message is replaced.

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub use cache::{Observation, ObservationCache};
-pub use error::{AwsError, ErrorClass};
+pub use error::{AwsError, ErrorClass, ErrorKind};
 pub use metered::MeteredProvider;
 pub use sdk::{SdkOptions, SdkProvider};
 

@@ -388,16 +388,15 @@ impl SecretsApi for SdkSecrets {
                 .send()
                 .await
                 .map_err(|e| AwsError::from_sdk("GetSecretValue", &e))?;
-            out.secret_string()
-                .map(str::to_string)
-                .ok_or_else(|| AwsError {
-                    operation: "GetSecretValue",
-                    code: None,
-                    message: format!(
+            out.secret_string().map(str::to_string).ok_or_else(|| {
+                AwsError::terminal(
+                    "GetSecretValue",
+                    super::ErrorKind::Other,
+                    format!(
                         "secret {secret_id} has no SecretString (binary secrets are not supported)"
                     ),
-                    class: super::ErrorClass::Terminal,
-                })
+                )
+            })
         })
     }
 }

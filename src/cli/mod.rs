@@ -246,7 +246,8 @@ async fn setup(
 }
 
 /// `plan -f`: what each DxConnection's next step would be. Exit 0 when nothing would
-/// change, 2 when something would, 1 on errors.
+/// change, 2 when something would, 1 on any error (AWS not read, a call refused) or a
+/// resource only a person can move on.
 pub async fn plan(
     files: &[PathBuf],
     output: Output,
@@ -275,7 +276,12 @@ pub async fn plan(
         }
     }
     let standings: Vec<Standing> = items.iter().map(standing).collect();
-    if standings.contains(&Standing::NeedsAPerson) {
+    // Any error is an error here, even one a later pass might get past: "changes pending"
+    // must mean that AWS was read and differs.
+    let failed_call = items
+        .iter()
+        .any(|i| i.last.as_ref().is_some_and(|r| r.error().is_some()));
+    if standings.contains(&Standing::NeedsAPerson) || failed_call {
         EXIT_ERROR
     } else if standings.contains(&Standing::Pending) {
         EXIT_CHANGES

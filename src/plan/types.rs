@@ -334,12 +334,16 @@ pub enum Reason {
     InvalidSpec,
     DriftDetected,
     AwsError,
+    /// No AWS credentials were found, or AWS rejected them.
+    AwsCredentials,
+    /// The operator's AWS identity may not make a call (IAM).
+    AccessDenied,
     Throttled,
 }
 
 impl Reason {
     /// Every reason, for tests that must cover them all.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Converged,
         Reason::Progressing,
         Reason::WaitingForEncryptionUp,
@@ -353,6 +357,8 @@ impl Reason {
         Reason::InvalidSpec,
         Reason::DriftDetected,
         Reason::AwsError,
+        Reason::AwsCredentials,
+        Reason::AccessDenied,
         Reason::Throttled,
     ];
 
@@ -371,6 +377,8 @@ impl Reason {
             Reason::InvalidSpec => "InvalidSpec",
             Reason::DriftDetected => "DriftDetected",
             Reason::AwsError => "AwsError",
+            Reason::AwsCredentials => "AwsCredentials",
+            Reason::AccessDenied => "AccessDenied",
             Reason::Throttled => "Throttled",
         }
     }
