@@ -14,6 +14,7 @@ use dx_macsec_operator::crd::{DxConnection, MacSecKey};
 use dx_sim::{CallRecord, Seed, Sim};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
+use serde_json::Value;
 use tokio::process::{Child, Command};
 
 const CKN_A: &str = "aaaa0000000000000000000000000000000000000000000000000000000000e1";
@@ -66,25 +67,66 @@ async fn client(path: &str) -> Client {
 
 impl E2e {
     /// Starts an operator replica; its AWS access key names it in the emulator's call log.
+    /// With E2E_OPERATOR_IMAGE set, the replica is that image under Docker, run as the Helm
+    /// chart runs it (E2E_CONTAINER: user, read-only root, dropped capabilities, args, env;
+    /// from tests/e2e/container.py) on the host's network; else the binary built here.
     fn start_operator(&mut self, identity: &str) {
         let log =
             std::fs::File::create(format!("{}/operator-{identity}.log", env("E2E_WORK"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_dx-macsec-operator"))
-            .args(["run", "--http-addr", "127.0.0.1:0"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KUBECONFIG", env("E2E_OPERATOR_KUBECONFIG"))
-            .env("AWS_ENDPOINT_URL", self.sim.endpoint())
-            .env("AWS_ACCESS_KEY_ID", identity)
-            .env("AWS_SECRET_ACCESS_KEY", "e2e")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("POD_NAME", identity)
-            .env("POD_NAMESPACE", "dx-macsec-operator")
-            .env("DXM_REQUEUE", "1s")
-            .env("DXM_RESYNC", "6s")
-            .env("DXM_OBSERVATION_MAX_AGE", "1s")
-            .env("RUST_LOG", "info,dx_macsec_operator=debug")
+        // The test's settings, over the chart's: quick requeues and resyncs, dx-sim as AWS.
+        let settings = [
+            ("AWS_ENDPOINT_URL", self.sim.endpoint()),
+            ("AWS_ACCESS_KEY_ID", identity.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "e2e".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("POD_NAME", identity.to_string()),
+            ("POD_NAMESPACE", "dx-macsec-operator".into()),
+            ("DXM_REQUEUE", "1s".into()),
+            ("DXM_RESYNC", "6s".into()),
+            ("DXM_OBSERVATION_MAX_AGE", "1s".into()),
+            ("RUST_LOG", "info,dx_macsec_operator=debug".into()),
+        ];
+        let mut cmd = match std::env::var("E2E_OPERATOR_IMAGE") {
+            Err(_) => {
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_dx-macsec-operator"));
+                cmd.args(["run", "--http-addr", "127.0.0.1:0"])
+                    .env_clear()
+                    .env("PATH", std::env::var("PATH").unwrap_or_default())
+                    .env("KUBECONFIG", env("E2E_OPERATOR_KUBECONFIG"))
+                    .envs(settings.iter().map(|(k, v)| (*k, v.as_str())));
+                cmd
+            }
+            Ok(image) => {
+                let chart: Value = serde_json::from_str(&env("E2E_CONTAINER")).unwrap();
+                let mut vars: std::collections::BTreeMap<String, String> =
+                    serde_json::from_value(chart["env"].clone()).unwrap();
+                vars.extend(settings.iter().map(|(k, v)| (k.to_string(), v.clone())));
+                vars.insert("KUBECONFIG".into(), "/kubeconfig".into());
+                let mut cmd = Command::new("docker");
+                cmd.args([
+                    "run",
+                    "--rm",
+                    "--name",
+                    identity,
+                    "--label",
+                    "dx-macsec-e2e=1",
+                ])
+                .args(["--network", "host"])
+                .args(strings(&chart["flags"]))
+                .arg("-v")
+                .arg(format!("{}:/kubeconfig:ro", env("E2E_OPERATOR_KUBECONFIG")))
+                .args(
+                    vars.iter()
+                        .flat_map(|(k, v)| ["-e".to_string(), format!("{k}={v}")]),
+                )
+                .arg(image)
+                .args(strings(&chart["args"]))
+                .args(["--http-addr", "127.0.0.1:0"]);
+                cmd
+            }
+        };
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -93,6 +135,7 @@ impl E2e {
         self.operators.push((identity.to_string(), child));
     }
 
+    /// Stops a replica at once (SIGKILL), as a crash would.
     async fn kill_operator(&mut self, identity: &str) {
         let i = self
             .operators
@@ -100,12 +143,29 @@ impl E2e {
             .position(|(n, _)| n == identity)
             .unwrap();
         let (_, mut child) = self.operators.remove(i);
+        if std::env::var_os("E2E_OPERATOR_IMAGE").is_some() {
+            let out = Command::new("docker")
+                .args(["rm", "-f", identity])
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success(), "docker rm -f {identity} failed");
+        }
         child.kill().await.unwrap();
     }
 
     fn calls(&self) -> Vec<CallRecord> {
         self.sim.shared.calls()
     }
+}
+
+/// The strings of a JSON array.
+fn strings(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
 }
 
 /// kubectl as the admin user; returns (success, stdout, stderr).

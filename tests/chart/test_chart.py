@@ -30,6 +30,7 @@ NON_DEFAULT = {
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
     "priorityClassName": "system-cluster-critical",
+    "hostNetwork": True,
     "extraEnv": [{"name": "RUST_LOG", "value": "debug"}],
     "podDisruptionBudget": {"enabled": False},
     "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
@@ -82,6 +83,7 @@ def test_non_default_values_reach_the_objects():
     assert env["DXM_LEADER_ELECTION"] == "false" and env["DXM_RESYNC"] == "10m" and env["RUST_LOG"] == "debug"
     assert pod["serviceAccountName"] == "dxm"
     assert pod["tolerations"][0]["key"] == "dedicated"
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
     sa = by_kind(docs, "ServiceAccount")[0]
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/dxm")
     assert not by_kind(docs, "PodDisruptionBudget")
@@ -99,6 +101,7 @@ def test_default_render_is_restricted_and_least_privilege():
     pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert "hostNetwork" not in pod, "the pod network unless asked"
     sc = pod["containers"][0]["securityContext"]
     assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
@@ -125,6 +128,7 @@ def test_default_render_is_restricted_and_least_privilege():
     {"aws": {"region": "US-EAST"}},
     {"image": {"pullPolicy": "Sometimes"}},
     {"serviceMonitor": {"enabled": "yes"}},
+    {"hostNetwork": "yes"},
     {"unknownTopLevel": 1},
 ])
 def test_schema_rejects_bad_values(bad):
