@@ -11,10 +11,14 @@ CHART = pathlib.Path(__file__).resolve().parents[2] / "charts" / "dx-macsec-oper
 parser = argparse.ArgumentParser()
 parser.add_argument("--namespace", required=True)
 parser.add_argument("--name", default="dx-macsec-operator")
+parser.add_argument("--skip-kind", action="append", default=[], help="leave out objects of this kind")
 args = parser.parse_args()
 with helm.Chart.load(str(CHART)) as chart:
     out = chart.render({}, name=args.name, namespace=args.namespace)
 for path, text in sorted(out.items()):
-    if not path.endswith("NOTES.txt") and text.strip():
-        print("---")
-        print(text)
+    if path.endswith("NOTES.txt") or not text.strip():
+        continue
+    for doc in text.split("\n---"):
+        if doc.strip() and not any(f"\nkind: {k}\n" in "\n" + doc + "\n" for k in args.skip_kind):
+            print("---")
+            print(doc.strip("-\n"))

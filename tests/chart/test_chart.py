@@ -84,6 +84,7 @@ def test_non_default_values_reach_the_objects():
     assert pod["serviceAccountName"] == "dxm"
     assert pod["tolerations"][0]["key"] == "dedicated"
     assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     sa = by_kind(docs, "ServiceAccount")[0]
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/dxm")
     assert not by_kind(docs, "PodDisruptionBudget")

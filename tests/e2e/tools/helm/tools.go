@@ -3,4 +3,4 @@
 // Package tools records the binary this module builds.
 package tools
 
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+import _ "helm.sh/helm/v3/cmd/helm"
