@@ -9,7 +9,10 @@ use std::time::Duration;
 
 mod common;
 
-use common::{connection, dxc_manifest, key_ckns, key_manifest, mode_of, must_encrypt_with_key_a};
+use common::{
+    connection, dxc_manifest, key_ckns, key_manifest, mode_of, must_encrypt_with_key_a, ok_calls,
+    wait_for,
+};
 use dx_macsec_operator::crd::{DxConnection, MacSecKey};
 use dx_sim::{CallRecord, Seed, Sim};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -159,6 +162,15 @@ impl E2e {
     }
 }
 
+/// Keys `k-a` and `k-b` (Secrets and MacSecKeys).
+fn keys_a_and_b() -> String {
+    format!(
+        "{}{}",
+        key_manifest("k-a", CKN_A, CAK_A),
+        key_manifest("k-b", CKN_B, CAK_B)
+    )
+}
+
 /// The strings of a JSON array.
 fn strings(list: &Value) -> Vec<&str> {
     list.as_array()
@@ -206,21 +218,6 @@ async fn namespace(ns: &str) {
     assert!(ok, "{err}");
 }
 
-async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 async fn wait_ready(ns: &str, name: &str) {
     let (ok, out, err) = kubectl(
         &[
@@ -253,13 +250,6 @@ async fn events_of(ns: &str, name: &str) -> String {
     )
     .await;
     out
-}
-
-fn ok_calls<'a>(calls: &'a [CallRecord], op: &str, target: &str) -> Vec<&'a CallRecord> {
-    calls
-        .iter()
-        .filter(|c| c.operation == op && c.outcome == "ok" && c.target.as_deref() == Some(target))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,11 +366,7 @@ async fn enable_goes_key_port_mode(e: &E2e) {
 /// has passed, then goes.
 async fn rotation_respects_the_overlap(e: &E2e) {
     namespace("rotate").await;
-    let keys = format!(
-        "{}{}",
-        key_manifest("k-a", CKN_A, CAK_A),
-        key_manifest("k-b", CKN_B, CAK_B)
-    );
+    let keys = keys_a_and_b();
     apply(
         "rotate",
         &format!(
@@ -459,11 +445,7 @@ async fn ready_condition(e: &E2e, ns: &str, name: &str) -> Option<(String, Strin
 /// the router gets key B, it is Ready again without a spec change.
 async fn encryption_down_is_not_ready(e: &E2e) {
     namespace("down").await;
-    let keys = format!(
-        "{}{}",
-        key_manifest("k-a", CKN_A, CAK_A),
-        key_manifest("k-b", CKN_B, CAK_B)
-    );
+    let keys = keys_a_and_b();
     let spec = |keys: &[&str]| {
         dxc_manifest(
             "d",
@@ -808,11 +790,7 @@ async fn drift_is_repaired_at_resync(e: &E2e) {
 /// again, converges with one association.
 async fn crash_mid_rotation_converges_with_one_association(e: &mut E2e) {
     namespace("crash").await;
-    let keys = format!(
-        "{}{}",
-        key_manifest("k-a", CKN_A, CAK_A),
-        key_manifest("k-b", CKN_B, CAK_B)
-    );
+    let keys = keys_a_and_b();
     apply(
         "crash",
         &format!(

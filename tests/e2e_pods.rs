@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{dxc_manifest, key_ckns, key_manifest, must_encrypt_with_key_a};
+use common::{dxc_manifest, key_ckns, key_manifest, must_encrypt_with_key_a, ok_calls, wait_for};
 use dx_sim::{CallRecord, Seed, Sim};
 use serde_json::Value;
 use tokio::process::Command;
@@ -61,21 +61,6 @@ async fn apply(ns: &str, yaml: &str) {
     assert!(ok, "kubectl apply: {out}{err}");
 }
 
-async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 async fn wait_ready(ns: &str, name: &str) {
     kubectl(&[
         "wait",
@@ -125,13 +110,6 @@ fn callers(calls: &[CallRecord], target: &str) -> BTreeSet<String> {
         .iter()
         .filter(|c| c.target.as_deref() == Some(target) && !c.operation.starts_with("Describe"))
         .map(|c| c.caller.clone())
-        .collect()
-}
-
-fn ok_calls<'a>(calls: &'a [CallRecord], op: &str, target: &str) -> Vec<&'a CallRecord> {
-    calls
-        .iter()
-        .filter(|c| c.operation == op && c.outcome == "ok" && c.target.as_deref() == Some(target))
         .collect()
 }
 

@@ -5,6 +5,9 @@
 // Each test binary uses its own part of these helpers.
 #![allow(dead_code)]
 
+use std::time::Duration;
+
+use dx_sim::CallRecord;
 use serde_json::Value;
 
 /// A Secret and a MacSecKey, both named `name`, holding `ckn`/`cak`.
@@ -66,4 +69,28 @@ pub fn mode_of<'a>(state: &'a Value, id: &str) -> &'a str {
     connection(state, id)["encryptionMode"]
         .as_str()
         .unwrap_or("none")
+}
+
+/// Polls `check` until it holds; fails the test after `timeout`, naming `what`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The successful calls of `op` on `target`, from dx-sim's call log.
+pub fn ok_calls<'a>(calls: &'a [CallRecord], op: &str, target: &str) -> Vec<&'a CallRecord> {
+    calls
+        .iter()
+        .filter(|c| c.operation == op && c.outcome == "ok" && c.target.as_deref() == Some(target))
+        .collect()
 }
