@@ -275,8 +275,9 @@ impl Engine {
         }))
     }
 
-    /// Fills in the managed secret ARN of wanted keys whose CKN is already on some
-    /// connection of the scope, so the CAK is sent only when no such ARN is known.
+    /// Fills in the managed secret ARN of wanted keys whose CKN the scope has shown on some
+    /// connection or LAG (the one source of that ARN), so the CAK is sent only when no such
+    /// ARN is known.
     async fn with_known_secret_arns(&self, scope: &Scope, desired: &Desired) -> Desired {
         let mut desired = desired.clone();
         for key in desired.keys.iter_mut().flatten() {
