@@ -69,6 +69,7 @@ struct LeaderArgs {
     /// Leader election on a Lease, so only one replica acts.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "DXM_LEADER_ELECTION")]
     leader_election: bool,
+    /// Name of the Lease the replicas compete for.
     #[arg(
         long,
         default_value = "dx-macsec-operator-leader",
@@ -104,11 +105,12 @@ enum Command {
     /// Print both CustomResourceDefinitions as YAML (the source of crds/).
     Crd,
     /// Show what each DxConnection in the files would change. Exit 0: nothing; 2: changes
-    /// pending; 1: errors.
+    /// pending; 1: any error, or a link that only a person can fix.
     Plan {
         /// Files or folders of DxConnection, MacSecKey and Secret manifests.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
+        /// Output: a text block per DxConnection, or JSON (see the README).
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: cli::Output,
         #[command(flatten)]
@@ -116,6 +118,7 @@ enum Command {
     },
     /// Converge every DxConnection in the files, showing progress. Exit 0 when all converged.
     Apply {
+        /// Files or folders of DxConnection, MacSecKey and Secret manifests.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
         /// Give up after this long (for example 10m); a rotation waits its overlapSeconds.
@@ -129,8 +132,10 @@ enum Command {
     },
     /// Print a Secret manifest with a fresh random CKN/CAK.
     Keygen {
+        /// Name of the Secret (reference it from a MacSecKey's spec.secretRef.name).
         #[arg(long, default_value = "dx-macsec-key")]
         name: String,
+        /// Namespace of the Secret (the MacSecKey's and DxConnection's).
         #[arg(long, default_value = "default")]
         namespace: String,
     },
@@ -233,4 +238,25 @@ async fn main() {
         }
     };
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag of every subcommand says what it does in `--help`.
+    #[test]
+    fn every_flag_has_help_text() {
+        let cli = super::Cli::command();
+        let mut missing = Vec::new();
+        for cmd in std::iter::once(&cli).chain(cli.get_subcommands()) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.get_help().is_none() && !["help", "version"].contains(&id) {
+                    missing.push(format!("{} --{id}", cmd.get_name()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "flags without help: {missing:?}");
+    }
 }
