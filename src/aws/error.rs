@@ -159,8 +159,8 @@ impl AwsError {
         }
     }
 
-    /// Converts any SDK error. Only the code and message are kept; the whole error chain
-    /// goes to the log at debug.
+    /// Converts any SDK error. Only the code and message are kept; the whole error chain of
+    /// a failure before any answer goes to the log at debug.
     pub fn from_sdk<E, R>(
         operation: &'static str,
         err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
@@ -170,7 +170,12 @@ impl AwsError {
         R: fmt::Debug,
     {
         use aws_smithy_runtime_api::client::result::SdkError;
-        tracing::debug!(operation, error = ?err, "AWS call failed");
+        // The whole chain goes to the log for failures before any answer (no credentials,
+        // no connection): they hold neither request nor response, so no CAK either. An
+        // answer's body is never logged: AWS might echo a parameter in it.
+        if let SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) = err {
+            tracing::debug!(operation, error = ?err, "AWS call failed before an answer");
+        }
         match err {
             SdkError::ServiceError(e) => {
                 let meta = e.err().meta();
