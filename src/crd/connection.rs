@@ -200,9 +200,10 @@ pub enum ResourceType {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DxConnectionStatus {
+    /// The `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` and `Synced`.
+    /// `Ready`, `Synced`, and kstatus's `Reconciling` and `Stalled`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +211,7 @@ pub struct DxConnectionStatus {
     /// `connectionState` or `lagState` as AWS reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_state: Option<String>,
+    /// Whether the port was ordered with MACsec (it cannot be turned on later).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_sec_capable: Option<bool>,
     /// Encryption mode as AWS reports it (any string, including `unknown`).
@@ -239,11 +241,15 @@ pub struct DxConnectionStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberStatus {
+    /// The member connection (`dxcon-…`).
     pub connection_id: String,
+    /// Its `connectionState` as AWS reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_state: Option<String>,
+    /// Its encryption mode as AWS reports it (a LAG's members mirror the LAG's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_mode: Option<String>,
+    /// Its port: `Encryption Up` or `Encryption Down`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_encryption_status: Option<String>,
 }
@@ -252,8 +258,10 @@ pub struct MemberStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyStatus {
+    /// The key's CKN (lower case).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ckn: Option<String>,
+    /// ARN of the key's Direct Connect-managed secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_arn: Option<String>,
     /// `associating`, `associated`, `disassociating`, `disassociated` (or what AWS says).

@@ -37,6 +37,7 @@ pub struct Condition {
     pub message: String,
     /// When `status` last changed (RFC 3339).
     pub last_transition_time: String,
+    /// The `metadata.generation` this condition was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
@@ -119,6 +120,36 @@ mod tests {
         }
         let key = serde_json::to_string(&schema_of(key)).unwrap();
         assert!(key.contains("has(self.directConnectSecretArn) ? 1 : 0) == 1"));
+    }
+
+    /// Every field of both kinds has a description, so `kubectl explain` says what it is.
+    #[test]
+    fn every_field_has_explain_text() {
+        fn walk(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+            for (name, field) in schema["properties"].as_object().into_iter().flatten() {
+                let path = format!("{path}.{name}");
+                if field.get("description").is_none() {
+                    missing.push(path.clone());
+                }
+                walk(field, &path, missing);
+            }
+            if let Some(items) = schema.get("items") {
+                walk(items, &format!("{path}[]"), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        for crd in crds() {
+            let schema = schema_of(&crd);
+            walk(
+                &schema["openAPIV3Schema"],
+                &crd.spec.names.kind,
+                &mut missing,
+            );
+        }
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:?}"
+        );
     }
 
     /// Short names, category and the status subresource are set on both kinds.
