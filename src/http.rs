@@ -55,6 +55,8 @@ pub async fn serve(
     ready: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    // The bound address, so a port chosen by the OS (`--http-addr 127.0.0.1:0`) is known.
+    let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
     axum::serve(listener, router(metrics, ready)).await
 }

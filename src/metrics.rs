@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -36,6 +37,11 @@ pub struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResourceLabels {
     pub namespace: String,
     pub name: String,
@@ -51,10 +57,40 @@ pub struct ReadyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyLabels {
     pub namespace: String,
     pub name: String,
     pub state: String,
+}
+
+/// What [`Metrics::summary`] reports.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub connections: usize,
+    pub ready: usize,
+    /// Not Ready DxConnections by reason.
+    pub not_ready: std::collections::BTreeMap<String, usize>,
+    pub aws_calls: u64,
+    pub throttled: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} DxConnections, {} Ready",
+            self.connections, self.ready
+        )?;
+        for (reason, n) in &self.not_ready {
+            write!(f, ", {n} {reason}")?;
+        }
+        Ok(())
+    }
 }
 
 /// The series one DxConnection last published.
@@ -67,9 +103,14 @@ pub struct Metrics {
     reconcile_errors: Family<ReconcileLabels, Counter>,
     reconcile_duration: Family<KindLabels, Histogram>,
     aws_calls: Family<CallLabels, Counter>,
+    aws_throttles: Family<OperationLabels, Counter>,
     port_up: Family<ResourceLabels, Gauge>,
     keys: Family<KeyLabels, Gauge>,
     ready: Family<ReadyLabels, Gauge>,
+    leader: Gauge,
+    /// Every AWS call, and the throttled ones, for [`Metrics::summary`].
+    calls_total: AtomicU64,
+    throttled_total: AtomicU64,
     /// The label sets last written per DxConnection, to remove stale series.
     published: Mutex<HashMap<(String, String), Published>>,
 }
@@ -89,9 +130,27 @@ impl Metrics {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
         });
         let aws_calls = Family::<CallLabels, Counter>::default();
+        let aws_throttles = Family::<OperationLabels, Counter>::default();
         let port_up = Family::<ResourceLabels, Gauge>::default();
         let keys = Family::<KeyLabels, Gauge>::default();
         let ready = Family::<ReadyLabels, Gauge>::default();
+        let leader = Gauge::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1, labelled with the operator's version",
+            build_info,
+        );
+        registry.register(
+            "leader",
+            "1 while this replica acts (holds the leader Lease, or runs without election)",
+            leader.clone(),
+        );
         registry.register(
             "reconciles",
             "Reconciles by kind and outcome reason",
@@ -111,6 +170,11 @@ impl Metrics {
             "aws_calls",
             "AWS calls by operation and outcome (ok or error code)",
             aws_calls.clone(),
+        );
+        registry.register(
+            "aws_throttles",
+            "AWS calls refused for the request rate, by operation",
+            aws_throttles.clone(),
         );
         registry.register(
             "port_encryption_up",
@@ -133,9 +197,13 @@ impl Metrics {
             reconcile_errors,
             reconcile_duration,
             aws_calls,
+            aws_throttles,
             port_up,
             keys,
             ready,
+            leader,
+            calls_total: AtomicU64::new(0),
+            throttled_total: AtomicU64::new(0),
             published: Mutex::new(HashMap::new()),
         }
     }
@@ -154,13 +222,50 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn aws_call(&self, operation: &str, outcome: &str) {
+    /// One AWS call; `throttled` when AWS refused it for the request rate (whatever the
+    /// service's code for that), counted again in `dxmacsec_aws_throttles_total`.
+    pub fn aws_call(&self, operation: &str, outcome: &str, throttled: bool) {
+        self.calls_total.fetch_add(1, Ordering::Relaxed);
+        if throttled {
+            self.throttled_total.fetch_add(1, Ordering::Relaxed);
+            self.aws_throttles
+                .get_or_create(&OperationLabels {
+                    operation: operation.into(),
+                })
+                .inc();
+        }
         self.aws_calls
             .get_or_create(&CallLabels {
                 operation: operation.into(),
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    /// Whether this replica acts now.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// What the operator holds now, for the summary `run` logs once per resync: the
+    /// DxConnections by Ready and reason, and AWS calls (and throttled ones) so far.
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary::default();
+        let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, _, readies) in published.values() {
+            let Some(labels) = readies.first() else {
+                continue;
+            };
+            summary.connections += 1;
+            if self.ready.get(labels).is_some_and(|g| g.get() == 1) {
+                summary.ready += 1;
+            } else {
+                *summary.not_ready.entry(labels.reason.clone()).or_default() += 1;
+            }
+        }
+        summary.aws_calls = self.calls_total.load(Ordering::Relaxed);
+        summary.throttled = self.throttled_total.load(Ordering::Relaxed);
+        summary
     }
 
     /// Publishes the Ready, port and key series of one DxConnection, replacing its previous
@@ -298,5 +403,44 @@ mod tests {
         assert!(!text.contains("WaitingForEncryptionUp"), "{text}");
         m.forget("ns", "c");
         assert!(!m.encode().contains("dxcon-1"));
+    }
+
+    /// The resync summary counts DxConnections by Ready and reason and AWS calls by outcome;
+    /// build info and the leader gauge are exported.
+    #[test]
+    fn summary_leader_and_build_info() {
+        let m = Metrics::new();
+        let up = resource("must_encrypt", "Encryption Up");
+        m.observed("ns", "a", Some((true, "Converged")), Some(&up));
+        m.observed("ns", "b", Some((false, "EncryptionDown")), Some(&up));
+        m.observed("ns", "c", Some((false, "EncryptionDown")), None);
+        m.observed("ns", "d", Some((true, "Converged")), None);
+        m.forget("ns", "d");
+        m.aws_call("DescribeConnections", "ok", false);
+        m.aws_call("DescribeConnections", "ThrottlingException", true);
+        m.aws_call("UpdateConnection", "TooManyRequestsException", true);
+        let s = m.summary();
+        assert_eq!(
+            (s.connections, s.ready, s.aws_calls, s.throttled),
+            (3, 1, 3, 2),
+            "{s:?}"
+        );
+        assert_eq!(s.to_string(), "3 DxConnections, 1 Ready, 2 EncryptionDown");
+        m.set_leader(true);
+        let text = m.encode();
+        assert!(text.contains("dxmacsec_leader 1"), "{text}");
+        assert!(
+            text.contains(&format!(
+                r#"dxmacsec_build_info{{version="{}"}} 1"#,
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"dxmacsec_aws_throttles_total{operation="UpdateConnection"} 1"#),
+            "{text}"
+        );
+        m.set_leader(false);
+        assert!(m.encode().contains("dxmacsec_leader 0"));
     }
 }

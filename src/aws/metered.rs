@@ -25,11 +25,14 @@ struct Metered<T: ?Sized> {
 }
 
 fn record<T>(metrics: &Metrics, operation: &str, result: &Result<T, AwsError>) {
-    let outcome = match result {
-        Ok(_) => "ok",
-        Err(e) => e.code.as_deref().unwrap_or("transport_error"),
+    let (outcome, throttled) = match result {
+        Ok(_) => ("ok", false),
+        Err(e) => (
+            e.code.as_deref().unwrap_or("transport_error"),
+            e.class == super::ErrorClass::Throttled,
+        ),
     };
-    metrics.aws_call(operation, outcome);
+    metrics.aws_call(operation, outcome, throttled);
 }
 
 impl AwsProvider for MeteredProvider {

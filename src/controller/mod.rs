@@ -294,6 +294,29 @@ pub async fn run_controllers(
     tokio::join!(dxc, keys);
 }
 
+/// One info line per resync period while acting: the DxConnections by Ready and reason, and
+/// the AWS calls (and throttled ones) since the line before.
+async fn log_summaries(metrics: Arc<Metrics>, every: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut calls, mut throttled) = (0, 0);
+    loop {
+        ticks.tick().await;
+        let s = metrics.summary();
+        tracing::info!(
+            connections = s.connections,
+            ready = s.ready,
+            aws_calls = s.aws_calls - calls,
+            throttled = s.throttled - throttled,
+            "resync summary: {s}; {} AWS calls ({} throttled) in the last {}s",
+            s.aws_calls - calls,
+            s.throttled - throttled,
+            every.as_secs()
+        );
+        (calls, throttled) = (s.aws_calls, s.throttled);
+    }
+}
+
 /// Options of `dx-macsec-operator run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -367,10 +390,12 @@ pub async fn run(
             _ = termination() => return Ok(()),
         }
     }
+    metrics.set_leader(true);
+    let summaries = tokio::spawn(log_summaries(metrics.clone(), opts.settings.resync));
     let controllers = run_controllers(
         client.clone(),
         engine,
-        metrics,
+        metrics.clone(),
         opts.settings.clone(),
         reporter,
         stop,
@@ -396,6 +421,8 @@ pub async fn run(
             Ok(())
         }
     };
+    metrics.set_leader(false);
+    summaries.abort();
     if let Some(lease) = &opts.lease {
         leader::release(client.clone(), lease).await;
     }
