@@ -127,6 +127,10 @@ enum Command {
         /// Time between passes while something is in flight.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         interval: Duration,
+        /// Output: what happens and a closing table, or JSON reports at the end (as
+        /// `plan -o json`) with what happens on stderr. Progress is always on stderr.
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: cli::Output,
         #[command(flatten)]
         aws: AwsArgs,
     },
@@ -231,10 +235,19 @@ async fn main() {
             files,
             timeout,
             interval,
+            output,
             aws,
         } => {
             let (provider, region) = provider(&aws).await;
-            cli::apply(&files, timeout, interval, provider, region.as_deref()).await
+            cli::apply(
+                &files,
+                output,
+                timeout,
+                interval,
+                provider,
+                region.as_deref(),
+            )
+            .await
         }
     };
     std::process::exit(code);

@@ -135,6 +135,72 @@ fn connection_and_lag() -> String {
     )
 }
 
+/// `apply -o json` over resources that converge and one that cannot: stdout is only the
+/// JSON reports, what happens and paced progress lines (counts, the slowest waits) go to
+/// stderr, and the exit code says not everything converged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_json_reports_and_progress_on_stderr() {
+    let sim = sim(BASIC).await;
+    let f = write(&format!(
+        "{}{}",
+        connection_and_lag(),
+        dxc_manifest("plain", "dxcon-plain", "must_encrypt", &["k-a"], "")
+    ));
+    let run = cli(
+        &sim,
+        &[
+            "apply",
+            "-f",
+            f.to_str().unwrap(),
+            "-o",
+            "json",
+            "--timeout",
+            "60s",
+            "--interval",
+            "200ms",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert_no_cak(&run);
+    let reports: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not only JSON ({e}):\n{}", run.stdout));
+    let ready: Vec<(&str, bool)> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["ready"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        ready,
+        [
+            ("default/conn", true),
+            ("default/core", true),
+            ("default/plain", false)
+        ]
+    );
+    let progress: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("progress: "))
+        .collect();
+    assert!(progress.len() >= 2, "{}", run.stderr);
+    assert!(
+        progress[0].starts_with("progress: 0/3 Ready, 2 progressing, 1 failed; slowest: default/"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        progress.last().copied(),
+        Some("progress: 2/3 Ready, 0 progressing, 1 failed")
+    );
+    assert!(
+        run.stderr.contains("default/conn: AssociateMacSecKey"),
+        "{}",
+        run.stderr
+    );
+}
+
 /// Enabling MACsec on a connection and on a LAG: key first, must_encrypt last, members
 /// mirror the LAG, the CAK is sent once and never printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,6 +211,15 @@ async fn enables_macsec_on_a_connection_and_a_lag() {
     assert_eq!(run.code, 0, "{}", run.all());
     assert_no_cak(&run);
     assert!(run.stdout.contains("default/conn") && run.stdout.contains("Converged"));
+    // Not a terminal: progress is plain lines on stderr, the last one final.
+    assert!(
+        run.stderr
+            .lines()
+            .last()
+            .is_some_and(|l| l == "progress: 2/2 Ready, 0 progressing, 0 failed"),
+        "{}",
+        run.stderr
+    );
 
     let state = sim.shared.state();
     let c = connection(&state, "dxcon-c1");

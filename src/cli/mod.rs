@@ -6,6 +6,7 @@
 //! can hold a CAK.
 
 pub mod input;
+pub mod progress;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -65,6 +66,8 @@ struct Item {
     /// When the next pass is due.
     due: Instant,
     done: bool,
+    /// Since when the current reason has held (progress shows the slowest waits).
+    since: Instant,
 }
 
 /// Resolves every DxConnection of the inputs. The Conflict rule is the controller's
@@ -112,6 +115,7 @@ async fn prepare(
             last: None,
             due: Instant::now(),
             done: false,
+            since: Instant::now(),
         });
     }
     items
@@ -290,44 +294,93 @@ pub async fn plan(
     }
 }
 
+/// How progress counts an item.
+fn progress_state(item: &Item) -> progress::State {
+    match standing(item) {
+        Standing::Converged => progress::State::Ready,
+        Standing::NeedsAPerson => progress::State::Failed,
+        Standing::Pending if item.done => progress::State::Failed,
+        Standing::Pending => progress::State::Progressing,
+    }
+}
+
+fn tally(items: &[Item], reasons: &[String], now: Instant) -> progress::Tally {
+    progress::Tally::of(
+        items
+            .iter()
+            .zip(reasons)
+            .map(|(item, reason)| progress::Entry {
+                name: &item.name,
+                state: progress_state(item),
+                reason,
+                since: item.since,
+            }),
+        now,
+    )
+}
+
 /// `apply -f`: runs passes until every DxConnection converges, fails, or `timeout` passes.
-/// Exit 0 only when all converged.
+/// Exit 0 only when all converged. With text output, what happens goes to stdout and a
+/// table ends it; with JSON, stdout holds only the final reports (as `plan -o json`) and
+/// what happens goes to stderr. Progress goes to stderr: one line redrawn on a terminal,
+/// paced plain lines otherwise.
 pub async fn apply(
     files: &[PathBuf],
+    output: Output,
     timeout: Duration,
     interval: Duration,
     aws: Arc<dyn AwsProvider>,
     default_region: Option<&str>,
 ) -> i32 {
+    use std::io::IsTerminal;
     let (engine, mut items, _) = match setup(files, aws, default_region).await {
         Ok(x) => x,
         Err(code) => return code,
     };
     let deadline = Instant::now() + timeout;
+    let mut progress =
+        progress::Progress::new(output == Output::Text && std::io::stderr().is_terminal());
+    let said = |progress: &mut progress::Progress, line: String| {
+        progress.say(&line, output == Output::Json);
+    };
+    let mut reasons: Vec<String> = vec![String::new(); items.len()];
     let mut last_lines: Vec<String> = vec![String::new(); items.len()];
     loop {
-        for (item, last_line) in items.iter_mut().zip(&mut last_lines) {
+        for ((item, last_line), reason_seen) in
+            items.iter_mut().zip(&mut last_lines).zip(&mut reasons)
+        {
             if item.done || item.due > Instant::now() {
                 continue;
             }
             if item.scope.is_err() {
                 item.done = true;
-                eprintln!("{}: {}", item.name, reason_and_message(item).1);
+                let (reason, message) = reason_and_message(item);
+                *reason_seen = reason;
+                progress.say(&format!("{}: {message}", item.name), true);
                 continue;
             }
             run_pass(&engine, item, Mode::Execute, interval).await;
             if let Some(r) = &item.last {
                 for a in r.executed() {
-                    println!("{}: {a}", item.name);
+                    said(&mut progress, format!("{}: {a}", item.name));
                 }
             }
             let (reason, message) = reason_and_message(item);
+            if reason != *reason_seen {
+                item.since = Instant::now();
+                *reason_seen = reason.clone();
+            }
             let line = format!("{}: {reason}: {message}", item.name);
             if line != *last_line {
-                println!("{line}");
+                said(&mut progress, line.clone());
                 *last_line = line;
             }
             item.done = standing(item) != Standing::Pending;
+        }
+        if let Some(text) =
+            progress.update(&tally(&items, &reasons, Instant::now()), Instant::now())
+        {
+            progress::show(&text);
         }
         let Some(next) = items.iter().filter(|i| !i.done).map(|i| i.due).min() else {
             break;
@@ -336,15 +389,43 @@ pub async fn apply(
             break;
         }
         // Each item runs again when its pass said (soon: every interval; a rotation
-        // overlap, a deferred read or throttling: later), never after the deadline.
-        tokio::time::sleep_until(next.min(deadline).into()).await;
+        // overlap, a deferred read or throttling: later), never after the deadline; a
+        // terminal's progress line ticks at least every second meanwhile.
+        let mut wake = next.min(deadline);
+        if output == Output::Text && std::io::stderr().is_terminal() {
+            wake = wake.min(Instant::now() + Duration::from_secs(1));
+        }
+        tokio::time::sleep_until(wake.into()).await;
     }
+    progress::show(&progress.finish(&tally(&items, &reasons, Instant::now())));
+    match output {
+        Output::Text => print_table(&items),
+        Output::Json => {
+            let reports: Vec<Report<'_>> = items.iter().map(report).collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&reports).expect("reports serialize")
+            );
+        }
+    }
+    if items.iter().all(|i| standing(i) == Standing::Converged) {
+        EXIT_OK
+    } else {
+        if Instant::now() >= deadline {
+            eprintln!("error: not converged within {}s", timeout.as_secs());
+        }
+        EXIT_ERROR
+    }
+}
+
+/// The table that ends a text `apply`.
+fn print_table(items: &[Item]) {
     println!();
     println!(
         "{:<32} {:<16} {:<15} {:<16} {:>4}  {:<6} REASON",
         "NAME", "CONNECTION", "MODE", "PORT", "KEYS", "READY"
     );
-    for item in &items {
+    for item in items {
         let s = item.status.clone().unwrap_or_default();
         let (reason, _) = reason_and_message(item);
         println!(
@@ -360,14 +441,6 @@ pub async fn apply(
                 "False"
             },
         );
-    }
-    if items.iter().all(|i| standing(i) == Standing::Converged) {
-        EXIT_OK
-    } else {
-        if Instant::now() >= deadline {
-            eprintln!("error: not converged within {}s", timeout.as_secs());
-        }
-        EXIT_ERROR
     }
 }
 
