@@ -34,7 +34,8 @@ NON_DEFAULT = {
     "extraEnv": [{"name": "RUST_LOG", "value": "debug"}],
     "podDisruptionBudget": {"enabled": False},
     "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
-    "prometheusRule": {"enabled": True, "notReadyFor": "1h"},
+    "prometheusRule": {"enabled": True, "notReadyFor": "1h", "absentFor": "10m", "throttledRatio": 0.25},
+    "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "labels": {"dashboards": "network"}},
 }
 
 
@@ -94,7 +95,13 @@ def test_non_default_values_reach_the_objects():
     alerts = {r["alert"]: r for r in rules}
     assert alerts["DxMacsecEncryptionDownUnderMustEncrypt"]["expr"] == 'dxmacsec_port_encryption_up{encryption_mode="must_encrypt"} == 0'
     assert alerts["DxMacsecNotReady"]["for"] == "1h"
-    assert set(alerts) == {"DxMacsecEncryptionDownUnderMustEncrypt", "DxMacsecKeyStuckAssociating", "DxMacsecReconcileErrors", "DxMacsecNotReady"}
+    assert set(alerts) == {"DxMacsecEncryptionDownUnderMustEncrypt", "DxMacsecKeyStuckAssociating", "DxMacsecReconcileErrors",
+                           "DxMacsecNotReady", "DxMacsecOperatorAbsent", "DxMacsecNoLeader", "DxMacsecAwsThrottled",
+                           "DxMacsecKeychainFull"}
+    assert alerts["DxMacsecOperatorAbsent"]["for"] == "10m"
+    assert alerts["DxMacsecAwsThrottled"]["expr"].endswith("> 0.25")
+    cm = by_kind(docs, "ConfigMap")[0]
+    assert cm["metadata"]["namespace"] == "monitoring" and cm["metadata"]["labels"]["dashboards"] == "network"
 
 
 def test_default_render_is_restricted_and_least_privilege():
@@ -130,6 +137,9 @@ def test_default_render_is_restricted_and_least_privilege():
     {"image": {"pullPolicy": "Sometimes"}},
     {"serviceMonitor": {"enabled": "yes"}},
     {"hostNetwork": "yes"},
+    {"prometheusRule": {"throttledRatio": 2}},
+    {"prometheusRule": {"absentFor": "soon"}},
+    {"grafanaDashboard": {"enabled": "true"}},
     {"unknownTopLevel": 1},
 ])
 def test_schema_rejects_bad_values(bad):
