@@ -242,6 +242,25 @@ impl Metrics {
             .inc();
     }
 
+    /// Exports zero for label values known in advance, so a dashboard shows 0 rather than
+    /// "no data" and `rate()` sees the first error or throttle: throttles per metered
+    /// operation, errors per kind and error reason.
+    pub fn expect(&self, operations: &[&str], kinds: &[&str], error_reasons: &[&str]) {
+        for operation in operations {
+            self.aws_throttles.get_or_create(&OperationLabels {
+                operation: (*operation).into(),
+            });
+        }
+        for kind in kinds {
+            for reason in error_reasons {
+                self.reconcile_errors.get_or_create(&ReconcileLabels {
+                    kind: (*kind).into(),
+                    reason: (*reason).into(),
+                });
+            }
+        }
+    }
+
     /// Whether this replica acts now.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
@@ -442,5 +461,11 @@ mod tests {
         );
         m.set_leader(false);
         assert!(m.encode().contains("dxmacsec_leader 0"));
+        m.expect(&["GetSecretValue"], &["MacSecKey"], &["InUse"]);
+        let text = m.encode();
+        assert!(text.contains(r#"dxmacsec_aws_throttles_total{operation="GetSecretValue"} 0"#));
+        assert!(
+            text.contains(r#"dxmacsec_reconcile_errors_total{kind="MacSecKey",reason="InUse"} 0"#)
+        );
     }
 }

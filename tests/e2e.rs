@@ -267,6 +267,7 @@ async fn end_to_end() {
     rotation_respects_the_overlap(&e).await;
     encryption_down_is_not_ready(&e).await;
     lag_with_two_members(&e).await;
+    monitoring_reads_what_the_operator_exports().await;
     cel_rejects_invalid_objects().await;
     deletion_policies_and_key_protection(&e).await;
     drift_is_repaired_at_resync(&e).await;
@@ -624,6 +625,35 @@ async fn lag_with_two_members(e: &E2e) {
         status.port_encryption_status.as_deref(),
         Some("Encryption Up")
     );
+}
+
+/// The running operator's `/metrics` offers every metric the chart's dashboard and alert
+/// rules read, says it leads, shows the Ready LAG's port up, and holds no key material.
+async fn monitoring_reads_what_the_operator_exports() {
+    let log = format!("{}/operator-AKIDREPLICA1.log", env("E2E_WORK"));
+    let addr = common::served_address(&std::fs::read_to_string(&log).unwrap())
+        .unwrap_or_else(|| panic!("{log} names no address it serves on"));
+    let text = common::http_get(&addr, "/metrics").await;
+    let exported = common::exported_metric_names(&text);
+    let missing: Vec<_> = common::monitored_metric_names()
+        .into_iter()
+        .filter(|m| !exported.contains(m))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "read by the chart, not exported: {missing:?}\n{text}"
+    );
+    assert!(text.contains("dxmacsec_leader 1"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("dxmacsec_port_encryption_up{")
+                && l.contains(r#"name="core""#)
+                && l.ends_with(" 1")),
+        "{text}"
+    );
+    for secret in [CAK_A, CAK_B, CKN_A, CKN_B] {
+        assert!(!text.contains(secret), "key material in /metrics");
+    }
 }
 
 /// The CRDs' rules reject invalid objects at admission, with the rule's message.

@@ -13,6 +13,18 @@ pub struct MeteredProvider {
     metrics: Arc<Metrics>,
 }
 
+/// Every operation label this decorator records (`DescribeAll` is one whole-scope read).
+pub const METERED_OPERATIONS: &[&str] = &[
+    "DescribeAll",
+    "DescribeConnections",
+    "DescribeLags",
+    "AssociateMacSecKey",
+    "DisassociateMacSecKey",
+    "UpdateConnection",
+    "UpdateLag",
+    "GetSecretValue",
+];
+
 impl MeteredProvider {
     pub fn new(inner: Arc<dyn AwsProvider>, metrics: Arc<Metrics>) -> Self {
         MeteredProvider { inner, metrics }
@@ -25,6 +37,10 @@ struct Metered<T: ?Sized> {
 }
 
 fn record<T>(metrics: &Metrics, operation: &str, result: &Result<T, AwsError>) {
+    debug_assert!(
+        METERED_OPERATIONS.contains(&operation),
+        "{operation} is missing from METERED_OPERATIONS"
+    );
     let (outcome, throttled) = match result {
         Ok(_) => ("ok", false),
         Err(e) => (

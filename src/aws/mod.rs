@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 pub use cache::{Observation, ObservationCache};
 pub use error::{AwsError, ErrorClass, ErrorKind};
-pub use metered::MeteredProvider;
+pub use metered::{METERED_OPERATIONS, MeteredProvider};
 pub use sdk::{SdkOptions, SdkProvider};
 
 use crate::crd::EncryptionMode;

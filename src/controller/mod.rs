@@ -56,6 +56,9 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every [`Error::reason`], for metrics that start at zero.
+    pub const REASONS: &[&str] = &["KubeError", "FinalizerError", "CleanupPending", "InUse"];
+
     fn reason(&self) -> &'static str {
         match self {
             Error::Kube(_) => "KubeError",
@@ -365,6 +368,14 @@ pub async fn run(
         metrics.clone(),
         ready.clone(),
     ));
+    metrics.expect(
+        crate::aws::METERED_OPERATIONS,
+        &[
+            <DxConnection as shell::Reconciled>::KIND,
+            <MacSecKey as shell::Reconciled>::KIND,
+        ],
+        Error::REASONS,
+    );
     let metered = Arc::new(crate::aws::MeteredProvider::new(aws, metrics.clone()));
     let engine = Engine::new(
         metered,

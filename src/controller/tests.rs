@@ -754,3 +754,17 @@ fn key_changes_that_matter_to_connections() {
     deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
     assert_ne!(relevance(&base), relevance(&deleting));
 }
+
+/// Every error's reason is among the ones the error metric starts at zero for.
+#[test]
+fn every_error_reason_is_known_to_the_metrics() {
+    let errors = [
+        Error::Kube(kube::Error::LinesCodecMaxLineLengthExceeded),
+        Error::CleanupPending(String::new()),
+        Error::KeyInUse(String::new()),
+        Error::Finalizer(Box::new(kube::runtime::finalizer::Error::UnnamedObject)),
+    ];
+    for e in errors {
+        assert!(Error::REASONS.contains(&e.reason()), "{}", e.reason());
+    }
+}

@@ -94,3 +94,118 @@ pub fn ok_calls<'a>(calls: &'a [CallRecord], op: &str, target: &str) -> Vec<&'a 
         .filter(|c| c.operation == op && c.outcome == "ok" && c.target.as_deref() == Some(target))
         .collect()
 }
+
+/// The body of `GET http://{addr}{path}` (HTTP/1.0, for the operator's own endpoints).
+pub async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
+    body.to_string()
+}
+
+/// The address the operator serves `/metrics` on, from the log line naming the bound port.
+pub fn served_address(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("serving /healthz"))?;
+    let start = line.find("127.0.0.1:")?;
+    let port: String = line[start + "127.0.0.1:".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some(format!("127.0.0.1:{port}"))
+}
+
+/// Metric names a text exposition offers: every sample's name, and the names a `# TYPE`
+/// line promises (`_total` for a counter, `_bucket`/`_sum`/`_count` for a histogram) even
+/// before a first sample.
+pub fn exported_metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            names.insert(line[..end].to_string());
+        }
+    }
+    names
+}
+
+/// The operator's metrics that the chart's Grafana dashboard and alert rules read: the
+/// dashboard's queries parsed by Prometheus's parser (promql-check in `PROMETHEUS_TOOLS`,
+/// with Grafana's variables replaced), and every `dxmacsec_` name in the rules template.
+pub fn monitored_metric_names() -> std::collections::BTreeSet<String> {
+    use std::io::Write;
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/dx-macsec-operator");
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{chart}/dashboards/dx-macsec-operator.json")).unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "5m")
+                .replace("$namespace", ".*")
+        })
+        .collect();
+    let tools = std::env::var("PROMETHEUS_TOOLS").expect("PROMETHEUS_TOOLS (scripts/with-cluster)");
+    let mut child = std::process::Command::new(format!("{tools}/promql-check"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&exprs).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    for r in parsed.as_array().unwrap() {
+        assert!(r.get("error").is_none(), "{r}");
+        names.extend(
+            r["metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m.as_str().unwrap().to_string()),
+        );
+    }
+    let rules = std::fs::read_to_string(format!("{chart}/templates/prometheusrule.yaml")).unwrap();
+    for (i, _) in rules.match_indices("dxmacsec_") {
+        let name: String = rules[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        names.insert(name);
+    }
+    assert!(names.len() >= 9, "{names:?}");
+    names
+}
