@@ -788,3 +788,75 @@ async fn refused_calls_and_unreachable_aws_are_errors_that_say_what_to_fix() {
     );
     assert!(!run.all().contains("DispatchFailure"), "{}", run.all());
 }
+
+/// No region anywhere: plan and apply fail at once naming what to set, and nothing reaches
+/// AWS. Throttling that does not stop: plan exits 1 saying so (not "changes pending"), and
+/// apply keeps backing off until its timeout, then says what it was waiting for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_region_and_endless_throttling_say_what_happened() {
+    let sim = sim(BASIC).await;
+    let f = write(&must_encrypt_with_key_a("conn", "dxcon-c1", CKN_A, CAK_A));
+    let file = f.to_str().unwrap();
+    for args in [
+        &["plan", "-f", file][..],
+        &["apply", "-f", file, "--interval", "200ms"],
+    ] {
+        let mut cmd = command(&sim, args);
+        cmd.env_remove("AWS_REGION");
+        let (run, took) = timed(&mut cmd).await;
+        assert_eq!(run.code, 1, "{args:?}: {}", run.all());
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+        for needle in ["spec.region is not set", "AWS_REGION", "--region"] {
+            assert!(
+                run.all().contains(needle),
+                "{args:?} lacks {needle}: {}",
+                run.all()
+            );
+        }
+    }
+    assert!(sim.shared.calls().is_empty(), "nothing reached AWS");
+
+    sim.shared.add_fault(Fault {
+        operation: "*".into(),
+        error: Some("ThrottlingException".into()),
+        message: Some("Rate exceeded".into()),
+        count: None,
+        rate: None,
+        latency_ms: 0,
+    });
+    let (run, _) = timed(&mut command(&sim, &["plan", "-f", file])).await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stdout.contains("Throttled"), "{}", run.all());
+    assert!(run.stdout.contains("ThrottlingException"), "{}", run.all());
+    let (run, took) = timed(&mut command(
+        &sim,
+        &[
+            "apply",
+            "-f",
+            file,
+            "--interval",
+            "200ms",
+            "--timeout",
+            "4s",
+        ],
+    ))
+    .await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        took >= Duration::from_secs(4),
+        "gave up before its timeout: {took:?}"
+    );
+    assert!(
+        run.stderr.contains("not converged within 4s"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("Throttled"), "{}", run.all());
+    let calls = sim.shared.calls();
+    assert!(
+        calls.len() < 20,
+        "throttled calls were retried hot: {} calls in 4 s",
+        calls.len()
+    );
+    assert!(ok_calls(&calls, "AssociateMacSecKey").is_empty());
+}
