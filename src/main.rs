@@ -44,7 +44,7 @@ struct AwsArgs {
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     aws_endpoint_url: Option<String>,
     /// Timeout of one AWS call, retries included (for example 30s).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration, env = "DXM_AWS_TIMEOUT")]
     aws_timeout: Duration,
 }
 
@@ -61,6 +61,19 @@ struct TimingArgs {
     /// resync so one Describe round serves a resync; resources in flight are re-read anyway.
     #[arg(long, default_value = "5m", value_parser = parse_duration, env = "DXM_OBSERVATION_MAX_AGE")]
     observation_max_age: Duration,
+    /// Reconciles in flight at once, per kind (DxConnection, MacSecKey).
+    #[arg(
+        long,
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u16).range(1..=256),
+        env = "DXM_CONCURRENCY"
+    )]
+    concurrency: u16,
+    /// Describe calls per second per (account, region) that re-read resources in flight
+    /// between resyncs; a pass that would exceed it waits. Keep it under the account's
+    /// Direct Connect rate limit, shared with every other tool.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_rate, env = "DXM_DESCRIBE_REREADS_PER_SECOND")]
+    describe_rereads_per_second: f64,
 }
 
 /// Leader election, so only one replica acts.
@@ -82,6 +95,31 @@ struct LeaderArgs {
     /// This replica's identity in the Lease and in events (default: the host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// How long a Lease holds without renewal: how long a crashed leader's resources wait
+    /// before a standby takes over.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, env = "DXM_LEASE_DURATION")]
+    lease_duration: Duration,
+    /// How often the leader renews the Lease; must be well under --lease-duration.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, env = "DXM_LEASE_RENEW")]
+    lease_renew: Duration,
+}
+
+impl LeaderArgs {
+    /// The Lease timings, checked: a renewal period that is not under half the duration
+    /// lets one slow renewal lose the Lease.
+    fn timings(&self) -> Result<(Duration, Duration), String> {
+        if self.lease_renew.is_zero() || self.lease_renew * 2 > self.lease_duration {
+            return Err(format!(
+                "--lease-renew ({}s) must be more than 0 and at most half of --lease-duration ({}s); for example --lease-duration 15s --lease-renew 5s",
+                self.lease_renew.as_secs_f64(),
+                self.lease_duration.as_secs_f64()
+            ));
+        }
+        if self.lease_duration > Duration::from_secs(i32::MAX as u64) {
+            return Err("--lease-duration is too long".into());
+        }
+        Ok((self.lease_duration, self.lease_renew))
+    }
 }
 
 /// Everything `run` takes, parsed once.
@@ -145,6 +183,16 @@ enum Command {
     },
 }
 
+/// A positive rate such as `10` or `2.5`.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a positive number of calls per second, such as 10"
+        )),
+    }
+}
+
 /// `90s`, `10m`, `1h30m`, or plain seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<u64>() {
@@ -173,6 +221,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let client = kube::Client::try_default().await.map_err(|e| {
         format!("cannot connect to the Kubernetes API (in-cluster config or KUBECONFIG): {e}")
     })?;
+    let (lease_duration, renew_every) = args.leader.timings()?;
     let (provider, region) = provider(&args.aws).await;
     let leader = args.leader;
     let identity = leader.identity.unwrap_or_else(|| {
@@ -187,17 +236,19 @@ async fn run(args: RunArgs) -> Result<(), String> {
             default_region: region,
             short_requeue: args.timing.requeue,
             resync: args.timing.resync,
+            concurrency: args.timing.concurrency,
         },
         http_addr: args.http_addr,
         lease: leader.leader_election.then(|| LeaseConfig {
             namespace,
             name: leader.lease_name,
             identity: identity.clone(),
-            lease_duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
+            lease_duration,
+            renew_every,
         }),
         identity,
         observation_max_age: args.timing.observation_max_age,
+        describe_rereads_per_second: args.timing.describe_rereads_per_second,
     };
     controller::run(client, provider, opts)
         .await
@@ -271,5 +322,91 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "flags without help: {missing:?}");
+    }
+
+    fn run_args(args: &[&str]) -> Result<super::RunArgs, clap::Error> {
+        use clap::Parser;
+        let cli =
+            super::Cli::try_parse_from(["dx-macsec-operator", "run"].iter().chain(args).copied())?;
+        match cli.command {
+            super::Command::Run(a) => Ok(a),
+            _ => unreachable!("parsed run"),
+        }
+    }
+
+    /// Every tuning knob of `run` is a flag with an environment variable (the chart sets
+    /// them from values), with the documented defaults.
+    #[test]
+    fn tuning_knobs_are_flags_with_environment_variables() {
+        let cli = super::Cli::command();
+        let run = cli.find_subcommand("run").unwrap();
+        let env_of = |id: &str| {
+            run.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_env())
+                .map(|e| e.to_string_lossy().into_owned())
+        };
+        for (id, var) in [
+            ("concurrency", "DXM_CONCURRENCY"),
+            (
+                "describe_rereads_per_second",
+                "DXM_DESCRIBE_REREADS_PER_SECOND",
+            ),
+            ("lease_duration", "DXM_LEASE_DURATION"),
+            ("lease_renew", "DXM_LEASE_RENEW"),
+            ("aws_timeout", "DXM_AWS_TIMEOUT"),
+            ("resync", "DXM_RESYNC"),
+            ("requeue", "DXM_REQUEUE"),
+            ("observation_max_age", "DXM_OBSERVATION_MAX_AGE"),
+        ] {
+            assert_eq!(env_of(id).as_deref(), Some(var), "--{id}");
+        }
+        let a = run_args(&[]).unwrap();
+        assert_eq!(a.timing.concurrency, 16);
+        assert_eq!(a.timing.describe_rereads_per_second, 10.0);
+        assert_eq!(a.aws.aws_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(
+            a.leader.timings().unwrap(),
+            (
+                std::time::Duration::from_secs(15),
+                std::time::Duration::from_secs(5)
+            )
+        );
+        let a = run_args(&[
+            "--concurrency",
+            "64",
+            "--describe-rereads-per-second",
+            "2.5",
+            "--lease-duration",
+            "1m",
+            "--lease-renew",
+            "20s",
+        ])
+        .unwrap();
+        assert_eq!(a.timing.concurrency, 64);
+        assert_eq!(a.timing.describe_rereads_per_second, 2.5);
+        assert_eq!(a.leader.timings().unwrap().0.as_secs(), 60);
+    }
+
+    /// Values that would break the controller are refused with what to use instead.
+    #[test]
+    fn bad_tuning_values_are_refused_with_the_fix() {
+        for bad in [
+            &["--concurrency", "0"][..],
+            &["--concurrency", "1000"],
+            &["--describe-rereads-per-second", "0"],
+            &["--describe-rereads-per-second", "fast"],
+        ] {
+            let e = run_args(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(e.to_string().contains(bad[0]), "{e}");
+        }
+        let a = run_args(&["--lease-duration", "10s", "--lease-renew", "6s"]).unwrap();
+        let e = a.leader.timings().unwrap_err();
+        assert!(
+            e.contains("--lease-renew (6s)") && e.contains("--lease-duration (10s)"),
+            "{e}"
+        );
     }
 }

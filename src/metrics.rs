@@ -247,16 +247,20 @@ impl Metrics {
     /// operation, errors per kind and error reason.
     pub fn expect(&self, operations: &[&str], kinds: &[&str], error_reasons: &[&str]) {
         for operation in operations {
-            self.aws_throttles.get_or_create(&OperationLabels {
-                operation: (*operation).into(),
-            });
+            self.aws_throttles
+                .get_or_create(&OperationLabels {
+                    operation: (*operation).into(),
+                })
+                .inc_by(0);
         }
         for kind in kinds {
             for reason in error_reasons {
-                self.reconcile_errors.get_or_create(&ReconcileLabels {
-                    kind: (*kind).into(),
-                    reason: (*reason).into(),
-                });
+                self.reconcile_errors
+                    .get_or_create(&ReconcileLabels {
+                        kind: (*kind).into(),
+                        reason: (*reason).into(),
+                    })
+                    .inc_by(0);
             }
         }
     }

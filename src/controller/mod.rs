@@ -36,9 +36,6 @@ use crate::metrics::Metrics;
 use crate::plan::Requeue;
 use relations::{key_relevance, references};
 
-/// Reconciles in flight at once, per kind.
-pub const MAX_CONCURRENT_RECONCILES: u16 = 16;
-
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "dx-macsec-operator";
 
@@ -78,6 +75,8 @@ pub struct Settings {
     pub short_requeue: Duration,
     /// Periodic resync once converged: drift made in AWS is found within this time.
     pub resync: Duration,
+    /// Reconciles in flight at once, per kind.
+    pub concurrency: u16,
 }
 
 /// Shared by every reconcile.
@@ -223,8 +222,7 @@ pub async fn run_controllers(
     let wc = watcher::Config::default().any_semantic();
 
     // Bounded concurrency keeps memory flat and the AWS call rate smooth with many objects.
-    let config =
-        kube::runtime::controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES);
+    let config = kube::runtime::controller::Config::default().concurrency(settings.concurrency);
     let dxc_controller = Controller::new(dxc_api.clone(), wc.clone()).with_config(config.clone());
     let key_controller = Controller::new(key_api.clone(), wc.clone()).with_config(config);
     let connections = dxc_controller.store();
@@ -329,6 +327,8 @@ pub struct RunOptions {
     pub lease: Option<leader::LeaseConfig>,
     pub identity: String,
     pub observation_max_age: Duration,
+    /// The observation cache's re-read budget, Describe calls per second per scope.
+    pub describe_rereads_per_second: f64,
 }
 
 /// SIGTERM or Ctrl-C.
@@ -379,7 +379,10 @@ pub async fn run(
     let metered = Arc::new(crate::aws::MeteredProvider::new(aws, metrics.clone()));
     let engine = Engine::new(
         metered,
-        Arc::new(crate::aws::ObservationCache::new(opts.observation_max_age)),
+        Arc::new(crate::aws::ObservationCache::with_reread_rate(
+            opts.observation_max_age,
+            opts.describe_rereads_per_second,
+        )),
     );
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),

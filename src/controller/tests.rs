@@ -202,6 +202,7 @@ async fn harness(seed: &str, connections: Vec<DxConnection>, keys: Vec<MacSecKey
             default_region: Some("us-east-1".into()),
             short_requeue: Duration::from_secs(10),
             resync: Duration::from_secs(300),
+            concurrency: 16,
         },
         connections: conn_store,
         keys: key_store,

@@ -21,9 +21,11 @@ NON_DEFAULT = {
     "replicaCount": 3,
     "image": {"repository": "registry.example.com/dxm", "tag": "9.9.9", "pullPolicy": "Always"},
     "imagePullSecrets": [{"name": "pull"}],
-    "aws": {"region": "eu-west-1", "endpointUrl": "http://dx-sim.test:4599"},
+    "aws": {"region": "eu-west-1", "endpointUrl": "http://dx-sim.test:4599", "timeout": "1m"},
     "operator": {"logFormat": "text", "logLevel": "debug", "resync": "10m", "requeue": "5s",
-                 "observationMaxAge": "1m", "leaderElection": False},
+                 "observationMaxAge": "1m", "leaderElection": False, "concurrency": 64,
+                 "describeRereadsPerSecond": 2.5, "leaseDuration": "30s", "leaseRenew": "10s"},
+    "extraArgs": ["--aws-timeout", "45s"],
     "serviceAccount": {"create": True, "name": "dxm", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/dxm"}},
     "podAnnotations": {"a": "b"},
     "podLabels": {"team": "network"},
@@ -82,6 +84,9 @@ def test_non_default_values_reach_the_objects():
     assert c["image"] == "registry.example.com/dxm:9.9.9"
     assert env["AWS_REGION"] == "eu-west-1" and env["AWS_ENDPOINT_URL"] == "http://dx-sim.test:4599"
     assert env["DXM_LEADER_ELECTION"] == "false" and env["DXM_RESYNC"] == "10m" and env["RUST_LOG"] == "debug"
+    assert (env["DXM_CONCURRENCY"], env["DXM_DESCRIBE_REREADS_PER_SECOND"], env["DXM_AWS_TIMEOUT"]) == ("64", "2.5", "1m")
+    assert (env["DXM_LEASE_DURATION"], env["DXM_LEASE_RENEW"]) == ("30s", "10s")
+    assert c["args"] == ["run", "--aws-timeout", "45s"]
     assert pod["serviceAccountName"] == "dxm"
     assert pod["tolerations"][0]["key"] == "dedicated"
     assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
@@ -138,6 +143,11 @@ def test_default_render_is_restricted_and_least_privilege():
     {"serviceMonitor": {"enabled": "yes"}},
     {"hostNetwork": "yes"},
     {"prometheusRule": {"throttledRatio": 2}},
+    {"operator": {"concurrency": 0}},
+    {"operator": {"describeRereadsPerSecond": 0}},
+    {"operator": {"leaseDuration": "15"}},
+    {"aws": {"timeout": 30}},
+    {"extraArgs": "--aws-timeout 1m"},
     {"prometheusRule": {"absentFor": "soon"}},
     {"grafanaDashboard": {"enabled": "true"}},
     {"unknownTopLevel": 1},
