@@ -19,7 +19,17 @@ CUSTOM = {"ServiceMonitor", "PrometheusRule"}
 
 NON_DEFAULT = {
     "replicaCount": 3,
-    "image": {"repository": "registry.example.com/dxm", "tag": "9.9.9", "pullPolicy": "Always"},
+    "image": {"repository": "registry.example.com/dxm", "tag": "9.9.9", "pullPolicy": "Always",
+              "digest": "sha256:" + "ab" * 32},
+    "commonLabels": {"cost-center": "net-42"},
+    "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                           "seccompProfile": {"type": "RuntimeDefault"}},
+    "containerSecurityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                 "capabilities": {"drop": ["ALL"]}, "runAsUser": 10001},
+    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": 1, "memory": "512Mi"}},
+    "podAntiAffinity": "required",
+    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                   "whenUnsatisfiable": "ScheduleAnyway"}],
     "imagePullSecrets": [{"name": "pull"}],
     "aws": {"region": "eu-west-1", "endpointUrl": "http://dx-sim.test:4599", "timeout": "1m"},
     "operator": {"logFormat": "text", "logLevel": "debug", "resync": "10m", "requeue": "5s",
@@ -34,8 +44,12 @@ NON_DEFAULT = {
     "priorityClassName": "system-cluster-critical",
     "hostNetwork": True,
     "extraEnv": [{"name": "RUST_LOG", "value": "debug"}],
-    "podDisruptionBudget": {"enabled": False},
-    "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+    "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
+    "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}, "namespace": "monitoring", "scrapeTimeout": "10s",
+                       "relabelings": [{"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_node_name"],
+                                        "targetLabel": "node"}],
+                       "metricRelabelings": [{"action": "drop", "regex": "dxmacsec_build_info",
+                                              "sourceLabels": ["__name__"]}]},
     "prometheusRule": {"enabled": True, "notReadyFor": "1h", "absentFor": "10m", "throttledRatio": 0.25},
     "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "labels": {"dashboards": "network"}},
 }
@@ -81,7 +95,18 @@ def test_non_default_values_reach_the_objects():
     c = pod["containers"][0]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert dep["spec"]["replicas"] == 3
-    assert c["image"] == "registry.example.com/dxm:9.9.9"
+    assert c["image"] == "registry.example.com/dxm@sha256:" + "ab" * 32, "the digest wins over the tag"
+    assert all(d["metadata"]["labels"]["cost-center"] == "net-42" for d in docs if d["kind"] != "CustomResourceDefinition")
+    assert pod["securityContext"]["fsGroup"] == 10001 and c["securityContext"]["runAsUser"] == 10001
+    assert c["resources"]["limits"] == {"cpu": 1, "memory": "512Mi"}
+    anti = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+    assert anti["topologyKey"] == "kubernetes.io/hostname"
+    assert anti["labelSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    [spread] = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "topology.kubernetes.io/zone"
+    assert spread["labelSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"], "defaults to the chart's pods"
+    assert by_kind(docs, "PodDisruptionBudget")[0]["spec"] == {
+        "minAvailable": 1, "selector": {"matchLabels": dep["spec"]["selector"]["matchLabels"]}}
     assert env["AWS_REGION"] == "eu-west-1" and env["AWS_ENDPOINT_URL"] == "http://dx-sim.test:4599"
     assert env["DXM_LEADER_ELECTION"] == "false" and env["DXM_RESYNC"] == "10m" and env["RUST_LOG"] == "debug"
     assert (env["DXM_CONCURRENCY"], env["DXM_DESCRIBE_REREADS_PER_SECOND"], env["DXM_AWS_TIMEOUT"]) == ("64", "2.5", "1m")
@@ -93,9 +118,13 @@ def test_non_default_values_reach_the_objects():
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     sa = by_kind(docs, "ServiceAccount")[0]
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/dxm")
-    assert not by_kind(docs, "PodDisruptionBudget")
     assert not by_kind(docs, "Role"), "no Lease RBAC without leader election"
-    assert by_kind(docs, "ServiceMonitor")[0]["metadata"]["labels"]["release"] == "prom"
+    sm = by_kind(docs, "ServiceMonitor")[0]
+    assert sm["metadata"]["labels"]["release"] == "prom" and sm["metadata"]["namespace"] == "monitoring"
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}, "it still finds the release's Service"
+    [endpoint] = sm["spec"]["endpoints"]
+    assert endpoint["scrapeTimeout"] == "10s" and endpoint["relabelings"][0]["targetLabel"] == "node"
+    assert endpoint["metricRelabelings"][0]["action"] == "drop"
     rules = by_kind(docs, "PrometheusRule")[0]["spec"]["groups"][0]["rules"]
     alerts = {r["alert"]: r for r in rules}
     assert alerts["DxMacsecEncryptionDownUnderMustEncrypt"]["expr"] == 'dxmacsec_port_encryption_up{encryption_mode="must_encrypt"} == 0'
@@ -115,6 +144,10 @@ def test_default_render_is_restricted_and_least_privilege():
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert "hostNetwork" not in pod, "the pod network unless asked"
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert anti["topologyKey"] == "kubernetes.io/hostname", "replicas preferably on different nodes"
+    assert "topologySpreadConstraints" not in pod
+    assert by_kind(docs, "PodDisruptionBudget")[0]["spec"]["maxUnavailable"] == 1
     sc = pod["containers"][0]["securityContext"]
     assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
@@ -148,6 +181,17 @@ def test_default_render_is_restricted_and_least_privilege():
     {"operator": {"leaseDuration": "15"}},
     {"aws": {"timeout": 30}},
     {"extraArgs": "--aws-timeout 1m"},
+    {"resources": {"foo": "bar"}},
+    {"resources": {"limits": {"memory": "lots"}}},
+    {"affinity": {"nodeAfinity": {}}},
+    {"tolerations": [{"key": "a", "operator": "Maybe"}]},
+    {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone"}]},
+    {"podAntiAffinity": "soft"},
+    {"image": {"repository": "r", "digest": "latest"}},
+    {"commonLabels": {"a": 1}},
+    {"podDisruptionBudget": {"minAvailable": "half"}},
+    {"serviceMonitor": {"relabelings": [{"action": "drop", "sourceLabel": "x"}]}},
+    {"containerSecurityContext": {"capabilities": {"drop": "ALL"}}},
     {"prometheusRule": {"absentFor": "soon"}},
     {"grafanaDashboard": {"enabled": "true"}},
     {"unknownTopLevel": 1},
@@ -191,3 +235,13 @@ def test_kustomize_matches_the_default_render():
     assert sorted(plain) == sorted(chart)
     for key in chart:
         assert plain[key] == chart[key], f"{key} differs:\n{json.dumps(plain[key], indent=1)}\n{json.dumps(chart[key], indent=1)}"
+
+
+def test_every_value_is_documented_in_the_chart_readme():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    groups = {"image", "aws", "operator", "serviceAccount", "service", "podDisruptionBudget",
+              "serviceMonitor", "prometheusRule", "grafanaDashboard"}
+    paths = [f"{k}.{c}" for k in groups for c in values[k]] + [k for k in values if k not in groups]
+    missing = [p for p in paths if f"`{p}`" not in readme]
+    assert not missing, f"values without a row in the chart README: {missing}"
