@@ -316,6 +316,7 @@ async fn enable_goes_key_port_mode(e: &E2e) {
             "PORT",
             "KEYS",
             "READY",
+            "SYNCED",
             "AGE"
         ]
     );

@@ -15,7 +15,7 @@ use crate::aws::Scope;
 use crate::crd::{DxConnection, MacSecKey, MacSecKeyStatus};
 use crate::engine::{ConditionValue, Standing};
 use crate::plan::Requeue;
-use crate::status::set_ready;
+use crate::status::{set_condition, set_ready};
 
 impl Reconciled for MacSecKey {
     const KIND: &'static str = "MacSecKey";
@@ -39,6 +39,15 @@ impl Reconciled for MacSecKey {
             &mut status.conditions,
             &condition,
             standing,
+            generation,
+            now,
+        );
+        // Synced: the key's source was read and its material can be used, the same verdict
+        // as Ready here; they part only while a deletion waits (Ready False, InUse).
+        set_condition(
+            &mut status.conditions,
+            "Synced",
+            &condition,
             generation,
             now,
         );

@@ -607,7 +607,35 @@ async fn key_status_reports_users_and_ckn() {
     assert_eq!(status["ckn"], CKN);
     assert_eq!(status["usedBy"], json!(["c1"]));
     assert_eq!(status["conditions"][0]["reason"], "KeyMaterialValid");
+    let synced = condition(&bodies[1], "Synced");
+    assert_eq!(
+        (&synced["status"], &synced["reason"]),
+        (&json!("True"), &json!("KeyMaterialValid"))
+    );
     assert!(!bodies[1].to_string().contains(CAK));
+}
+
+/// A MacSecKey whose Secret is missing is neither Ready nor Synced, and says which Secret.
+#[tokio::test]
+async fn key_without_its_secret_is_not_synced() {
+    let mut h = harness(SEED, vec![], vec![mskey("k1")]).await;
+    let (result, bodies) = h
+        .reconcile(
+            mskey("k1"),
+            vec![
+                expect("GET", "/api/v1/namespaces/net/secrets/k1")
+                    .answer(StatusCode::NOT_FOUND, not_found()),
+                status_patch(&mskey("k1")),
+            ],
+        )
+        .await;
+    result.unwrap();
+    for type_ in ["Ready", "Synced"] {
+        let c = condition(&bodies[1], type_);
+        assert_eq!(c["status"], "False", "{type_}: {c}");
+        assert_eq!(c["reason"], "SecretNotFound", "{type_}: {c}");
+        assert!(c["message"].as_str().unwrap().contains("k1"), "{c}");
+    }
 }
 
 /// `try_hold` by replica `me` on Lease ops/l, held by `other` and renewed at `renewed`:
