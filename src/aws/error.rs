@@ -231,7 +231,7 @@ impl AwsError {
 /// The IAM action of an operation (`directconnect:DescribeConnections`).
 fn iam_action(operation: &str) -> String {
     let service = match operation {
-        "GetSecretValue" | "DescribeSecret" => "secretsmanager",
+        "GetSecretValue" => "secretsmanager",
         "AssumeRole" => "sts",
         _ => "directconnect",
     };
@@ -331,5 +331,64 @@ mod tests {
         let e = AwsError::from_service("AssociateMacSecKey", Some("X"), "bad cak abc123 given")
             .scrubbed("abc123");
         assert_eq!(e.message, "bad cak <redacted> given");
+    }
+
+    /// deploy/iam-policy.json grants exactly the calls the code makes: every SDK call in
+    /// sdk.rs (each names its operation for its errors: `from_sdk("Op", …)` right after the
+    /// fluent call `.op()`) as the IAM action `iam_action` names, plus the one action AWS
+    /// needs on the operator's behalf (the service-linked role on a first association) and
+    /// kms:Decrypt for key secrets under a customer-managed KMS key. AssumeRole is granted
+    /// per role by the user (the README says so), not by this policy. Every ARN is
+    /// partition-neutral.
+    #[test]
+    fn the_iam_policy_grants_exactly_the_calls_made() {
+        let code = include_str!("sdk.rs");
+        let mut called = std::collections::BTreeSet::new();
+        for (at, _) in code.match_indices("from_sdk(\"") {
+            let op: String = code[at + 10..].chars().take_while(|c| *c != '"').collect();
+            let snake: String = op
+                .chars()
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    let lower = c.to_ascii_lowercase();
+                    if c.is_ascii_uppercase() && i > 0 {
+                        vec!['_', lower]
+                    } else {
+                        vec![lower]
+                    }
+                })
+                .collect();
+            assert!(
+                code.contains(&format!(".{snake}()")),
+                "sdk.rs names {op} in an error but never calls .{snake}()"
+            );
+            called.insert(iam_action(&op));
+        }
+        assert!(code.contains("AssumeRoleProvider"), "roles are assumed");
+        let policy: serde_json::Value =
+            serde_json::from_str(include_str!("../../deploy/iam-policy.json")).unwrap();
+        let mut granted = std::collections::BTreeSet::new();
+        for statement in policy["Statement"].as_array().unwrap() {
+            let actions = &statement["Action"];
+            match actions.as_array() {
+                Some(list) => granted.extend(list.iter().map(|a| a.as_str().unwrap().to_string())),
+                None => {
+                    granted.insert(actions.as_str().unwrap().to_string());
+                }
+            }
+            let resources = &statement["Resource"];
+            let resources: Vec<&str> = match resources.as_array() {
+                Some(list) => list.iter().map(|r| r.as_str().unwrap()).collect(),
+                None => vec![resources.as_str().unwrap()],
+            };
+            for r in resources {
+                assert!(r == "*" || r.starts_with("arn:*:"), "{r} names a partition");
+            }
+        }
+        let mut expected = called.clone();
+        expected.insert("iam:CreateServiceLinkedRole".into());
+        expected.insert("kms:Decrypt".into());
+        assert_eq!(granted, expected);
+        assert!(called.len() >= 7, "{called:?}");
     }
 }
