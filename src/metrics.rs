@@ -68,6 +68,80 @@ pub struct KeyLabels {
     pub state: String,
 }
 
+/// The process metrics every Prometheus client exports (CPU, memory, file descriptors,
+/// threads, start time), read from /proc at each scrape.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use procfs::process::{LimitValue, Process};
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        // Outside Linux, or with /proc unreadable, there is nothing to report.
+        let Ok(me) = Process::myself() else {
+            return Ok(());
+        };
+        let ticks = procfs::ticks_per_second() as f64;
+        let mut gauge = |name: &str, help: &str, value: f64| -> Result<(), std::fmt::Error> {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+        };
+        if let Ok(stat) = me.stat() {
+            gauge(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                (stat.rss * procfs::page_size()) as f64,
+            )?;
+            gauge(
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                stat.vsize as f64,
+            )?;
+            gauge(
+                "process_threads",
+                "Number of OS threads in the process.",
+                stat.num_threads as f64,
+            )?;
+            if let Ok(boot) = procfs::boot_time_secs() {
+                gauge(
+                    "process_start_time_seconds",
+                    "Start time of the process since unix epoch in seconds.",
+                    boot as f64 + stat.starttime as f64 / ticks,
+                )?;
+            }
+            if let Ok(fds) = me.fd_count() {
+                gauge(
+                    "process_open_fds",
+                    "Number of open file descriptors.",
+                    fds as f64,
+                )?;
+            }
+            if let Ok(limits) = me.limits()
+                && let LimitValue::Value(max) = limits.max_open_files.soft_limit
+            {
+                gauge(
+                    "process_max_fds",
+                    "Maximum number of open file descriptors.",
+                    max as f64,
+                )?;
+            }
+            let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
+            cpu.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds.",
+                None,
+                cpu.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
 /// What [`Metrics::summary`] reports.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -123,7 +197,10 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("dxmacsec");
+        let mut root = Registry::default();
+        // The standard process_* series (client_golang's names), outside the prefix.
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("dxmacsec");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let reconcile_errors = Family::<ReconcileLabels, Counter>::default();
         let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
@@ -192,7 +269,7 @@ impl Metrics {
             ready.clone(),
         );
         Metrics {
-            registry,
+            registry: root,
             reconciles,
             reconcile_errors,
             reconcile_duration,
@@ -465,6 +542,37 @@ mod tests {
         );
         m.set_leader(false);
         assert!(m.encode().contains("dxmacsec_leader 0"));
+        let text = m.encode();
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+            "process_threads",
+        ] {
+            let value: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+                .parse()
+                .unwrap();
+            assert!(
+                value > 0.0 || name == "process_cpu_seconds_total",
+                "{name} {value}"
+            );
+        }
+        let started: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_start_time_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let now = jiff::Timestamp::now().as_second() as f64;
+        assert!(
+            started <= now + 1.0 && started > now - 3600.0,
+            "{started} vs {now}"
+        );
         m.expect(&["GetSecretValue"], &["MacSecKey"], &["InUse"]);
         let text = m.encode();
         assert!(text.contains(r#"dxmacsec_aws_throttles_total{operation="GetSecretValue"} 0"#));
