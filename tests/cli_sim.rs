@@ -497,7 +497,12 @@ async fn bad_inputs_fail_cleanly_without_mutations() {
         ),
         (
             "apiVersion: v1\nkind: [unclosed\n".to_string(),
-            &["document 1: not valid YAML"],
+            &[".yaml: not valid YAML"],
+        ),
+        (
+            // A typo of `keys`: without strict fields this planned nothing and exited 0.
+            "apiVersion: dxmacsec.io/v1alpha1\nkind: DxConnection\nmetadata: {name: conn}\nspec: {connectionId: dxcon-c1, encryptionMode: should_encrypt, keyz: []}\n".to_string(),
+            &["document 1: DxConnection conn: unknown field spec.keyz: check the spelling"],
         ),
         (
             dxc_manifest("conn", "dxcon-c1", "always_encrypt", &[], ""),

@@ -366,7 +366,7 @@ async fn the_default_pod_passes_the_restricted_pod_security_standard() {
         )
         .await;
         assert!(ok, "helm template: {err}");
-        let deployment: Value = serde_yaml::from_str(&rendered).unwrap();
+        let deployment: Value = serde_saphyr::from_str(&rendered).unwrap();
         let mut spec = deployment["spec"]["template"]["spec"].clone();
         // Pod Security judges the pod, not its ServiceAccount (which exists in NS only).
         spec.as_object_mut().unwrap().remove("serviceAccountName");

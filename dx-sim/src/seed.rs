@@ -164,8 +164,8 @@ fn default_mode() -> String {
 }
 
 impl Seed {
-    pub fn from_yaml(text: &str) -> Result<Seed, serde_yaml::Error> {
-        serde_yaml::from_str(text)
+    pub fn from_yaml(text: &str) -> Result<Seed, serde_saphyr::Error> {
+        serde_saphyr::from_str(text)
     }
 
     /// An empty account in us-east-1.

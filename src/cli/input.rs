@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Secret;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::crd::{DxConnection, MacSecKey};
 
@@ -53,12 +54,32 @@ fn files_in(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-fn typed<T: DeserializeOwned>(
-    doc: serde_yaml::Value,
-    origin: &str,
-    what: &str,
-) -> Result<T, String> {
-    serde_path_to_error::deserialize(doc).map_err(|e| {
+/// A field path as `kubectl explain` and serde_path_to_error spell it: `spec.keys[0].name`.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
+}
+
+/// The document as `T`. A field `T` does not have is an error, as with the API server's
+/// strict field validation (`kubectl apply` rejects it too): a typo such as `keyz` would
+/// otherwise be dropped and the keys silently not managed.
+fn typed<T: DeserializeOwned>(doc: Value, origin: &str, what: &str) -> Result<T, String> {
+    let mut unknown = Vec::new();
+    let result: Result<T, _> = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+        doc,
+        &mut |path: serde_ignored::Path<'_>| unknown.push(field_path(&path)),
+    ));
+    let value = result.map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." {
@@ -66,10 +87,20 @@ fn typed<T: DeserializeOwned>(
         } else {
             format!("{origin}: {what}: {path}: {inner}")
         }
-    })
+    })?;
+    // apiVersion and kind were read before; the typed object does not keep them all.
+    unknown.retain(|p| p != "apiVersion" && p != "kind");
+    match unknown.as_slice() {
+        [] => Ok(value),
+        fields => Err(format!(
+            "{origin}: {what}: unknown field{} {}: check the spelling (`kubectl explain` lists the fields)",
+            if fields.len() == 1 { "" } else { "s" },
+            fields.join(", ")
+        )),
+    }
 }
 
-fn str_at<'a>(doc: &'a serde_yaml::Value, keys: &[&str]) -> Option<&'a str> {
+fn str_at<'a>(doc: &'a Value, keys: &[&str]) -> Option<&'a str> {
     keys.iter()
         .try_fold(doc, |v, k| v.get(*k))
         .and_then(|v| v.as_str())
@@ -93,17 +124,19 @@ pub fn load(paths: &[PathBuf]) -> Result<Inputs, Vec<String>> {
                 continue;
             }
         };
-        for (i, de) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        // A syntax error anywhere makes the whole file untrusted: nothing of it is used.
+        let docs: Vec<Value> = match serde_saphyr::from_multiple(&text) {
+            Ok(docs) => docs,
+            Err(e) => {
+                errors.push(format!("{}: not valid YAML: {e}", file.display()));
+                continue;
+            }
+        };
+        for (i, doc) in docs.into_iter().enumerate() {
+            if doc.is_null() {
+                continue;
+            }
             let origin = format!("{}, document {}", file.display(), i + 1);
-            let doc = match <serde_yaml::Value as serde::Deserialize>::deserialize(de) {
-                Ok(serde_yaml::Value::Null) => continue,
-                Ok(v) => v,
-                Err(e) => {
-                    errors.push(format!("{origin}: not valid YAML: {e}"));
-                    // The rest of the stream cannot be trusted after a syntax error.
-                    break;
-                }
-            };
             if let Err(e) = add(&mut inputs, doc, &origin) {
                 errors.push(e);
             }
@@ -119,7 +152,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Inputs, Vec<String>> {
     }
 }
 
-fn add(inputs: &mut Inputs, doc: serde_yaml::Value, origin: &str) -> Result<(), String> {
+fn add(inputs: &mut Inputs, doc: Value, origin: &str) -> Result<(), String> {
     let api_version = str_at(&doc, &["apiVersion"])
         .unwrap_or_default()
         .to_string();
@@ -253,6 +286,33 @@ mod tests {
         );
     }
 
+    /// A field the kind does not have is an error naming file, document and field path,
+    /// in the spec, in metadata, at the top and inside a list item (the API server's strict
+    /// field validation); `apiVersion`, `kind` and `status` are fields.
+    #[test]
+    fn unknown_fields_are_errors_naming_the_field() {
+        let d = tempdir();
+        let f = write(
+            &d,
+            "typo.yaml",
+            "apiVersion: dxmacsec.io/v1alpha1\nkind: DxConnection\nmetadata: {name: c, labelz: {a: b}}\nspec:\n  connectionId: dxcon-1\n  keyz: []\n  keys: [{name: k, weight: 1}]\nstatus: {}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringdata: {ckn: x}\nextra: 1\n",
+        );
+        let errs = load(std::slice::from_ref(&f)).unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                format!(
+                    "{}, document 1: DxConnection c: unknown fields metadata.labelz, spec.keys[0].weight, spec.keyz: check the spelling (`kubectl explain` lists the fields)",
+                    f.display()
+                ),
+                format!(
+                    "{}, document 2: Secret s: unknown fields extra, stringdata: check the spelling (`kubectl explain` lists the fields)",
+                    f.display()
+                ),
+            ]
+        );
+    }
+
     /// Secrets take `data` (base64) and `stringData`; folders are read; defaults apply.
     #[test]
     fn reads_folders_secrets_and_defaults() {
@@ -320,10 +380,7 @@ mod tests {
             "apiVersion: v1\nmetadata: {name: x}\n---\napiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: k}\nspec: {secretRef: {name: s}, directConnectSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:x'}\n",
         );
         let errs = load(&[f1, f2]).unwrap_err();
-        assert!(
-            errs[0].contains("1.yaml, document 1: not valid YAML"),
-            "{errs:?}"
-        );
+        assert!(errs[0].contains("1.yaml: not valid YAML"), "{errs:?}");
         assert!(
             errs[1].contains("2.yaml, document 1: kind is missing"),
             "{errs:?}"

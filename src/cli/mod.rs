@@ -464,7 +464,7 @@ mod tests {
     #[test]
     fn keygen_prints_a_valid_fresh_secret() {
         let read = |text: &str| {
-            let s: k8s_openapi::api::core::v1::Secret = serde_yaml::from_str(text).unwrap();
+            let s: k8s_openapi::api::core::v1::Secret = serde_saphyr::from_str(text).unwrap();
             assert_eq!(s.metadata.name.as_deref(), Some("k"));
             assert_eq!(s.metadata.namespace.as_deref(), Some("net"));
             let data = s.string_data.unwrap();

@@ -74,7 +74,7 @@ pub fn crds_yaml() -> String {
     let mut out = String::new();
     for crd in crds() {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd).expect("a CRD always serializes to YAML"));
+        out.push_str(&serde_saphyr::to_string(&crd).expect("a CRD always serializes to YAML"));
     }
     out
 }
