@@ -78,7 +78,7 @@ def test_lint_has_no_errors():
 
 
 @pytest.mark.parametrize("values", [None, NON_DEFAULT], ids=["default", "non-default"])
-@pytest.mark.parametrize("version", ["1.33.0", "1.37.0"])
+@pytest.mark.parametrize("version", ["1.30.0", "1.37.0"])
 def test_every_object_is_valid_kubernetes(values, version):
     docs = render(values)
     assert docs
