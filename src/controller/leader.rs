@@ -1,13 +1,19 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so two replicas never both act.
 //!
-//! A replica acquires the Lease when it is absent, expired or already its own, writing with
-//! the Lease's resourceVersion so that of two racing replicas only one wins. The leader
-//! renews it; if it cannot renew before the Lease would expire it reports the loss and the
-//! process stops acting (and exits, to be restarted as a follower).
+//! A replica acquires the Lease when it is absent, released, expired or already its own,
+//! writing with the Lease's resourceVersion so that of two racing replicas only one wins.
+//!
+//! Expiry is judged as client-go judges it, by *observed* time: a follower notes when it
+//! last saw the Lease record change, on its own monotonic clock, and takes over only once
+//! `leaseDurationSeconds` have passed since then without a change. The holder's
+//! `renewTime` is compared with nothing, so replicas whose wall clocks disagree (by any
+//! amount) never both act. The leader renews every `renew_every` and stops acting once it
+//! has not renewed for `lease_duration - renew_every` (the renew deadline), before any
+//! follower may take over; the process then exits, to be restarted as a follower.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, PostParams};
@@ -30,17 +36,49 @@ pub enum Decision {
     Create,
     /// Ours: renew it.
     Renew,
-    /// Someone else's, expired: take it over.
+    /// Someone else's, released or unchanged for its whole duration: take it over.
     TakeOver,
-    /// Someone else holds it and it is fresh: wait.
+    /// Someone else holds it and was seen renewing it recently: wait.
     Wait { holder: String },
 }
 
-/// The pure decision, given the Lease spec (if the Lease exists) and the time.
-pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
+/// What a follower last saw of the Lease: the record, and when (on its own monotonic
+/// clock) it first saw that record.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    record: Option<String>,
+    since: Option<Instant>,
+}
+
+/// The parts of a Lease whose change shows its holder is alive.
+fn record_of(spec: &LeaseSpec) -> String {
+    format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}",
+        spec.holder_identity,
+        spec.renew_time.as_ref().map(|t| t.0),
+        spec.acquire_time.as_ref().map(|t| t.0),
+        spec.lease_transitions,
+        spec.lease_duration_seconds
+    )
+}
+
+/// The pure decision, given the Lease spec (if the Lease exists), what this replica saw of
+/// it before (updated here) and the monotonic time now.
+pub fn decide(
+    spec: Option<&LeaseSpec>,
+    me: &str,
+    observed: &mut Observed,
+    now: Instant,
+) -> Decision {
     let Some(spec) = spec else {
+        *observed = Observed::default();
         return Decision::Create;
     };
+    let record = record_of(spec);
+    if observed.record.as_ref() != Some(&record) {
+        observed.record = Some(record);
+        observed.since = Some(now);
+    }
     let holder = spec.holder_identity.clone().unwrap_or_default();
     if holder == me {
         return Decision::Renew;
@@ -48,15 +86,12 @@ pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
     if holder.is_empty() {
         return Decision::TakeOver;
     }
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-    let expires = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .and_then(|t| t.0.checked_add(duration).ok());
-    match expires {
-        Some(e) if e > now => Decision::Wait { holder },
-        _ => Decision::TakeOver,
+    let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(1) as u64);
+    let seen = observed.since.unwrap_or(now);
+    if now.saturating_duration_since(seen) >= duration {
+        Decision::TakeOver
+    } else {
+        Decision::Wait { holder }
     }
 }
 
@@ -79,14 +114,21 @@ fn spec_for(cfg: &LeaseConfig, previous: Option<&LeaseSpec>, now: Timestamp) -> 
     }
 }
 
-/// One attempt to hold the Lease; true when this replica holds it afterwards.
-pub async fn try_hold(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::Error> {
+/// One attempt to hold the Lease; true when this replica holds it afterwards. `observed`
+/// carries what this replica saw of the Lease from one attempt to the next.
+pub async fn try_hold(
+    api: &Api<Lease>,
+    cfg: &LeaseConfig,
+    observed: &mut Observed,
+) -> Result<bool, kube::Error> {
+    // Written into the Lease for people and tools to read; never compared across replicas.
     let now = Timestamp::now();
     let current = api.get_opt(&cfg.name).await?;
     match decide(
         current.as_ref().and_then(|l| l.spec.as_ref()),
         &cfg.identity,
-        now,
+        observed,
+        Instant::now(),
     ) {
         Decision::Wait { .. } => Ok(false),
         Decision::Create => {
@@ -118,12 +160,19 @@ pub async fn try_hold(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube:
     }
 }
 
+/// How often a follower looks at the Lease: often enough to see a renewal soon after it
+/// happens (its expiry is timed from that sight) and to take over soon after expiry.
+fn retry_period(cfg: &LeaseConfig) -> Duration {
+    cfg.renew_every.min(Duration::from_secs(2))
+}
+
 /// Waits until this replica holds the Lease.
 pub async fn acquire(client: Client, cfg: &LeaseConfig) {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     let mut waiting_logged = false;
+    let mut observed = Observed::default();
     loop {
-        match try_hold(&api, cfg).await {
+        match try_hold(&api, cfg, &mut observed).await {
             Ok(true) => {
                 tracing::info!(lease = %cfg.name, identity = %cfg.identity, "became leader");
                 return;
@@ -135,17 +184,24 @@ pub async fn acquire(client: Client, cfg: &LeaseConfig) {
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read or write the leader Lease"),
         }
-        tokio::time::sleep(cfg.renew_every).await;
+        tokio::time::sleep(retry_period(cfg)).await;
     }
 }
 
-/// Renews the Lease until it cannot be renewed before it expires; then returns.
+/// How long the leader may go without a renewal before it stops acting: one renewal
+/// period short of the Lease, so it stops before any follower may take over.
+pub fn renew_deadline(cfg: &LeaseConfig) -> Duration {
+    cfg.lease_duration.saturating_sub(cfg.renew_every)
+}
+
+/// Renews the Lease until it cannot be renewed within the renew deadline; then returns.
 pub async fn hold(client: Client, cfg: &LeaseConfig) {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     let mut last_renewed = tokio::time::Instant::now();
+    let mut observed = Observed::default();
     loop {
         tokio::time::sleep(cfg.renew_every).await;
-        match try_hold(&api, cfg).await {
+        match try_hold(&api, cfg, &mut observed).await {
             Ok(true) => last_renewed = tokio::time::Instant::now(),
             Ok(false) => {
                 tracing::error!(lease = %cfg.name, "leadership lost to another replica");
@@ -153,8 +209,10 @@ pub async fn hold(client: Client, cfg: &LeaseConfig) {
             }
             Err(e) => tracing::warn!(error = %e, "cannot renew the leader Lease"),
         }
-        // Stop before the Lease expires, so the next leader never overlaps with us.
-        if last_renewed.elapsed() + cfg.renew_every >= cfg.lease_duration {
+        // Stop before the Lease may be taken over, so the next leader never overlaps with
+        // us: followers time it from when they saw our last renewal, which is no earlier
+        // than when we made it.
+        if last_renewed.elapsed() >= renew_deadline(cfg) {
             tracing::error!(lease = %cfg.name, "could not renew the leader Lease in time");
             return;
         }
@@ -175,36 +233,95 @@ pub async fn release(client: Client, cfg: &LeaseConfig) {
 
 #[cfg(test)]
 mod tests {
+    use jiff::SignedDuration;
+
     use super::*;
 
-    fn lease(holder: &str, renewed_secs_ago: i64, now: Timestamp) -> LeaseSpec {
+    fn lease(holder: &str, renewed: Timestamp) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(holder.into()),
             lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(now - SignedDuration::from_secs(renewed_secs_ago))),
+            renew_time: Some(MicroTime(renewed)),
             ..LeaseSpec::default()
         }
     }
 
-    /// A replica without the Lease waits while the holder's Lease is fresh, and takes over
-    /// an expired or released one.
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    /// A follower waits while it sees the holder renew, and takes over once the record has
+    /// not changed for the Lease's duration on its own clock; a released Lease at once.
     #[test]
-    fn follower_waits_for_a_fresh_lease_and_takes_an_expired_one() {
-        let now = Timestamp::now();
-        assert_eq!(decide(None, "b", now), Decision::Create);
+    fn follower_times_the_lease_from_what_it_observed() {
+        let t0 = Instant::now();
+        let wall = Timestamp::now();
+        let mut seen = Observed::default();
+        assert_eq!(decide(None, "b", &mut seen, t0), Decision::Create);
+        let renewed = lease("a", wall);
+        let wait = Decision::Wait { holder: "a".into() };
+        assert_eq!(decide(Some(&renewed), "b", &mut seen, t0), wait);
+        assert_eq!(decide(Some(&renewed), "b", &mut seen, t0 + secs(14)), wait);
+        // Renewed again at 10 s: the follower times from its sight of that at 14 s.
+        let again = lease("a", wall + SignedDuration::from_secs(10));
+        assert_eq!(decide(Some(&again), "b", &mut seen, t0 + secs(14)), wait);
+        assert_eq!(decide(Some(&again), "b", &mut seen, t0 + secs(28)), wait);
         assert_eq!(
-            decide(Some(&lease("a", 5, now)), "b", now),
-            Decision::Wait { holder: "a".into() }
-        );
-        assert_eq!(
-            decide(Some(&lease("a", 16, now)), "b", now),
+            decide(Some(&again), "b", &mut seen, t0 + secs(29)),
             Decision::TakeOver
         );
-        assert_eq!(decide(Some(&lease("b", 5, now)), "b", now), Decision::Renew);
         assert_eq!(
-            decide(Some(&lease("", 1, now)), "b", now),
+            decide(Some(&lease("b", wall)), "b", &mut seen, t0),
+            Decision::Renew
+        );
+        assert_eq!(
+            decide(Some(&lease("", wall)), "b", &mut Observed::default(), t0),
             Decision::TakeOver
         );
+    }
+
+    /// Wall clocks that disagree do not matter: a holder whose clock runs an hour behind is
+    /// not taken over while it renews (the old rule would have at once: two leaders), and
+    /// one whose clock runs an hour ahead is taken over once it stops renewing (the old
+    /// rule would have waited an hour).
+    #[test]
+    fn skewed_clocks_neither_split_nor_stall_the_lease() {
+        let t0 = Instant::now();
+        let wall = Timestamp::now();
+        let hour = SignedDuration::from_hours(1);
+        let mut seen = Observed::default();
+        for i in 0..10u64 {
+            let behind = lease("a", wall - hour + SignedDuration::from_secs(5 * i as i64));
+            assert_eq!(
+                decide(Some(&behind), "b", &mut seen, t0 + secs(5 * i)),
+                Decision::Wait { holder: "a".into() },
+                "renewal {i}"
+            );
+        }
+        let ahead = lease("a", wall + hour);
+        let mut seen = Observed::default();
+        assert!(matches!(
+            decide(Some(&ahead), "b", &mut seen, t0),
+            Decision::Wait { .. }
+        ));
+        assert_eq!(
+            decide(Some(&ahead), "b", &mut seen, t0 + secs(15)),
+            Decision::TakeOver
+        );
+    }
+
+    /// The leader stops acting a renewal period before a follower may take over.
+    #[test]
+    fn the_renew_deadline_comes_before_expiry() {
+        let cfg = LeaseConfig {
+            namespace: "ns".into(),
+            name: "l".into(),
+            identity: "b".into(),
+            lease_duration: secs(15),
+            renew_every: secs(5),
+        };
+        assert_eq!(renew_deadline(&cfg), secs(10));
+        assert!(retry_period(&cfg) <= secs(2));
     }
 
     /// Taking over counts a transition and resets the acquire time; renewing keeps both.
@@ -218,7 +335,7 @@ mod tests {
             lease_duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),
         };
-        let mut old = lease("a", 20, now);
+        let mut old = lease("a", now - SignedDuration::from_secs(20));
         old.lease_transitions = Some(2);
         let taken = spec_for(&cfg, Some(&old), now);
         assert_eq!(taken.lease_transitions, Some(3));

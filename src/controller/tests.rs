@@ -638,17 +638,22 @@ async fn key_without_its_secret_is_not_synced() {
     }
 }
 
-/// `try_hold` by replica `me` on Lease ops/l, held by `other` and renewed at `renewed`:
-/// the API server answers the read with that Lease and then expects `writes`. Returns
-/// whether `me` holds the Lease, and the request bodies.
-async fn try_hold_against(renewed: jiff::Timestamp, writes: Vec<Expect>) -> (bool, Vec<Value>) {
+/// `try_hold` by replica `me` on Lease ops/l, held by `other` and renewed at `renewed`,
+/// having seen that same record `seen_for` ago: the API server answers the read with that
+/// Lease and then expects `writes`. Returns whether `me` holds the Lease, and the request
+/// bodies.
+async fn try_hold_against(
+    renewed: jiff::Timestamp,
+    seen_for: Duration,
+    writes: Vec<Expect>,
+) -> (bool, Vec<Value>) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": "l", "namespace": "ops", "resourceVersion": "7"},
         "spec": {"holderIdentity": "other", "leaseDurationSeconds": 15, "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(renewed)}});
     let path = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/l";
-    let mut script = vec![expect("GET", path).answer(StatusCode::OK, lease)];
+    let mut script = vec![expect("GET", path).answer(StatusCode::OK, lease.clone())];
     script.extend(writes);
     let verifier = tokio::spawn(verify(handle, script));
     let cfg = leader::LeaseConfig {
@@ -659,26 +664,35 @@ async fn try_hold_against(renewed: jiff::Timestamp, writes: Vec<Expect>) -> (boo
         renew_every: Duration::from_secs(5),
     };
     let api: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client, "ops");
-    let held = leader::try_hold(&api, &cfg).await.unwrap();
+    // What this replica saw before: the same record, `seen_for` ago.
+    let mut observed = leader::Observed::default();
+    let spec: k8s_openapi::api::coordination::v1::LeaseSpec =
+        serde_json::from_value(lease["spec"].clone()).unwrap();
+    let then = std::time::Instant::now() - seen_for;
+    leader::decide(Some(&spec), "me", &mut observed, then);
+    let held = leader::try_hold(&api, &cfg, &mut observed).await.unwrap();
     (held, verifier.await.unwrap())
 }
 
-/// A replica that does not hold a fresh Lease reads it and writes nothing.
+/// A replica that saw the Lease recently reads it and writes nothing, even when the
+/// holder's renewTime is long past on this replica's clock (the clocks may differ).
 #[tokio::test]
-async fn follower_does_not_touch_a_fresh_lease() {
-    let (held, _) = try_hold_against(jiff::Timestamp::now(), vec![]).await;
+async fn follower_does_not_touch_a_lease_it_saw_recently() {
+    let old = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(3600);
+    let (held, _) = try_hold_against(old, Duration::from_secs(1), vec![]).await;
     assert!(!held);
 }
 
-/// An expired Lease is taken over with a compare-and-swap write naming this replica.
+/// A Lease that has not changed for its duration is taken over with a compare-and-swap
+/// write naming this replica.
 #[tokio::test]
 async fn an_expired_lease_is_taken_over() {
-    let old = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
     let put = expect(
         "PUT",
         "/apis/coordination.k8s.io/v1/namespaces/ops/leases/l",
     );
-    let (held, bodies) = try_hold_against(old, vec![put]).await;
+    let (held, bodies) =
+        try_hold_against(jiff::Timestamp::now(), Duration::from_secs(16), vec![put]).await;
     assert!(held);
     assert_eq!(bodies[1]["spec"]["holderIdentity"], "me");
     assert_eq!(bodies[1]["metadata"]["resourceVersion"], "7");
