@@ -124,23 +124,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Inputs, Vec<String>> {
                 continue;
             }
         };
-        // A syntax error anywhere makes the whole file untrusted: nothing of it is used.
-        let docs: Vec<Value> = match serde_saphyr::from_multiple(&text) {
-            Ok(docs) => docs,
-            Err(e) => {
-                errors.push(format!("{}: not valid YAML: {e}", file.display()));
-                continue;
-            }
-        };
-        for (i, doc) in docs.into_iter().enumerate() {
-            if doc.is_null() {
-                continue;
-            }
-            let origin = format!("{}, document {}", file.display(), i + 1);
-            if let Err(e) = add(&mut inputs, doc, &origin) {
-                errors.push(e);
-            }
-        }
+        read_text(&mut inputs, &mut errors, &file.display().to_string(), &text);
     }
     if inputs.connections.is_empty() && errors.is_empty() {
         errors.push("no DxConnection found in the inputs".to_string());
@@ -149,6 +133,27 @@ pub fn load(paths: &[PathBuf]) -> Result<Inputs, Vec<String>> {
         Ok(inputs)
     } else {
         Err(errors)
+    }
+}
+
+/// Adds the documents of one file's text to `inputs`, or its problems to `errors`.
+fn read_text(inputs: &mut Inputs, errors: &mut Vec<String>, file: &str, text: &str) {
+    // A syntax error anywhere makes the whole file untrusted: nothing of it is used.
+    let docs: Vec<Value> = match serde_saphyr::from_multiple(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            errors.push(format!("{file}: not valid YAML: {e}"));
+            return;
+        }
+    };
+    for (i, doc) in docs.into_iter().enumerate() {
+        if doc.is_null() {
+            continue;
+        }
+        let origin = format!("{file}, document {}", i + 1);
+        if let Err(e) = add(inputs, doc, &origin) {
+            errors.push(e);
+        }
     }
 }
 
@@ -397,5 +402,62 @@ mod tests {
             load(&[empty]).unwrap_err(),
             vec!["no DxConnection found in the inputs".to_string()]
         );
+    }
+
+    /// Manifest reading never panics, whatever the bytes: arbitrary text, and text built
+    /// from manifest fragments (so the parser gets past YAML into the typed objects).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::super::{Inputs, read_text};
+
+        const FRAGMENTS: &[&str] = &[
+            "apiVersion: dxmacsec.io/v1alpha1\n",
+            "apiVersion: v1\n",
+            "kind: DxConnection\n",
+            "kind: MacSecKey\n",
+            "kind: Secret\n",
+            "metadata: {name: a}\n",
+            "metadata:\n  name: b\n  namespace: net\n",
+            "spec:\n",
+            "  connectionId: dxcon-1\n",
+            "  connectionId: [1, 2]\n",
+            "  encryptionMode: must_encrypt\n",
+            "  keys: [{name: k}]\n",
+            "  keys: {name: k}\n",
+            "  rotation: {overlapSeconds: -1}\n",
+            "  secretRef: {name: s}\n",
+            "data: {ckn: '%%%'}\n",
+            "stringData: {cak: 1}\n",
+            "---\n",
+            "- \n",
+            "&a [*a]\n",
+            "? x\n",
+            "\t\u{0}\u{feff}\n",
+            "{\n",
+            "'\n",
+        ];
+
+        fn read(text: &str) {
+            let mut inputs = Inputs::default();
+            let mut errors = Vec::new();
+            read_text(&mut inputs, &mut errors, "fuzz.yaml", text);
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                read(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn manifest_fragments_never_panic(
+                parts in proptest::collection::vec(proptest::sample::select(FRAGMENTS), 0..24)
+            ) {
+                read(&parts.concat());
+            }
+        }
     }
 }
