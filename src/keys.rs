@@ -3,9 +3,12 @@
 //! Owns parsing and validation of both. The [`Cak`] type has no `Serialize` impl and its
 //! `Debug`/`Display` print `<redacted>`, so a CAK cannot reach a log line, a status field or an
 //! error by accident; the only way to read it is [`Cak::expose`], called where the value goes
-//! to AWS. Parse errors name the field and describe the problem without echoing the value.
+//! to AWS. Its value lives in a `secrecy::SecretString`, zeroed in memory when dropped (each
+//! clone too). Parse errors name the field and describe the problem without echoing the value.
 
 use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
 
 /// Length of a CKN or CAK in hexadecimal characters (32 bytes).
 pub const KEY_HEX_LEN: usize = 64;
@@ -84,21 +87,31 @@ impl fmt::Debug for Ckn {
 }
 
 /// Connectivity Association Key: the MACsec secret. Printing it in any way yields
-/// `<redacted>`; it is deliberately not `Serialize`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Cak(String);
+/// `<redacted>`; it is deliberately not `Serialize`; its memory is zeroed on drop.
+#[derive(Clone)]
+pub struct Cak(SecretString);
 
 impl Cak {
     /// Parses a CAK; `field` names where it came from, for the error message.
     pub fn parse(field: &str, raw: &str) -> Result<Self, KeyMaterialError> {
-        check_hex64(field, raw).map(Cak)
+        // The checked copy has exactly its length, so moving it into the secret does not
+        // reallocate and leave a copy behind.
+        check_hex64(field, raw).map(|v| Cak(SecretString::from(v)))
     }
 
     /// The secret value, for the one place that sends it to AWS.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
+
+impl PartialEq for Cak {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Cak {}
 
 impl fmt::Debug for Cak {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -122,7 +135,7 @@ pub fn generate_pair() -> (Ckn, Cak) {
             .expect("the operating system's random number generator is unavailable");
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
-    (Ckn(random_hex()), Cak(random_hex()))
+    (Ckn(random_hex()), Cak(SecretString::from(random_hex())))
 }
 
 #[cfg(test)]
@@ -130,6 +143,18 @@ mod tests {
     use super::*;
 
     const HEX64: &str = "0123456789abcdefABCDEF0123456789abcdef0123456789abcdef0123456789";
+
+    /// The CAK's holder zeroes its memory on drop (a compile-time check), and a CAK still
+    /// compares and prints as before.
+    #[test]
+    fn the_cak_is_held_in_memory_that_is_zeroed_on_drop() {
+        fn zeroed_on_drop<T: secrecy::zeroize::ZeroizeOnDrop + ?Sized>() {}
+        zeroed_on_drop::<SecretString>();
+        let a = Cak::parse("cak", HEX64).unwrap();
+        assert_eq!(a.clone(), a);
+        assert_eq!(a.expose(), HEX64);
+        assert_eq!(format!("{a} {a:?}"), "<redacted> <redacted>");
+    }
 
     /// Both cases and all of a-f are accepted (the AWS docs' "A-E" is a typo).
     #[test]
