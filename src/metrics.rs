@@ -17,7 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::observed::{KeyState, ObservedResource};
+use crate::crd::KeyStatus;
+use crate::observed::{KeyState, ObservedResource, parse_start_on};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
@@ -167,8 +168,22 @@ impl std::fmt::Display for Summary {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyAgeLabels {
+    pub namespace: String,
+    pub name: String,
+    /// The MacSecKey the key belongs to, or `-` for a key not in `spec.keys`.
+    pub key: String,
+}
+
 /// The series one DxConnection last published.
-type Published = (Vec<ResourceLabels>, Vec<KeyLabels>, Vec<ReadyLabels>);
+#[derive(Default)]
+struct Published {
+    resources: Vec<ResourceLabels>,
+    keys: Vec<KeyLabels>,
+    ready: Vec<ReadyLabels>,
+    key_starts: Vec<KeyAgeLabels>,
+}
 
 /// Every metric the operator exports.
 pub struct Metrics {
@@ -181,6 +196,7 @@ pub struct Metrics {
     port_up: Family<ResourceLabels, Gauge>,
     keys: Family<KeyLabels, Gauge>,
     ready: Family<ReadyLabels, Gauge>,
+    key_start: Family<KeyAgeLabels, Gauge>,
     leader: Gauge,
     /// Every AWS call, and the throttled ones, for [`Metrics::summary`].
     calls_total: AtomicU64,
@@ -211,6 +227,7 @@ impl Metrics {
         let port_up = Family::<ResourceLabels, Gauge>::default();
         let keys = Family::<KeyLabels, Gauge>::default();
         let ready = Family::<ReadyLabels, Gauge>::default();
+        let key_start = Family::<KeyAgeLabels, Gauge>::default();
         let leader = Gauge::default();
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
@@ -264,6 +281,11 @@ impl Metrics {
             keys.clone(),
         );
         registry.register(
+            "key_start_time_seconds",
+            "When each associated key started (its startOn), by DxConnection and MacSecKey; time() minus it is the key's age",
+            key_start.clone(),
+        );
+        registry.register(
             "ready",
             "1 when a DxConnection is Ready, labelled with the Ready reason",
             ready.clone(),
@@ -278,6 +300,7 @@ impl Metrics {
             port_up,
             keys,
             ready,
+            key_start,
             leader,
             calls_total: AtomicU64::new(0),
             throttled_total: AtomicU64::new(0),
@@ -352,8 +375,8 @@ impl Metrics {
     pub fn summary(&self) -> Summary {
         let mut summary = Summary::default();
         let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, _, readies) in published.values() {
-            let Some(labels) = readies.first() else {
+        for p in published.values() {
+            let Some(labels) = p.ready.first() else {
                 continue;
             };
             summary.connections += 1;
@@ -369,17 +392,17 @@ impl Metrics {
     }
 
     /// Publishes the Ready, port and key series of one DxConnection, replacing its previous
-    /// ones. `ready` is (Ready, reason); `None` removes them all.
+    /// ones. `ready` is (Ready, reason); `keys` the status's keys (for each associated key's
+    /// start, by MacSecKey); `None` and no keys remove them all.
     pub fn observed(
         &self,
         namespace: &str,
         name: &str,
         ready: Option<(bool, &str)>,
         observed: Option<&ObservedResource>,
+        keys: &[KeyStatus],
     ) {
-        let mut resources = Vec::new();
-        let mut keys = Vec::new();
-        let mut readies = Vec::new();
+        let mut now = Published::default();
         if let Some((is_ready, reason)) = ready {
             let labels = ReadyLabels {
                 namespace: namespace.into(),
@@ -387,7 +410,7 @@ impl Metrics {
                 reason: reason.into(),
             };
             self.ready.get_or_create(&labels).set(i64::from(is_ready));
-            readies.push(labels);
+            now.ready.push(labels);
         }
         if let Some(o) = observed {
             let mode = o.encryption_mode.clone().unwrap_or_else(|| "none".into());
@@ -400,7 +423,7 @@ impl Metrics {
             self.port_up
                 .get_or_create(&labels)
                 .set(i64::from(o.port_up()));
-            resources.push(labels);
+            now.resources.push(labels);
             let mut counts: HashMap<&'static str, i64> = HashMap::new();
             for k in &o.keys {
                 let state = match k.state() {
@@ -419,29 +442,56 @@ impl Metrics {
                     state: state.into(),
                 };
                 self.keys.get_or_create(&labels).set(n);
-                keys.push(labels);
+                now.keys.push(labels);
             }
+        }
+        // Each associated key's start; two keys not in spec.keys share `-`: the older counts.
+        let mut starts: HashMap<KeyAgeLabels, i64> = HashMap::new();
+        for k in keys {
+            if KeyState::parse(k.state.as_deref()) != KeyState::Associated {
+                continue;
+            }
+            let Some(start) = k.start_on.as_deref().and_then(parse_start_on) else {
+                continue;
+            };
+            let labels = KeyAgeLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                key: k.mac_sec_key.clone().unwrap_or_else(|| "-".into()),
+            };
+            let earliest = starts.entry(labels).or_insert(start.as_second());
+            *earliest = (*earliest).min(start.as_second());
+        }
+        for (labels, start) in starts {
+            self.key_start.get_or_create(&labels).set(start);
+            now.key_starts.push(labels);
         }
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((old_resources, old_keys, old_ready)) = published.insert(
-            (namespace.into(), name.into()),
-            (resources.clone(), keys.clone(), readies.clone()),
-        ) {
-            for l in old_ready.iter().filter(|l| !readies.contains(l)) {
+        let old = published.insert((namespace.into(), name.into()), Published::default());
+        if let Some(old) = old {
+            for l in old.ready.iter().filter(|l| !now.ready.contains(l)) {
                 self.ready.remove(l);
             }
-            for l in old_resources.iter().filter(|l| !resources.contains(l)) {
+            for l in old.resources.iter().filter(|l| !now.resources.contains(l)) {
                 self.port_up.remove(l);
             }
-            for l in old_keys.iter().filter(|l| !keys.contains(l)) {
+            for l in old.keys.iter().filter(|l| !now.keys.contains(l)) {
                 self.keys.remove(l);
             }
+            for l in old
+                .key_starts
+                .iter()
+                .filter(|l| !now.key_starts.contains(l))
+            {
+                self.key_start.remove(l);
+            }
         }
+        published.insert((namespace.into(), name.into()), now);
     }
 
     /// Removes every series of a deleted DxConnection.
     pub fn forget(&self, namespace: &str, name: &str) {
-        self.observed(namespace, name, None, None);
+        self.observed(namespace, name, None, None, &[]);
         self.published
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -486,12 +536,14 @@ mod tests {
             "c",
             Some((false, "WaitingForEncryptionUp")),
             Some(&resource("should_encrypt", "Encryption Down")),
+            &[],
         );
         m.observed(
             "ns",
             "c",
             Some((true, "Converged")),
             Some(&resource("must_encrypt", "Encryption Down")),
+            &[],
         );
         let text = m.encode();
         assert!(text.contains(r#"dxmacsec_port_encryption_up{namespace="ns",name="c",connection_id="dxcon-1",encryption_mode="must_encrypt"} 0"#), "{text}");
@@ -505,16 +557,74 @@ mod tests {
         assert!(!m.encode().contains("dxcon-1"));
     }
 
+    /// Each associated key's start is a series by MacSecKey (never by CKN); keys not
+    /// associated or without a readable startOn have none, and a key that leaves takes its
+    /// series with it.
+    #[test]
+    fn key_start_times_follow_the_associated_keys() {
+        let m = Metrics::new();
+        let key = |name: Option<&str>, state: &str, start_on: &str| KeyStatus {
+            ckn: Some("aaaa".repeat(16)),
+            state: Some(state.into()),
+            start_on: Some(start_on.into()),
+            mac_sec_key: name.map(str::to_string),
+            secret_arn: None,
+            associated_since: None,
+        };
+        let old = key(Some("k-2025"), "associated", "2025-01-01T00:00:00Z");
+        let new = key(Some("k-2026"), "associated", "2026-06-01 12:00:00");
+        m.observed(
+            "ns",
+            "c",
+            Some((true, "Converged")),
+            None,
+            &[
+                old.clone(),
+                new.clone(),
+                key(Some("k-x"), "disassociating", "2024-01-01T00:00:00Z"),
+                key(None, "associated", "soon"),
+            ],
+        );
+        let text = m.encode();
+        let start = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_second();
+        assert!(
+            text.contains(&format!(
+                r#"dxmacsec_key_start_time_seconds{{namespace="ns",name="c",key="k-2025"}} {}"#,
+                start("2025-01-01T00:00:00Z")
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                r#"dxmacsec_key_start_time_seconds{{namespace="ns",name="c",key="k-2026"}} {}"#,
+                start("2026-06-01T12:00:00Z")
+            )),
+            "{text}"
+        );
+        assert!(
+            !text.contains("k-x") && !text.contains(r#"key="-""#),
+            "{text}"
+        );
+        assert!(!text.contains(&"aaaa".repeat(16)), "no CKN in a label");
+        m.observed("ns", "c", Some((true, "Converged")), None, &[new]);
+        assert!(
+            !m.encode().contains("k-2025"),
+            "the rotated-out key's series is gone"
+        );
+        m.forget("ns", "c");
+        assert!(!m.encode().contains("k-2026"));
+    }
+
     /// The resync summary counts DxConnections by Ready and reason and AWS calls by outcome;
     /// build info and the leader gauge are exported.
     #[test]
     fn summary_leader_and_build_info() {
         let m = Metrics::new();
         let up = resource("must_encrypt", "Encryption Up");
-        m.observed("ns", "a", Some((true, "Converged")), Some(&up));
-        m.observed("ns", "b", Some((false, "EncryptionDown")), Some(&up));
-        m.observed("ns", "c", Some((false, "EncryptionDown")), None);
-        m.observed("ns", "d", Some((true, "Converged")), None);
+        m.observed("ns", "a", Some((true, "Converged")), Some(&up), &[]);
+        m.observed("ns", "b", Some((false, "EncryptionDown")), Some(&up), &[]);
+        m.observed("ns", "c", Some((false, "EncryptionDown")), None, &[]);
+        m.observed("ns", "d", Some((true, "Converged")), None, &[]);
         m.forget("ns", "d");
         m.aws_call("DescribeConnections", "ok", false);
         m.aws_call("DescribeConnections", "ThrottlingException", true);

@@ -151,23 +151,28 @@ impl ObservedKey {
 
     /// `startOn` parsed leniently; `None` when absent or in a format we do not know.
     pub fn start_on_time(&self) -> Option<jiff::Timestamp> {
-        let raw = self.start_on.as_deref()?.trim();
-        if let Ok(ts) = raw.parse::<jiff::Timestamp>() {
-            return Some(ts);
-        }
-        // AWS documents only "a UTC string": also accept a civil date-time read as UTC.
-        raw.replace(' ', "T")
-            .trim_end_matches('Z')
-            .parse::<jiff::civil::DateTime>()
-            .ok()
-            .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC).ok())
-            .map(|z| z.timestamp())
-            .or_else(|| {
-                raw.parse::<f64>()
-                    .ok()
-                    .and_then(|secs| jiff::Timestamp::from_second(secs as i64).ok())
-            })
+        parse_start_on(self.start_on.as_deref()?)
     }
+}
+
+/// A `startOn` value read leniently: RFC 3339, a civil date-time read as UTC (AWS documents
+/// only "a UTC string"), or seconds since the epoch; `None` for anything else.
+pub fn parse_start_on(raw: &str) -> Option<jiff::Timestamp> {
+    let raw = raw.trim();
+    if let Ok(ts) = raw.parse::<jiff::Timestamp>() {
+        return Some(ts);
+    }
+    raw.replace(' ', "T")
+        .trim_end_matches('Z')
+        .parse::<jiff::civil::DateTime>()
+        .ok()
+        .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp())
+        .or_else(|| {
+            raw.parse::<f64>()
+                .ok()
+                .and_then(|secs| jiff::Timestamp::from_second(secs as i64).ok())
+        })
 }
 
 #[cfg(test)]
@@ -204,5 +209,35 @@ mod tests {
         assert_eq!(k.state(), KeyState::Other);
         assert_eq!(k.ckn_normalized().as_deref(), Some("ab"));
         assert_eq!(k.identity(), "ab");
+    }
+
+    /// The lenient readers of AWS answers never panic on any string: key states, port
+    /// status, modes, CKNs and `startOn` (which takes several formats, numbers included).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+            #[test]
+            fn aws_strings_never_panic(s in any::<String>(), n in any::<f64>()) {
+                let _ = KeyState::parse(Some(&s));
+                let _ = is_port_up(Some(&s));
+                let _ = EncryptionMode::from_aws_str(&s);
+                for start_on in [s.clone(), n.to_string(), format!("{n}e300"), format!("{s}Z")] {
+                    let k = ObservedKey {
+                        secret_arn: Some(s.clone()),
+                        ckn: Some(s.clone()),
+                        state: Some(s.clone()),
+                        start_on: Some(start_on),
+                    };
+                    let _ = k.state();
+                    let _ = k.start_on_time();
+                    let _ = k.identity();
+                }
+            }
+        }
     }
 }

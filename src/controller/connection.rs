@@ -136,6 +136,7 @@ impl Reconciled for DxConnection {
             &dxc.name_any(),
             Some((ready.status, ready.reason)),
             result.observed(),
+            &status.keys,
         );
         publish_events(ctx, dxc, &result, previous_reason.as_deref()).await;
         Ok(ctx.requeue(result.next_look()))

@@ -131,7 +131,7 @@ def test_non_default_values_reach_the_objects():
     assert alerts["DxMacsecNotReady"]["for"] == "1h"
     assert set(alerts) == {"DxMacsecEncryptionDownUnderMustEncrypt", "DxMacsecKeyStuckAssociating", "DxMacsecReconcileErrors",
                            "DxMacsecNotReady", "DxMacsecOperatorAbsent", "DxMacsecNoLeader", "DxMacsecAwsThrottled",
-                           "DxMacsecKeychainFull"}
+                           "DxMacsecKeychainFull", "DxMacsecKeyOlderThanRotationPeriod"}
     assert alerts["DxMacsecOperatorAbsent"]["for"] == "10m"
     assert alerts["DxMacsecAwsThrottled"]["expr"].endswith("> 0.25")
     cm = by_kind(docs, "ConfigMap")[0]
@@ -193,6 +193,7 @@ def test_default_render_is_restricted_and_least_privilege():
     {"serviceMonitor": {"relabelings": [{"action": "drop", "sourceLabel": "x"}]}},
     {"containerSecurityContext": {"capabilities": {"drop": "ALL"}}},
     {"prometheusRule": {"absentFor": "soon"}},
+    {"prometheusRule": {"keyMaxAgeDays": "1y"}},
     {"grafanaDashboard": {"enabled": "true"}},
     {"unknownTopLevel": 1},
 ])
