@@ -105,6 +105,57 @@ impl Cak {
     }
 }
 
+/// How a CAK's fingerprint starts: the scheme, then the salt and the MAC in hexadecimal.
+const FINGERPRINT_SCHEME: &str = "hmac-sha256";
+
+impl Cak {
+    /// A fingerprint of this CAK under a fresh random salt, to keep in a status and compare
+    /// later with [`Cak::matches`]: `hmac-sha256:SALT:MAC`. It tells whether a CAK changed
+    /// without revealing the CAK (an HMAC keyed by a random salt, over 256 random bits).
+    pub fn fingerprint(&self) -> String {
+        self.fingerprint_with(&random_bytes::<16>())
+    }
+
+    fn fingerprint_with(&self, salt: &[u8]) -> String {
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(salt)
+            .expect("HMAC takes a key of any length");
+        mac.update(self.expose().to_ascii_lowercase().as_bytes());
+        format!(
+            "{FINGERPRINT_SCHEME}:{}:{}",
+            hex(salt),
+            hex(&mac.finalize().into_bytes())
+        )
+    }
+
+    /// Whether `fingerprint` (from [`Cak::fingerprint`]) is of this CAK (letter case aside);
+    /// `None` when it is not a fingerprint this version can read.
+    pub fn matches(&self, fingerprint: &str) -> Option<bool> {
+        let mut parts = fingerprint.split(':');
+        let (Some(FINGERPRINT_SCHEME), Some(salt), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        let salt = unhex(salt)?;
+        Some(self.fingerprint_with(&salt) == fingerprint)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
 impl PartialEq for Cak {
     fn eq(&self, other: &Self) -> bool {
         self.expose() == other.expose()
@@ -127,15 +178,18 @@ impl fmt::Display for Cak {
 
 /// A fresh random CKN/CAK pair from the operating system's CSPRNG, for `keygen`.
 pub fn generate_pair() -> (Ckn, Cak) {
-    fn random_hex() -> String {
-        use rand::TryRngCore;
-        let mut bytes = [0u8; KEY_HEX_LEN / 2];
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut bytes)
-            .expect("the operating system's random number generator is unavailable");
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
+    let random_hex = || hex(&random_bytes::<{ KEY_HEX_LEN / 2 }>());
     (Ckn(random_hex()), Cak(SecretString::from(random_hex())))
+}
+
+/// `N` bytes from the operating system's CSPRNG.
+fn random_bytes<const N: usize>() -> [u8; N] {
+    use rand::TryRngCore;
+    let mut bytes = [0u8; N];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .expect("the operating system's random number generator is unavailable");
+    bytes
 }
 
 #[cfg(test)]
@@ -154,6 +208,37 @@ mod tests {
         assert_eq!(a.clone(), a);
         assert_eq!(a.expose(), HEX64);
         assert_eq!(format!("{a} {a:?}"), "<redacted> <redacted>");
+    }
+
+    /// A fingerprint matches its CAK (in either letter case) and no other, differs each time
+    /// it is made (salted), never contains the CAK, and an unreadable one is `None`.
+    #[test]
+    fn fingerprints_tell_a_changed_cak_without_holding_it() {
+        let a = Cak::parse("cak", HEX64).unwrap();
+        let upper = Cak::parse("cak", &HEX64.to_ascii_uppercase()).unwrap();
+        let b = Cak::parse("cak", &HEX64.replace('0', "1")).unwrap();
+        let fp = a.fingerprint();
+        assert!(
+            fp.starts_with("hmac-sha256:") && fp.len() == 12 + 32 + 1 + 64,
+            "{fp}"
+        );
+        assert!(
+            !fp.to_ascii_lowercase()
+                .contains(&HEX64.to_ascii_lowercase()[..16])
+        );
+        assert_eq!(a.matches(&fp), Some(true));
+        assert_eq!(upper.matches(&fp), Some(true));
+        assert_eq!(b.matches(&fp), Some(false));
+        assert_ne!(a.fingerprint(), fp, "salted");
+        for bad in [
+            "",
+            "sha1:00:00",
+            "hmac-sha256:zz:00",
+            "hmac-sha256:0:00",
+            "hmac-sha256:00",
+        ] {
+            assert_eq!(a.matches(bad), None, "{bad}");
+        }
     }
 
     /// Both cases and all of a-f are accepted (the AWS docs' "A-E" is a typo).

@@ -39,6 +39,31 @@ fn not_found(message: String) -> KeyProblem {
     }
 }
 
+/// Refuses a CAK that changed under a CKN the key already had: Direct Connect cannot change
+/// the CAK of a CKN, so the router (given the new CAK) and AWS (holding the old one) would
+/// disagree and the port would go down at the next rotation or router change.
+fn unchanged(
+    status: Option<&crate::crd::MacSecKeyStatus>,
+    ckn: &Ckn,
+    cak: &Cak,
+    source: &str,
+) -> Result<(), KeyProblem> {
+    let Some(status) = status else {
+        return Ok(());
+    };
+    let same_ckn = status.ckn.as_deref() == Some(ckn.as_str());
+    let fingerprint = status.cak_fingerprint.as_deref();
+    if same_ckn && fingerprint.and_then(|f| cak.matches(f)) == Some(false) {
+        return Err(KeyProblem {
+            reason: "KeyMaterialChanged",
+            message: format!(
+                "the CAK in {source} changed but the CKN {ckn} did not; Direct Connect cannot change the CAK of a CKN, so the router and AWS would disagree. Put the previous CAK back, or create a new key with a new CKN (dx-macsec-operator keygen) and rotate to it"
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn read_error(message: String) -> KeyProblem {
     KeyProblem {
         reason: "SecretReadError",
@@ -117,6 +142,12 @@ pub async fn resolve(
             .map_err(|e| problem(e.to_string()))?;
         let cak = Cak::parse(&cak_field, &field(&r.cak_key, "cakKey")?)
             .map_err(|e| problem(e.to_string()))?;
+        unchanged(
+            status,
+            &ckn,
+            &cak,
+            &format!("Secret {namespace}/{}", r.name),
+        )?;
         // The managed secret ARN, when there is one, comes from the engine's cache of the
         // connection's own region and account, not from here.
         return Ok(KeyMaterial::pair(ckn, cak, None));
@@ -163,6 +194,12 @@ pub async fn resolve(
             .map_err(|e| problem(e.to_string()))?;
         let cak = Cak::parse(&cak_field, field(&sm.cak_field, "cakField")?)
             .map_err(|e| problem(e.to_string()))?;
+        unchanged(
+            status,
+            &ckn,
+            &cak,
+            &format!("Secrets Manager secret {}", sm.secret_id),
+        )?;
         // The managed secret ARN, when there is one, comes from the engine's cache of the
         // connection's own region and account, not from here.
         return Ok(KeyMaterial::pair(ckn, cak, None));

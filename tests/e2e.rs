@@ -48,6 +48,7 @@ fn seed() -> String {
     s += &conn("dxcon-crash001", &with_a);
     s += &conn("dxcon-leader01", "");
     s += &conn("dxcon-leader02", "");
+    s += &conn("dxcon-cakchg01", "");
     // A router that holds key A only.
     s += &format!("  - {{ id: dxcon-down0001, macSecCapable: true, router: [\"{CKN_A}\"] }}\n");
     s += "lags:\n  - { id: dxlag-e2elag01, bandwidth: 100Gbps, macSecCapable: true, members: [dxcon-lagm0001, dxcon-lagm0002] }\n";
@@ -271,6 +272,7 @@ async fn end_to_end() {
     cel_rejects_invalid_objects().await;
     deletion_policies_and_key_protection(&e).await;
     drift_is_repaired_at_resync(&e).await;
+    a_cak_changed_under_its_ckn_is_refused(&e).await;
     crash_mid_rotation_converges_with_one_association(&mut e).await;
     two_replicas_act_one_at_a_time(&mut e).await;
     gitops_tools_judge_live_objects().await;
@@ -815,6 +817,74 @@ async fn drift_is_repaired_at_resync(e: &E2e) {
         events.contains("DriftDetected") || events.contains("AWS changed outside the operator"),
         "{events}"
     );
+}
+
+/// The Secret's CAK is changed under the same CKN after the key was associated: the
+/// MacSecKey says KeyMaterialChanged, the DxConnection is not Ready (KeyNotReady) and
+/// nothing more is associated; putting the previous CAK back makes both Ready again.
+async fn a_cak_changed_under_its_ckn_is_refused(e: &E2e) {
+    namespace("cak").await;
+    apply(
+        "cak",
+        &must_encrypt_with_key_a("x", "dxcon-cakchg01", CKN_A, CAK_A),
+    )
+    .await;
+    wait_ready("cak", "x").await;
+    let keys: Api<MacSecKey> = Api::namespaced(e.admin.clone(), "cak");
+    let key_reason = || async {
+        let k = keys.get("k-a").await.unwrap();
+        let status = k.status.unwrap_or_default();
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .cloned();
+        (status.cak_fingerprint, ready.map(|c| (c.reason, c.message)))
+    };
+    wait_for("the CAK's fingerprint", Duration::from_secs(30), || async {
+        key_reason().await.0.is_some()
+    })
+    .await;
+    apply("cak", &key_manifest("k-a", CKN_A, CAK_B)).await;
+    wait_for("KeyMaterialChanged", Duration::from_secs(40), || async {
+        key_reason()
+            .await
+            .1
+            .is_some_and(|(r, _)| r == "KeyMaterialChanged")
+    })
+    .await;
+    let (_, message) = key_reason().await.1.unwrap();
+    assert!(
+        message.contains("keygen") && !message.contains(CAK_B),
+        "{message}"
+    );
+    wait_for(
+        "the DxConnection not Ready",
+        Duration::from_secs(40),
+        || async {
+            ready_condition(e, "cak", "x")
+                .await
+                .is_some_and(|(_, reason, _)| reason == "KeyNotReady")
+        },
+    )
+    .await;
+    let calls = e.calls();
+    assert_eq!(
+        ok_calls(&calls, "AssociateMacSecKey", "dxcon-cakchg01").len(),
+        1,
+        "the changed CAK was sent: {calls:?}"
+    );
+    apply("cak", &key_manifest("k-a", CKN_A, CAK_A)).await;
+    wait_for(
+        "Ready again with the previous CAK",
+        Duration::from_secs(40),
+        || async {
+            ready_condition(e, "cak", "x")
+                .await
+                .is_some_and(|(status, _, _)| status == "True")
+        },
+    )
+    .await;
 }
 
 /// The operator killed right after associating the new key of a rotation, and started

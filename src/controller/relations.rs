@@ -172,6 +172,14 @@ pub(crate) fn learn(
         .map(|c| c.to_string())
         .or(learned_ckn)
         .or(status.ckn.take());
+    // The CAK's fingerprint, kept while the CKN stays (resolve refuses a changed CAK), made
+    // afresh for a new CKN.
+    let previous_ckn = key.status.as_ref().and_then(|s| s.ckn.as_deref());
+    if let (Some(ckn), Some(cak)) = (&material.ckn, &material.cak)
+        && (status.cak_fingerprint.is_none() || previous_ckn != Some(ckn.as_str()))
+    {
+        status.cak_fingerprint = Some(cak.fingerprint());
+    }
     if arn.is_some() {
         status.direct_connect_secret_arn = arn;
     } else if material.ckn.is_some()

@@ -607,12 +607,96 @@ async fn key_status_reports_users_and_ckn() {
     assert_eq!(status["ckn"], CKN);
     assert_eq!(status["usedBy"], json!(["c1"]));
     assert_eq!(status["conditions"][0]["reason"], "KeyMaterialValid");
+    let cak = crate::keys::Cak::parse("cak", CAK).unwrap();
+    assert_eq!(
+        cak.matches(status["cakFingerprint"].as_str().unwrap()),
+        Some(true),
+        "the CAK's salted fingerprint is kept: {status}"
+    );
     let synced = condition(&bodies[1], "Synced");
     assert_eq!(
         (&synced["status"], &synced["reason"]),
         (&json!("True"), &json!("KeyMaterialValid"))
     );
     assert!(!bodies[1].to_string().contains(CAK));
+}
+
+/// `k1` as a MacSecKey whose status has seen CKN with a CAK other than the Secret's.
+fn key_that_saw_another_cak() -> MacSecKey {
+    let mut key = mskey("k1");
+    let other = crate::keys::Cak::parse("cak", &CAK.replace('0', "7")).unwrap();
+    key.status = Some(crate::crd::MacSecKeyStatus {
+        ckn: Some(CKN.to_lowercase()),
+        cak_fingerprint: Some(other.fingerprint()),
+        ..Default::default()
+    });
+    key
+}
+
+/// A CAK changed in the Secret under the same CKN is refused: the MacSecKey is not Ready
+/// with KeyMaterialChanged and says to make a new CKN; its fingerprint is kept; no CAK in
+/// any body.
+#[tokio::test]
+async fn a_cak_changed_under_its_ckn_is_refused() {
+    let key = key_that_saw_another_cak();
+    let mut h = harness(SEED, vec![], vec![key.clone()]).await;
+    let (result, bodies) = h
+        .reconcile(
+            key.clone(),
+            vec![
+                expect("GET", "/api/v1/namespaces/net/secrets/k1")
+                    .answer(StatusCode::OK, secret_json("k1")),
+                status_patch(&key),
+            ],
+        )
+        .await;
+    result.unwrap();
+    let ready = condition(&bodies[1], "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "KeyMaterialChanged");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains("Secret net/k1") && message.contains("keygen"),
+        "{message}"
+    );
+    assert_eq!(
+        bodies[1]["status"]["cakFingerprint"],
+        json!(key.status.as_ref().unwrap().cak_fingerprint),
+        "the fingerprint of the CAK AWS holds stays"
+    );
+    assert!(!bodies[1].to_string().contains(CAK));
+}
+
+/// A DxConnection using a key whose CAK changed under its CKN associates nothing and is not
+/// Ready (KeyNotReady) with the reason.
+#[tokio::test]
+async fn a_dxconnection_does_not_use_a_cak_changed_under_its_ckn() {
+    let d = dxc(
+        "c1",
+        0,
+        spec("dxcon-c1", Some(EncryptionMode::MustEncrypt), &["k1"]),
+    );
+    let mut h = harness(SEED, vec![d.clone()], vec![key_that_saw_another_cak()]).await;
+    let (result, bodies) = h
+        .reconcile(
+            d.clone(),
+            vec![
+                expect("GET", "/api/v1/namespaces/net/secrets/k1")
+                    .answer(StatusCode::OK, secret_json("k1")),
+                status_patch(&d),
+                expect("POST", EVENTS),
+            ],
+        )
+        .await;
+    result.unwrap();
+    let ready = condition(&bodies[1], "Ready");
+    assert_eq!(ready["reason"], "KeyNotReady", "{ready}");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains("the CAK in Secret net/k1 changed but the CKN"),
+        "{ready}"
+    );
+    assert!(h.mutations().is_empty(), "{:?}", h.mutations());
 }
 
 /// A MacSecKey whose Secret is missing is neither Ready nor Synced, and says which Secret.

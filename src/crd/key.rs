@@ -123,6 +123,11 @@ pub struct MacSecKeyStatus {
     /// there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct_connect_secret_arn: Option<String>,
+    /// A salted HMAC-SHA256 of the CAK last read under `ckn` (never the CAK itself): a CAK
+    /// changed under the same CKN is refused with `KeyMaterialChanged`, because Direct
+    /// Connect cannot change the CAK of a CKN and router and AWS would disagree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cak_fingerprint: Option<String>,
     /// DxConnections (same namespace) that reference this key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub used_by: Vec<String>,
