@@ -692,40 +692,43 @@ async fn timed(cmd: &mut tokio::process::Command) -> (Run, Duration) {
     (run, started.elapsed())
 }
 
+/// `plan -f file` and `apply -f file` without the environment variables `unset`: both exit
+/// 1 in under 5 s. Returns both runs.
+async fn both_fail_fast(sim: &Sim, file: &std::path::Path, unset: &[&str]) -> Vec<Run> {
+    let file = file.to_str().unwrap();
+    let mut runs = Vec::new();
+    for args in [
+        &["plan", "-f", file][..],
+        &["apply", "-f", file, "--interval", "200ms"],
+    ] {
+        let mut cmd = command(sim, args);
+        for var in unset {
+            cmd.env_remove(var);
+        }
+        let (run, took) = timed(&mut cmd).await;
+        assert_eq!(run.code, 1, "{args:?}: {}", run.all());
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+        runs.push(run);
+    }
+    runs
+}
+
 /// No credentials anywhere: plan and apply fail at once (exit 1, under 5 s), in one line
 /// that names the cause and what to set, without the SDK's debug dump.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_credentials_fail_fast_with_what_to_set() {
     let sim = sim(BASIC).await;
     let f = write(&must_encrypt_with_key_a("conn", "dxcon-c1", CKN_A, CAK_A));
-    let file = f.to_str().unwrap();
-    for args in [
-        &["plan", "-f", file][..],
-        &["apply", "-f", file, "--interval", "200ms"],
-    ] {
-        let mut cmd = command(&sim, args);
-        cmd.env_remove("AWS_ACCESS_KEY_ID")
-            .env_remove("AWS_SECRET_ACCESS_KEY");
-        let (run, took) = timed(&mut cmd).await;
-        assert_eq!(run.code, 1, "{args:?}: {}", run.all());
-        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+    for run in both_fail_fast(&sim, &f, &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]).await {
         for needle in [
             "AwsCredentials",
             "no AWS credentials were found",
             "AWS_PROFILE",
         ] {
-            assert!(
-                run.all().contains(needle),
-                "{args:?} lacks {needle}: {}",
-                run.all()
-            );
+            assert!(run.all().contains(needle), "lacks {needle}: {}", run.all());
         }
         for noise in ["DispatchFailure", "ConnectorError", "ProviderError", "WARN"] {
-            assert!(
-                !run.all().contains(noise),
-                "{args:?} shows {noise}: {}",
-                run.all()
-            );
+            assert!(!run.all().contains(noise), "shows {noise}: {}", run.all());
         }
     }
     assert!(sim.shared.calls().is_empty(), "nothing reached AWS");
@@ -802,21 +805,9 @@ async fn no_region_and_endless_throttling_say_what_happened() {
     let sim = sim(BASIC).await;
     let f = write(&must_encrypt_with_key_a("conn", "dxcon-c1", CKN_A, CAK_A));
     let file = f.to_str().unwrap();
-    for args in [
-        &["plan", "-f", file][..],
-        &["apply", "-f", file, "--interval", "200ms"],
-    ] {
-        let mut cmd = command(&sim, args);
-        cmd.env_remove("AWS_REGION");
-        let (run, took) = timed(&mut cmd).await;
-        assert_eq!(run.code, 1, "{args:?}: {}", run.all());
-        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+    for run in both_fail_fast(&sim, &f, &["AWS_REGION"]).await {
         for needle in ["spec.region is not set", "AWS_REGION", "--region"] {
-            assert!(
-                run.all().contains(needle),
-                "{args:?} lacks {needle}: {}",
-                run.all()
-            );
+            assert!(run.all().contains(needle), "lacks {needle}: {}", run.all());
         }
     }
     assert!(sim.shared.calls().is_empty(), "nothing reached AWS");
