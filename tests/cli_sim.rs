@@ -227,6 +227,7 @@ async fn enables_macsec_on_a_connection_and_a_lag() {
     assert_eq!(c["portEncryptionStatus"], "Encryption Up");
     assert_eq!(c["macSecKeys"][0]["ckn"], CKN_A);
     assert_eq!(c["macSecKeys"][0]["state"], "associated");
+    assert_no_outage(&sim);
     let l = lag(&state, "dxlag-l1");
     assert_eq!(l["encryptionMode"], "must_encrypt");
     for m in l["connections"].as_array().unwrap() {
@@ -312,6 +313,14 @@ async fn rotation_keeps_the_old_key_for_the_overlap() {
         !calls.iter().any(|c| c.operation == "UpdateConnection"),
         "mode never touched: {calls:?}"
     );
+    assert_no_outage(&sim);
+}
+
+/// dx-sim counted no second of dropped traffic and none of clear text after encryption.
+fn assert_no_outage(sim: &Sim) {
+    let outages = sim.shared.outages();
+    assert_eq!(outages["downSeconds"], 0.0, "{outages}");
+    assert_eq!(outages["clearTextSeconds"], 0.0, "{outages}");
 }
 
 /// Turning encryption off: the mode goes to no_encrypt before the keys are removed.
@@ -404,6 +413,7 @@ async fn throttling_storm_converges_without_duplicate_association() {
     assert!(throttled > 0, "the storm did not happen");
     assert_eq!(ok_calls(&calls, "AssociateMacSecKey").len(), 1, "{calls:?}");
     assert_eq!(mode_of(&sim.shared.state(), "dxcon-c1"), "must_encrypt");
+    assert_no_outage(&sim);
 }
 
 /// apply killed right after an association, then run again: converges with one association.
@@ -667,6 +677,11 @@ async fn must_encrypt_left_encryption_down_is_not_converged() {
     let c = connection(&state, "dxcon-fgq1a2b3");
     assert_eq!(c["encryptionMode"], "must_encrypt");
     assert_eq!(c["portEncryptionStatus"], "Encryption Down");
+    // The spec asked for it (no overlap, a router without B), and dx-sim counts it.
+    let down = sim.shared.outages()["ports"]["dxcon-fgq1a2b3"]["downSeconds"]
+        .as_f64()
+        .unwrap();
+    assert!(down > 0.0, "the dropped link was not counted");
 
     let run = cli(&sim, &["plan", "-f", last.to_str().unwrap()]).await;
     assert_eq!(run.code, 1, "{}", run.all());

@@ -186,6 +186,12 @@ impl Inner {
 
     fn dispatch(&mut self, service: &str, operation: &str, req: &Value) -> Result<Value, AwsError> {
         self.account.tick(Instant::now());
+        let result = self.operate(service, operation, req);
+        self.account.settle(Instant::now());
+        result
+    }
+
+    fn operate(&mut self, service: &str, operation: &str, req: &Value) -> Result<Value, AwsError> {
         let acc = &mut self.account;
         match (service, operation) {
             ("OvertureService", "DescribeConnections") => acc.describe_connections(req),
@@ -265,6 +271,13 @@ impl Shared {
         self.lock().calls.clone()
     }
 
+    /// Down and clear-text seconds per port and in total, up to now (`/_sim/outages`).
+    pub fn outages(&self) -> Value {
+        let mut inner = self.lock();
+        inner.account.tick(Instant::now());
+        inner.account.outages_json()
+    }
+
     pub fn counts(&self) -> BTreeMap<String, u64> {
         self.lock().counts.clone()
     }
@@ -282,18 +295,25 @@ impl Shared {
     }
 
     pub fn set_router(&self, connection_id: &str, ckns: &[String]) -> Result<(), String> {
-        self.lock()
-            .account
-            .set_router(connection_id, ckns)
-            .map_err(|e| e.message)
+        self.change(|acc| acc.set_router(connection_id, ckns))
     }
 
     /// Sets the state of a connection or LAG (`available`, `pending`, `down`…).
     pub fn set_state(&self, id: &str, state: &str) -> Result<(), String> {
-        self.lock()
-            .account
-            .set_state(id, state)
-            .map_err(|e| e.message)
+        self.change(|acc| acc.set_state(id, state))
+    }
+
+    /// A change made from outside the API, with the outage accounting settled before and
+    /// after it.
+    fn change(
+        &self,
+        f: impl FnOnce(&mut model::Account) -> Result<(), AwsError>,
+    ) -> Result<(), String> {
+        let mut inner = self.lock();
+        inner.account.tick(Instant::now());
+        let result = f(&mut inner.account).map_err(|e| e.message);
+        inner.account.settle(Instant::now());
+        result
     }
 
     /// Back to the seed: account, calls, faults and rate limit.
@@ -397,6 +417,10 @@ async fn get_state(State(sim): State<Shared>) -> Response {
     axum::Json(sim.state()).into_response()
 }
 
+async fn get_outages(State(sim): State<Shared>) -> Response {
+    axum::Json(sim.outages()).into_response()
+}
+
 async fn get_calls(State(sim): State<Shared>) -> Response {
     let inner = sim.lock();
     axum::Json(json!({"counts": inner.counts, "calls": inner.calls})).into_response()
@@ -471,6 +495,7 @@ pub fn app(sim: Shared) -> Router {
         .route("/", post(aws_call))
         .route("/_sim/state", get(get_state))
         .route("/_sim/calls", get(get_calls))
+        .route("/_sim/outages", get(get_outages))
         .route("/_sim/faults", post(post_faults).delete(delete_faults))
         .route("/_sim/rate-limit", post(post_rate_limit))
         .route("/_sim/router", post(post_router))

@@ -114,6 +114,30 @@ pub struct Account {
     pub locations: Vec<Location>,
     /// Port (connection ID) → CKNs configured on the customer router.
     pub routers: BTreeMap<String, BTreeSet<String>>,
+    /// Port (connection ID) → its down and clear-text time so far.
+    pub outages: BTreeMap<String, Outage>,
+}
+
+/// What a port's traffic is doing, as far as MACsec decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    /// Flowing as the mode allows (encrypted, or in clear text under no_encrypt).
+    Flowing,
+    /// Dropped: must_encrypt and no associated key that the router holds too.
+    Dropped,
+    /// In clear text under should_encrypt on a port that had been Encryption Up.
+    ClearText,
+}
+
+/// Down time and clear-text time of one port, integrated over time.
+#[derive(Debug, Clone, Default)]
+pub struct Outage {
+    pub down: Duration,
+    pub clear_text: Duration,
+    /// The port has been Encryption Up at some point (clear text after that is a loss).
+    pub ever_up: bool,
+    /// The traffic as last settled, and since when.
+    pub last: Option<(Instant, Traffic)>,
 }
 
 fn is_hex64(s: &str) -> bool {
@@ -171,6 +195,7 @@ impl Account {
                 })
                 .collect(),
             routers: BTreeMap::new(),
+            outages: BTreeMap::new(),
         };
         for c in &seed.connections {
             if !(c.id.starts_with("dxcon-")) {
@@ -384,6 +409,68 @@ impl Account {
                 c.encryption_mode = Some("should_encrypt".into());
             }
         }
+        self.settle(now);
+    }
+
+    /// Integrates each port's down and clear-text time up to `now` under the traffic it had
+    /// since the last settlement, then records its traffic now. Called after every
+    /// transition and change, so time is counted to within the time between API calls (a
+    /// key transition becomes visible at the next call, as it does on AWS).
+    pub fn settle(&mut self, now: Instant) {
+        let traffic: Vec<(String, Traffic, bool)> = self
+            .connections
+            .values()
+            .filter(|c| c.mac_sec_capable)
+            .map(|c| {
+                let up = self.port_status(c) == Some("Encryption Up");
+                let (mode, _) = self.effective(c);
+                (c.id.clone(), mode, up, c.state == "available")
+            })
+            .map(|(id, mode, up, available)| {
+                let ever_up = up || self.outages.get(&id).is_some_and(|o| o.ever_up);
+                let t = match mode.as_deref() {
+                    Some("must_encrypt") if available && !up => Traffic::Dropped,
+                    Some("should_encrypt") if available && !up && ever_up => Traffic::ClearText,
+                    _ => Traffic::Flowing,
+                };
+                (id, t, up)
+            })
+            .collect();
+        for (id, t, up) in traffic {
+            let o = self.outages.entry(id).or_default();
+            if let Some((since, before)) = o.last {
+                let spent = now.saturating_duration_since(since);
+                match before {
+                    Traffic::Dropped => o.down += spent,
+                    Traffic::ClearText => o.clear_text += spent,
+                    Traffic::Flowing => {}
+                }
+            }
+            o.ever_up |= up;
+            o.last = Some((now, t));
+        }
+    }
+
+    /// Every port's down and clear-text seconds, and the totals.
+    pub fn outages_json(&self) -> Value {
+        let ports: serde_json::Map<String, Value> = self
+            .outages
+            .iter()
+            .map(|(id, o)| {
+                (
+                    id.clone(),
+                    json!({"downSeconds": o.down.as_secs_f64(), "clearTextSeconds": o.clear_text.as_secs_f64()}),
+                )
+            })
+            .collect();
+        let total = |f: fn(&Outage) -> Duration| {
+            self.outages.values().map(f).sum::<Duration>().as_secs_f64()
+        };
+        json!({
+            "downSeconds": total(|o| o.down),
+            "clearTextSeconds": total(|o| o.clear_text),
+            "ports": ports,
+        })
     }
 
     /// Keys and mode a connection reports: its own, or its LAG's for a member.
@@ -984,6 +1071,7 @@ impl Account {
             "lags": self.lags.values().map(|l| self.lag_json(l)).collect::<Vec<_>>(),
             "secrets": secrets,
             "routers": routers,
+            "outages": self.outages_json(),
         })
     }
 }
@@ -998,4 +1086,74 @@ fn advance(keys: &mut Vec<Key>, now: Instant) -> bool {
     }
     keys.retain(|k| !(k.state == KeyPhase::Disassociating && k.due <= now));
     had && keys.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "aaaa000000000000000000000000000000000000000000000000000000000001";
+    const CAK: &str = "c0c0000000000000000000000000000000000000000000000000000000000001";
+
+    fn account(mode: &str) -> Account {
+        let seed = Seed::from_yaml(&format!(
+            "connections:\n  - {{ id: dxcon-1, macSecCapable: true, encryptionMode: {mode}, router: [\"{A}\"], keys: [{{ckn: \"{A}\", cak: \"{CAK}\"}}] }}\n"
+        ))
+        .unwrap();
+        Account::from_seed(&seed).unwrap()
+    }
+
+    fn seconds(acc: &Account, what: &str) -> f64 {
+        acc.outages_json()["ports"]["dxcon-1"][what]
+            .as_f64()
+            .unwrap()
+    }
+
+    /// must_encrypt with no key the router holds drops traffic: that time is down time, and
+    /// it stops when the router has the key again.
+    #[test]
+    fn down_time_is_integrated_while_must_encrypt_has_no_working_key() {
+        let t0 = Instant::now();
+        let mut acc = account("must_encrypt");
+        acc.settle(t0);
+        acc.settle(t0 + Duration::from_secs(5));
+        assert_eq!(seconds(&acc, "downSeconds"), 0.0, "up: nothing lost");
+        acc.set_router("dxcon-1", &[]).unwrap();
+        acc.settle(t0 + Duration::from_secs(5));
+        acc.settle(t0 + Duration::from_secs(17));
+        acc.set_router("dxcon-1", &[A.to_string()]).unwrap();
+        acc.settle(t0 + Duration::from_secs(17));
+        acc.settle(t0 + Duration::from_secs(60));
+        assert_eq!(seconds(&acc, "downSeconds"), 12.0);
+        assert_eq!(seconds(&acc, "clearTextSeconds"), 0.0);
+        assert_eq!(acc.outages_json()["downSeconds"], 12.0);
+    }
+
+    /// should_encrypt falls back to clear text when the keys stop matching: after the port
+    /// had been up, that time is clear-text time; a port never up is not counted, nor is
+    /// no_encrypt (asked for).
+    #[test]
+    fn clear_text_time_counts_only_after_the_port_was_up() {
+        let t0 = Instant::now();
+        let mut acc = account("should_encrypt");
+        acc.set_router("dxcon-1", &[]).unwrap();
+        acc.settle(t0);
+        acc.settle(t0 + Duration::from_secs(10));
+        assert_eq!(seconds(&acc, "clearTextSeconds"), 0.0, "never up yet");
+        acc.set_router("dxcon-1", &[A.to_string()]).unwrap();
+        acc.settle(t0 + Duration::from_secs(10));
+        acc.set_router("dxcon-1", &[]).unwrap();
+        acc.settle(t0 + Duration::from_secs(11));
+        acc.settle(t0 + Duration::from_secs(18));
+        assert_eq!(seconds(&acc, "clearTextSeconds"), 7.0);
+        acc.connections.get_mut("dxcon-1").unwrap().encryption_mode = Some("no_encrypt".into());
+        acc.settle(t0 + Duration::from_secs(18));
+        acc.settle(t0 + Duration::from_secs(50));
+        assert_eq!(
+            seconds(&acc, "clearTextSeconds"),
+            7.0,
+            "no_encrypt was asked for"
+        );
+        assert_eq!(seconds(&acc, "downSeconds"), 0.0);
+    }
 }
