@@ -7,7 +7,9 @@ use std::time::Duration;
 
 mod common;
 
-use common::{connection, dxc_manifest, key_manifest, lag, mode_of, must_encrypt_with_key_a};
+use common::{
+    connection, dxc_manifest, key_ckns, key_manifest, lag, mode_of, must_encrypt_with_key_a,
+};
 use dx_sim::{CallRecord, Fault, Seed, Sim};
 use serde_json::Value;
 
@@ -416,43 +418,107 @@ async fn throttling_storm_converges_without_duplicate_association() {
     assert_no_outage(&sim);
 }
 
-/// apply killed right after an association, then run again: converges with one association.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_after_associate_converges_with_one_association() {
-    let sim = sim(&format!(
-        "delays: {{ associateMs: 2000 }}\nconnections:\n  - {{ id: dxcon-c1, macSecCapable: true, router: [\"{CKN_A}\"] }}\n"
-    ))
-    .await;
-    let f = write(&must_encrypt_with_key_a("conn", "dxcon-c1", CKN_A, CAK_A));
+/// `apply -f file` killed with SIGKILL right after the emulator accepted its `k`-th
+/// mutating call; returns once it is dead.
+async fn apply_killed_after(sim: &Sim, file: &std::path::Path, k: usize) {
     let mut child = command(
-        &sim,
-        &["apply", "-f", f.to_str().unwrap(), "--interval", "100ms"],
+        sim,
+        &["apply", "-f", file.to_str().unwrap(), "--interval", "100ms"],
     )
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::null())
     .spawn()
     .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while ok_calls(&sim.shared.calls(), "AssociateMacSecKey").is_empty() {
+    let mutations = || {
+        sim.shared
+            .calls()
+            .iter()
+            .filter(|c| c.outcome == "ok" && MUTATING.contains(&c.operation.as_str()))
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while mutations() < k {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "apply never associated"
+            "apply never made mutation {k}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     child.kill().await.unwrap();
-    let state = sim.shared.state();
-    assert_eq!(
-        connection(&state, "dxcon-c1")["macSecKeys"][0]["state"],
-        "associating",
-        "killed mid-flight"
-    );
+}
 
-    let run = apply(&sim, &f, "30s").await;
-    assert_eq!(run.code, 0, "{}", run.all());
-    let calls = sim.shared.calls();
-    assert_eq!(ok_calls(&calls, "AssociateMacSecKey").len(), 1, "{calls:?}");
-    assert!(calls.iter().all(|c| c.outcome == "ok"), "{calls:?}");
+/// Chaos at every step: enabling, rotating and disabling, `apply` killed (SIGKILL) after
+/// each of the plan's mutating calls in turn and run again. Every run converges to the
+/// same end, with one association per key, the key the spec keeps never removed, the
+/// mutations in the safe order, and no second of dropped traffic or clear text (the
+/// router holds both keys, so nothing the spec asks for drops the link).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_every_step_converges_without_harm() {
+    let router = format!("router: [\"{CKN_A}\", \"{CKN_B}\"]");
+    let with_a =
+        format!("encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}]");
+    let scenarios = [
+        (
+            "enable",
+            format!("{{ id: dxcon-c1, macSecCapable: true, {router} }}"),
+            must_encrypt_with_key_a("conn", "dxcon-c1", CKN_A, CAK_A),
+            vec!["AssociateMacSecKey", "UpdateConnection", "UpdateConnection"],
+            ("must_encrypt", vec![CKN_A]),
+        ),
+        (
+            "rotate",
+            format!("{{ id: dxcon-c1, macSecCapable: true, {with_a}, {router} }}"),
+            format!(
+                "{}{}",
+                key_manifest("k-b", CKN_B, CAK_B),
+                dxc_manifest(
+                    "conn",
+                    "dxcon-c1",
+                    "must_encrypt",
+                    &["k-b"],
+                    ", rotation: {overlapSeconds: 1}"
+                )
+            ),
+            vec!["AssociateMacSecKey", "DisassociateMacSecKey"],
+            ("must_encrypt", vec![CKN_B]),
+        ),
+        (
+            "disable",
+            format!("{{ id: dxcon-c1, macSecCapable: true, {with_a}, {router} }}"),
+            dxc_manifest("conn", "dxcon-c1", "no_encrypt", &[], ""),
+            vec!["UpdateConnection", "DisassociateMacSecKey"],
+            ("no_encrypt", vec![]),
+        ),
+    ];
+    let mut kills = 0;
+    for (name, connection_seed, manifest, steps, (mode, ckns)) in scenarios {
+        let f = write(&manifest);
+        for k in 1..=steps.len() {
+            let sim = sim(&format!(
+                "delays: {{ associateMs: 300, disassociateMs: 300 }}\nconnections:\n  - {connection_seed}\n"
+            ))
+            .await;
+            apply_killed_after(&sim, &f, k).await;
+            kills += 1;
+            let run = apply(&sim, &f, "30s").await;
+            assert_eq!(run.code, 0, "{name}, killed after step {k}: {}", run.all());
+            let state = sim.shared.state();
+            assert_eq!(mode_of(&state, "dxcon-c1"), mode, "{name}/{k}");
+            assert_eq!(key_ckns(&state, "dxcon-c1"), ckns, "{name}/{k}");
+            let calls = sim.shared.calls();
+            let made: Vec<&str> = calls
+                .iter()
+                .filter(|c| c.outcome == "ok" && MUTATING.contains(&c.operation.as_str()))
+                .map(|c| c.operation.as_str())
+                .collect();
+            assert_eq!(
+                made, steps,
+                "{name}, killed after step {k}: once each, in order"
+            );
+            assert_no_outage(&sim);
+        }
+    }
+    assert_eq!(kills, 7);
 }
 
 /// Bad inputs: a clear error, exit 1, and no mutating call in the emulator's log.
