@@ -77,7 +77,15 @@ struct Entry {
     /// CKN → ARN of its Direct Connect-managed secret, for every key this scope has shown
     /// since start-up (disassociating does not delete the managed secret, so it stays usable).
     managed_arns: HashMap<String, String>,
+    /// The last full refresh that failed, and when: readers that waited for it share the
+    /// failure for [`FAILURE_SHARED_FOR`] instead of each calling again.
+    failed: Option<(Instant, AwsError)>,
 }
+
+/// How long a failed full refresh answers the readers that waited for it. Without this,
+/// under throttling every waiting pass would make its own whole-scope Describe round, one
+/// after another, each as likely to fail.
+pub const FAILURE_SHARED_FOR: Duration = Duration::from_secs(1);
 
 impl Entry {
     fn new(rate: f64) -> Self {
@@ -88,6 +96,7 @@ impl Entry {
             marked: HashSet::new(),
             pages: refresh_pages(&HashMap::new()),
             managed_arns: HashMap::new(),
+            failed: None,
             // Starts full: the first re-reads after start-up need not wait.
             budget: Budget {
                 tokens: rate,
@@ -181,6 +190,12 @@ impl ObservationCache {
             // Many marked resources are cheaper to read with one paginated refresh than one
             // by one: refresh whole once they are as many as the pages a refresh costs.
             let whole = stale || e.marked.len() >= pages;
+            if whole
+                && let Some((at, error)) = &e.failed
+                && at.elapsed() < FAILURE_SHARED_FOR
+            {
+                return Err(error.clone());
+            }
             let cost = if whole { pages as f64 } else { 1.0 };
             if stale {
                 // Always made; later re-reads wait for the budget to recover.
@@ -191,8 +206,16 @@ impl ObservationCache {
             }
             if whole {
                 let started = Instant::now();
-                // Held across the call: concurrent readers wait and then share the result.
-                let all = api.describe_all().await?;
+                // Held across the call: concurrent readers wait and then share the result,
+                // a failure included.
+                let all = match api.describe_all().await {
+                    Ok(all) => all,
+                    Err(error) => {
+                        e.failed = Some((Instant::now(), error.clone()));
+                        return Err(error);
+                    }
+                };
+                e.failed = None;
                 self.full_refreshes.fetch_add(1, Ordering::Relaxed);
                 e.learn_arns(all.iter());
                 e.resources = all.into_iter().map(|r| (r.id.clone(), r)).collect();
@@ -293,6 +316,7 @@ mod tests {
         all: AtomicUsize,
         one: AtomicUsize,
         delay: Duration,
+        throttled: bool,
     }
 
     fn resource(id: &str) -> ObservedResource {
@@ -314,6 +338,13 @@ mod tests {
             Box::pin(async move {
                 self.all.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(self.delay).await;
+                if self.throttled {
+                    return Err(AwsError::from_service(
+                        "DescribeConnections",
+                        Some("ThrottlingException"),
+                        "Rate exceeded",
+                    ));
+                }
                 Ok((0..100).map(|i| resource(&format!("dxcon-{i}"))).collect())
             })
         }
@@ -368,6 +399,45 @@ mod tests {
             api.all.load(Ordering::SeqCst),
             api.one.load(Ordering::SeqCst),
         )
+    }
+
+    /// A full refresh that fails answers the 100 readers that waited for it: one Describe
+    /// round, not 100 in a row, each as likely to be throttled; after a second, a reader
+    /// tries again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_readers_share_one_failed_refresh() {
+        let cache = Arc::new(ObservationCache::new(Duration::from_secs(60)));
+        let api = Arc::new(CountingApi {
+            delay: Duration::from_millis(50),
+            throttled: true,
+            ..Default::default()
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..100 {
+            let (cache, api) = (cache.clone(), api.clone());
+            tasks.spawn(async move {
+                cache
+                    .observe(&scope(), api.as_ref(), &format!("dxcon-{i}"))
+                    .await
+            });
+        }
+        while let Some(result) = tasks.join_next().await {
+            let error = result.unwrap().err().expect("the refresh failed");
+            assert_eq!(error.code.as_deref(), Some("ThrottlingException"));
+        }
+        assert_eq!(api.all.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(FAILURE_SHARED_FOR).await;
+        assert!(
+            cache
+                .observe(&scope(), api.as_ref(), "dxcon-1")
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            api.all.load(Ordering::SeqCst),
+            2,
+            "tried again after a second"
+        );
     }
 
     /// 100 resources observed at once cost one full refresh, not 100 Describe calls.
