@@ -422,7 +422,7 @@ mod tests {
             });
         }
         while let Some(result) = tasks.join_next().await {
-            let error = result.unwrap().err().expect("the refresh failed");
+            let error = result.unwrap().expect_err("the refresh failed");
             assert_eq!(error.code.as_deref(), Some("ThrottlingException"));
         }
         assert_eq!(api.all.load(Ordering::SeqCst), 1);
