@@ -401,6 +401,23 @@ mod tests {
         )
     }
 
+    /// dxcon-0 … dxcon-99 observed concurrently.
+    async fn observe_100_at_once(
+        cache: &Arc<ObservationCache>,
+        api: &Arc<CountingApi>,
+    ) -> Vec<Result<Observation, AwsError>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..100 {
+            let (cache, api) = (cache.clone(), api.clone());
+            tasks.spawn(async move {
+                cache
+                    .observe(&scope(), api.as_ref(), &format!("dxcon-{i}"))
+                    .await
+            });
+        }
+        tasks.join_all().await
+    }
+
     /// A full refresh that fails answers the 100 readers that waited for it: one Describe
     /// round, not 100 in a row, each as likely to be throttled; after a second, a reader
     /// tries again.
@@ -412,17 +429,8 @@ mod tests {
             throttled: true,
             ..Default::default()
         });
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..100 {
-            let (cache, api) = (cache.clone(), api.clone());
-            tasks.spawn(async move {
-                cache
-                    .observe(&scope(), api.as_ref(), &format!("dxcon-{i}"))
-                    .await
-            });
-        }
-        while let Some(result) = tasks.join_next().await {
-            let error = result.unwrap().expect_err("the refresh failed");
+        for result in observe_100_at_once(&cache, &api).await {
+            let error = result.expect_err("the refresh failed");
             assert_eq!(error.code.as_deref(), Some("ThrottlingException"));
         }
         assert_eq!(api.all.load(Ordering::SeqCst), 1);
@@ -448,17 +456,7 @@ mod tests {
             delay: Duration::from_millis(50),
             ..Default::default()
         });
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..100 {
-            let (cache, api) = (cache.clone(), api.clone());
-            tasks.spawn(async move {
-                cache
-                    .observe(&scope(), api.as_ref(), &format!("dxcon-{i}"))
-                    .await
-                    .unwrap()
-            });
-        }
-        while let Some(found) = tasks.join_next().await {
+        for found in observe_100_at_once(&cache, &api).await {
             assert!(current(found.unwrap()).is_some());
         }
         assert_eq!(api.all.load(Ordering::SeqCst), 1);
