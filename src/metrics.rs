@@ -467,8 +467,8 @@ impl Metrics {
             now.key_starts.push(labels);
         }
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
-        let old = published.insert((namespace.into(), name.into()), Published::default());
-        if let Some(old) = old {
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(old) = published.remove(&key) {
             for l in old.ready.iter().filter(|l| !now.ready.contains(l)) {
                 self.ready.remove(l);
             }
@@ -486,7 +486,7 @@ impl Metrics {
                 self.key_start.remove(l);
             }
         }
-        published.insert((namespace.into(), name.into()), now);
+        published.insert(key, now);
     }
 
     /// Removes every series of a deleted DxConnection.
