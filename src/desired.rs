@@ -3,27 +3,11 @@
 
 use std::time::Duration;
 
+use crate::access::Access;
 use crate::aws::{AwsProvider, Scope};
 use crate::crd::{DxConnection, MacSecKey};
 use crate::material::{self, SecretReader};
 use crate::plan::{Desired, KeyProblem, WantedKey};
-
-/// The region and role of a DxConnection; `default_region` fills a missing `spec.region`.
-pub fn scope_of(dxc: &DxConnection, default_region: Option<&str>) -> Result<Scope, String> {
-    let region = dxc
-        .spec
-        .region
-        .clone()
-        .or_else(|| default_region.map(str::to_string))
-        .ok_or_else(|| {
-            "spec.region is not set and the operator has no default region; set spec.region or AWS_REGION (--region)"
-                .to_string()
-        })?;
-    Ok(Scope {
-        region,
-        role_arn: dxc.spec.role_arn.clone(),
-    })
-}
 
 /// Everything but key material and conflicts, which `desired` adds.
 fn base(dxc: &DxConnection) -> Desired {
@@ -74,7 +58,7 @@ pub async fn desired(
 
 /// The Conflict rule, one for the controller and the CLI: of the DxConnections that name
 /// one AWS resource (the same connection ID, region and role), the oldest acts and the
-/// others get `Conflict`. Oldest by `metadata.creationTimestamp`; objects without one (files
+/// others get `Conflict`. DxConnections that [`Access`] refuses do not count. Oldest by `metadata.creationTimestamp`; objects without one (files
 /// given to the CLI, never objects of a cluster) come after those with one, in `position`
 /// order (the CLI's is the order it read the files in); ties by namespace/name. Objects
 /// being deleted do not count: once the owner is being deleted, the next oldest takes over
@@ -87,7 +71,7 @@ pub fn conflict_owner<'a>(
     position: usize,
     scope: &Scope,
     candidates: impl Iterator<Item = (usize, &'a DxConnection)>,
-    default_region: Option<&str>,
+    access: &Access,
 ) -> Option<String> {
     let seniority = |d: &DxConnection, position: usize| {
         let created = d.metadata.creation_timestamp.as_ref().map(|t| t.0);
@@ -103,7 +87,7 @@ pub fn conflict_owner<'a>(
     candidates
         .filter(|(_, o)| o.spec.connection_id == dxc.spec.connection_id)
         .filter(|(_, o)| o.metadata.deletion_timestamp.is_none())
-        .filter(|(_, o)| scope_of(o, default_region).ok().as_ref() == Some(scope))
+        .filter(|(_, o)| access.scope_of(o).ok().as_ref() == Some(scope))
         .map(|(i, o)| seniority(o, i))
         .min()
         .filter(|owner| *owner != own)
@@ -113,6 +97,7 @@ pub fn conflict_owner<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::Namespaces;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn dxc(name: &str, id: &str, created: Option<i64>) -> DxConnection {
@@ -125,14 +110,9 @@ mod tests {
     }
 
     fn owner(all: &[DxConnection], i: usize) -> Option<String> {
-        let scope = scope_of(&all[i], Some("us-east-1")).unwrap();
-        conflict_owner(
-            &all[i],
-            i,
-            &scope,
-            all.iter().enumerate(),
-            Some("us-east-1"),
-        )
+        let access = Access::new([], Namespaces::all(), Some("us-east-1".into()));
+        let scope = access.scope_of(&all[i]).unwrap();
+        conflict_owner(&all[i], i, &scope, all.iter().enumerate(), &access)
     }
 
     /// One rule for the controller and the CLI: the oldest by creationTimestamp acts,
@@ -167,5 +147,13 @@ mod tests {
         deleting[1].metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
         assert_eq!(owner(&deleting, 0), None, "the next oldest takes over");
         assert_eq!(owner(&deleting, 1).as_deref(), Some("net/newer"));
+
+        let mut refused = all.clone();
+        refused[1].spec.role_arn = Some("arn:aws:iam::111111111111:role/dx".into());
+        assert_eq!(
+            owner(&refused, 0),
+            None,
+            "a Forbidden DxConnection owns nothing"
+        );
     }
 }

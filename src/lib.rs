@@ -10,6 +10,7 @@
 //! `status` (conditions, keys, members) → Kubernetes or the terminal.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod aws;
 pub mod cli;
 pub mod controller;

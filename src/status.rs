@@ -204,6 +204,20 @@ mod tests {
         serde_json::to_value(d).unwrap()
     }
 
+    /// A DxConnection the controller refuses before reaching AWS (no DxAccess grants it).
+    fn forbidden() -> Value {
+        let spec = serde_json::from_value(json!({"connectionId": "dxcon-abc123"})).unwrap();
+        let mut d = DxConnection::new("forbidden", spec);
+        d.metadata.namespace = Some("net".into());
+        d.metadata.generation = Some(1);
+        d.status = Some(crate::controller::relations::blocked_status(
+            &d,
+            Reason::Forbidden,
+            "no DxAccess grants namespace net",
+        ));
+        serde_json::to_value(d).unwrap()
+    }
+
     /// A MacSecKey named `name` whose Ready is `value` with `standing`.
     fn mskey(name: &str, value: ConditionValue, standing: Standing) -> Value {
         let mut k = MacSecKey::new(
@@ -365,6 +379,7 @@ mod tests {
                 degraded,
             ),
             (stale, in_progress, progressing),
+            (forbidden(), failed, degraded),
             (
                 mskey(
                     "key-valid",

@@ -74,7 +74,15 @@ pub struct DxConnectionSpec {
     #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-\d+$"))]
     pub region: Option<String>,
 
-    /// IAM role the operator assumes for this connection (another account).
+    /// The DxAccess (cluster scoped, written by cluster admins) that grants this namespace
+    /// the AWS role, region and connection. Absent: the operator's own credentials, where the
+    /// operator allows them for this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_ref: Option<AccessReference>,
+
+    /// Optional check of the IAM role: the role comes from the DxAccess in `accessRef`, and a
+    /// DxConnection whose `roleArn` differs from it (or that sets one without `accessRef`) is
+    /// `Forbidden`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$"))]
     pub role_arn: Option<String>,
@@ -112,6 +120,14 @@ pub struct DxConnectionSpec {
 
 fn default_true() -> bool {
     true
+}
+
+/// A reference to a DxAccess.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct AccessReference {
+    /// Name of the DxAccess.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// A reference to a MacSecKey in the same namespace.

@@ -1,13 +1,16 @@
-//! The two custom resources of group `dxmacsec.io/v1alpha1`: [`DxConnection`] and
-//! [`MacSecKey`], and the condition type they share.
+//! The custom resources of group `dxmacsec.io/v1alpha1`: [`DxConnection`] and [`MacSecKey`]
+//! (namespaced, written by users), [`DxAccess`] (cluster scoped, written by cluster admins),
+//! and the condition type they share.
 //!
 //! Owns the API surface users write (spec), what the operator reports (status), and the
 //! admission rules (OpenAPI patterns, enums, defaults and CEL) baked into the generated CRDs.
 //! Holds no logic beyond defaults and small accessors: decisions live in `plan`.
 
+mod access;
 mod connection;
 mod key;
 
+pub use access::*;
 pub use connection::*;
 pub use key::*;
 
@@ -42,11 +45,11 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
-/// Both CRDs, as installed. Use this rather than `crd()` on the types: it also removes the
+/// Every CRD, as installed. Use this rather than `crd()` on the types: it also removes the
 /// `null` that schemars puts in the `enum` of optional enum fields, which is not a string and
 /// has no place in a structural schema.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    [DxConnection::crd(), MacSecKey::crd()]
+    [DxConnection::crd(), MacSecKey::crd(), DxAccess::crd()]
         .into_iter()
         .map(|crd| {
             let mut value = serde_json::to_value(crd).expect("a CRD serializes to JSON");
@@ -69,7 +72,7 @@ fn drop_null_from_enums(value: &mut serde_json::Value) {
     }
 }
 
-/// Both CRDs as one multi-document YAML stream: the content of `crds/` and the chart's CRDs.
+/// Every CRD as one multi-document YAML stream: the content of `crds/` and the chart's CRDs.
 pub fn crds_yaml() -> String {
     let mut out = String::new();
     for crd in crds() {
@@ -104,8 +107,8 @@ mod tests {
     /// The admission rules the design asks for are in the generated schema.
     #[test]
     fn cel_rules_and_patterns_are_generated() {
-        let [dxc, key] = &crds()[..] else {
-            panic!("two CRDs")
+        let [dxc, key, access] = &crds()[..] else {
+            panic!("three CRDs")
         };
         let dxc = serde_json::to_string(&schema_of(dxc)).unwrap();
         for needle in [
@@ -120,6 +123,14 @@ mod tests {
         }
         let key = serde_json::to_string(&schema_of(key)).unwrap();
         assert!(key.contains("has(self.directConnectSecretArn) ? 1 : 0) == 1"));
+        let access = serde_json::to_value(access).unwrap();
+        assert_eq!(access["spec"]["scope"], "Cluster");
+        assert_eq!(access["spec"]["names"]["plural"], "dxaccesses");
+        let schema = access["spec"]["versions"][0]["schema"].to_string();
+        assert!(
+            schema.contains(r#""pattern":"^(\\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$""#),
+            "{schema}"
+        );
     }
 
     /// Every field of both kinds has a description, so `kubectl explain` says what it is.
@@ -152,7 +163,8 @@ mod tests {
         );
     }
 
-    /// Short names, category and the status subresource are set on both kinds.
+    /// Short names on every kind; the category and the status subresource on the two
+    /// namespaced kinds users write.
     #[test]
     fn names_category_and_status_subresource() {
         let crds = crds();
@@ -162,21 +174,23 @@ mod tests {
             .collect();
         assert_eq!(
             short,
-            vec![vec!["dxc".to_string()], vec!["mskey".to_string()]]
+            vec![
+                vec!["dxc".to_string()],
+                vec!["mskey".to_string()],
+                vec!["dxa".to_string()]
+            ]
         );
         for crd in &crds {
+            let user_kind = crd.spec.names.kind != "DxAccess";
             assert_eq!(
                 crd.spec.names.categories,
-                Some(vec!["dxmacsec".to_string()])
+                user_kind.then(|| vec!["dxmacsec".to_string()])
             );
-            assert!(
-                crd.spec.versions[0]
-                    .subresources
-                    .as_ref()
-                    .unwrap()
-                    .status
-                    .is_some()
-            );
+            let status = crd.spec.versions[0]
+                .subresources
+                .as_ref()
+                .is_some_and(|s| s.status.is_some());
+            assert_eq!(status, user_kind);
         }
     }
 }

@@ -339,11 +339,14 @@ pub enum Reason {
     /// The operator's AWS identity may not make a call (IAM).
     AccessDenied,
     Throttled,
+    /// No DxAccess grants the DxConnection's namespace the role, region or connection it
+    /// names; nothing was sent to AWS.
+    Forbidden,
 }
 
 impl Reason {
     /// Every reason, for tests that must cover them all.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::Converged,
         Reason::Progressing,
         Reason::WaitingForEncryptionUp,
@@ -360,6 +363,7 @@ impl Reason {
         Reason::AwsCredentials,
         Reason::AccessDenied,
         Reason::Throttled,
+        Reason::Forbidden,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -380,6 +384,7 @@ impl Reason {
             Reason::AwsCredentials => "AwsCredentials",
             Reason::AccessDenied => "AccessDenied",
             Reason::Throttled => "Throttled",
+            Reason::Forbidden => "Forbidden",
         }
     }
 }
