@@ -131,6 +131,11 @@ struct RunArgs {
     timing: TimingArgs,
     #[command(flatten)]
     leader: LeaderArgs,
+    /// Namespaces whose DxConnections may use the operator's own AWS credentials without a
+    /// DxAccess: a comma-separated list, `*` for every namespace, empty for none (every
+    /// DxConnection then needs a DxAccess).
+    #[arg(long, default_value = "*", env = "DXM_DEFAULT_ACCESS_NAMESPACES")]
+    default_access_namespaces: String,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080", env = "DXM_HTTP_ADDR")]
     http_addr: std::net::SocketAddr,
@@ -237,6 +242,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
             short_requeue: args.timing.requeue,
             resync: args.timing.resync,
             concurrency: args.timing.concurrency,
+            default_access_namespaces: dx_macsec_operator::access::Namespaces::parse(
+                &args.default_access_namespaces,
+            ),
         },
         http_addr: args.http_addr,
         lease: leader.leader_election.then(|| LeaseConfig {

@@ -82,18 +82,28 @@ impl Reconciled for DxConnection {
     async fn apply(dxc: &Self, ctx: &Context) -> Result<Action, Error> {
         let ns = dxc.namespace().unwrap_or_default();
         let previous_reason = dxc.condition("Ready").map(|c| c.reason.clone());
-        let scope = match desired::scope_of(dxc, ctx.settings.default_region.as_deref()) {
+        let access = ctx.access();
+        let scope = match access.scope_of(dxc) {
             Ok(s) => s,
-            Err(message) => {
-                let status = blocked_status(dxc, Reason::InvalidSpec, &message);
-                write_status(ctx, dxc, &status).await?;
-                if previous_reason.as_deref() != Some(Reason::InvalidSpec.as_str()) {
+            Err(refusal) => {
+                let status = blocked_status(dxc, refusal.reason, &refusal.message);
+                if dxc.status.as_ref() != Some(&status) {
+                    write_status(ctx, dxc, &status).await?;
+                }
+                ctx.metrics.observed(
+                    &ns,
+                    &dxc.name_any(),
+                    Some((false, refusal.reason.as_str())),
+                    None,
+                    &status.keys,
+                );
+                if previous_reason.as_deref() != Some(refusal.reason.as_str()) {
                     ctx.publish(
                         &reference(dxc),
                         EventType::Warning,
-                        "InvalidSpec",
+                        refusal.reason.as_str(),
                         "Validate",
-                        message,
+                        refusal.message,
                     )
                     .await;
                 }
@@ -109,12 +119,7 @@ impl Reconciled for DxConnection {
             &scope,
         )
         .await;
-        desired.conflict_with = conflict_owner(
-            dxc,
-            &scope,
-            &ctx.all_connections(),
-            ctx.settings.default_region.as_deref(),
-        );
+        desired.conflict_with = conflict_owner(dxc, &scope, &ctx.all_connections(), &access);
 
         let now = Timestamp::now();
         let result = ctx
@@ -147,28 +152,24 @@ impl Reconciled for DxConnection {
         let ns = dxc.namespace().unwrap_or_default();
         let retain = dxc.spec.deletion_policy == DeletionPolicy::Retain
             || dxc.spec.management_policy == ManagementPolicy::ObserveOnly;
-        let scope = desired::scope_of(dxc, ctx.settings.default_region.as_deref());
-        if retain || scope.is_err() {
-            ctx.metrics.forget(&ns, &dxc.name_any());
-            let note = if retain {
-                "deletionPolicy Retain (or ObserveOnly): AWS is left as it is".to_string()
-            } else {
-                "no region is known, so nothing was changed in AWS".to_string()
-            };
-            ctx.publish(&r, EventType::Normal, "Retained", "Delete", note)
-                .await;
-            return Ok(Action::await_change());
-        }
-        let scope = scope.expect("checked above");
+        let access = ctx.access();
+        let scope = match access.scope_of(dxc) {
+            Ok(scope) if !retain => scope,
+            refused => {
+                ctx.metrics.forget(&ns, &dxc.name_any());
+                let note = match refused {
+                    Err(refusal) if !retain => {
+                        format!("nothing was changed in AWS: {}", refusal.message)
+                    }
+                    _ => "deletionPolicy Retain (or ObserveOnly): AWS is left as it is".to_string(),
+                };
+                ctx.publish(&r, EventType::Normal, "Retained", "Delete", note)
+                    .await;
+                return Ok(Action::await_change());
+            }
+        };
         // A Conflict loser never managed the resource: nothing of its own to remove.
-        if conflict_owner(
-            dxc,
-            &scope,
-            &ctx.all_connections(),
-            ctx.settings.default_region.as_deref(),
-        )
-        .is_some()
-        {
+        if conflict_owner(dxc, &scope, &ctx.all_connections(), &access).is_some() {
             return Ok(Action::await_change());
         }
         let api = ctx

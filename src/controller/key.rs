@@ -97,16 +97,14 @@ async fn check_material(
     all: &[Arc<DeserializeGuard<DxConnection>>],
     status: &mut MacSecKeyStatus,
 ) -> (ConditionValue, Requeue) {
-    let Some(scope) = secrets_scope(key, users, all, ctx.settings.default_region.as_deref())
-        .or_else(|| {
-            // Only Secrets Manager sources are read in a region.
-            key.spec.secrets_manager.is_none().then(|| Scope {
-                region: String::new(),
-                role_arn: None,
-            })
+    let Some(scope) = secrets_scope(key, users, all, &ctx.access()).or_else(|| {
+        // Only Secrets Manager sources are read in a region.
+        key.spec.secrets_manager.is_none().then(|| Scope {
+            region: String::new(),
+            role_arn: None,
         })
-    else {
-        let message = "no region to read the Secrets Manager secret in: set spec.secretsManager.region, or use the key from a DxConnection";
+    }) else {
+        let message = "no region and role to read the Secrets Manager secret with: set spec.secretsManager.region, or use the key from a DxConnection that may reach AWS (this namespace may not use the operator's own credentials, or the operator has no default region)";
         return (
             ConditionValue {
                 status: false,

@@ -9,7 +9,7 @@
 pub mod connection;
 pub mod key;
 pub mod leader;
-mod relations;
+pub(crate) mod relations;
 mod shell;
 #[cfg(test)]
 mod tests;
@@ -25,11 +25,12 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
+use crate::access::{Access, Namespaces};
 use crate::aws::BoxFut;
-use crate::crd::{DxConnection, MacSecKey};
+use crate::crd::{DxAccess, DxConnection, MacSecKey};
 use crate::engine::Engine;
 use crate::material::{SecretData, SecretReader};
 use crate::metrics::Metrics;
@@ -77,6 +78,9 @@ pub struct Settings {
     pub resync: Duration,
     /// Reconciles in flight at once, per kind.
     pub concurrency: u16,
+    /// Namespaces whose DxConnections may use the operator's own credentials without a
+    /// DxAccess.
+    pub default_access_namespaces: Namespaces,
 }
 
 /// Shared by every reconcile.
@@ -88,6 +92,7 @@ pub struct Context {
     pub settings: Settings,
     pub connections: Store<DeserializeGuard<DxConnection>>,
     pub keys: Store<DeserializeGuard<MacSecKey>>,
+    pub grants: Store<DxAccess>,
 }
 
 impl Context {
@@ -95,6 +100,15 @@ impl Context {
     /// them for the Conflict rule and usedBy; copying would cost O(N) per reconcile).
     pub fn all_connections(&self) -> Vec<Arc<DeserializeGuard<DxConnection>>> {
         self.connections.state()
+    }
+
+    /// Who may reach what, from the DxAccesses as the reflector holds them now.
+    pub fn access(&self) -> Access {
+        Access::new(
+            self.grants.state().iter().map(|g| DxAccess::clone(g)),
+            self.settings.default_access_namespaces.clone(),
+            self.settings.default_region.clone(),
+        )
     }
 
     pub fn find_key(&self, namespace: &str, name: &str) -> Option<MacSecKey> {
@@ -187,12 +201,19 @@ pub async fn preflight(client: &Client) -> Result<(), String> {
                 .await
                 .map(|_| ()),
         ),
+        (
+            "DxAccess",
+            Api::<DxAccess>::all(client.clone())
+                .list(&lp)
+                .await
+                .map(|_| ()),
+        ),
     ] {
         match result {
             Ok(()) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {
                 return Err(format!(
-                    "the {kind} CRD is not installed: kubectl apply -f crds/ (or install the Helm chart)"
+                    "the {kind} CRD is not installed: kubectl apply --server-side -f crds/ (Helm installs CRDs on install only, not on upgrade)"
                 ));
             }
             Err(e) => return Err(format!("cannot list {kind} objects: {e}")),
@@ -227,6 +248,34 @@ pub async fn run_controllers(
     let key_controller = Controller::new(key_api.clone(), wc.clone()).with_config(config);
     let connections = dxc_controller.store();
     let keys = key_controller.store();
+
+    // DxAccesses in a reflector of their own, read by every DxConnection reconcile. A change
+    // re-reconciles every DxConnection, once the store holds it; reconciles start once the
+    // store holds every DxAccess, so a restart never reports a granted DxConnection
+    // Forbidden.
+    let (grants, writer) = kube::runtime::reflector::store::<DxAccess>();
+    let (changed_tx, changed_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let access_api: Api<DxAccess> = Api::all(client.clone());
+    let access_watch =
+        kube::runtime::reflector(writer, watcher(access_api, wc.clone()).default_backoff())
+            .touched_objects()
+            .for_each(move |event| {
+                let changed_tx = changed_tx.clone();
+                async move {
+                    match event {
+                        // A full channel already holds a pending "reconcile all".
+                        Ok(_) => {
+                            let _ = changed_tx.try_send(());
+                        }
+                        Err(e) => tracing::warn!(error = %e, "watching DxAccesses"),
+                    }
+                }
+            });
+    let access_watch = tokio::spawn(access_watch);
+    let changed = futures_util::stream::unfold(changed_rx, |mut rx| async move {
+        rx.recv().await.map(|()| ((), rx))
+    });
+    let dxc_controller = dxc_controller.reconcile_all_on(changed);
 
     // A MacSecKey change that matters to DxConnections re-reconciles every DxConnection that
     // references it. Status writes that only touch usedBy or conditions are skipped: with
@@ -274,8 +323,10 @@ pub async fn run_controllers(
         settings,
         connections,
         keys,
+        grants: grants.clone(),
     });
     let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
+    let _ = grants.wait_until_ready().await;
     let dxc = dxc_controller
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -293,6 +344,7 @@ pub async fn run_controllers(
         )
         .for_each(|_| async {});
     tokio::join!(dxc, keys);
+    access_watch.abort();
 }
 
 /// One info line per resync period while acting: the DxConnections by Ready and reason, and

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use kube::core::DeserializeGuard;
 use kube::{Resource, ResourceExt};
 
+use crate::access::Access;
 use crate::aws::Scope;
 use crate::crd::{DxConnection, DxConnectionStatus, MacSecKey, MacSecKeyStatus};
 use crate::desired;
@@ -28,10 +29,10 @@ pub(crate) fn conflict_owner(
     dxc: &DxConnection,
     scope: &Scope,
     all: &[Arc<DeserializeGuard<DxConnection>>],
-    default_region: Option<&str>,
+    access: &Access,
 ) -> Option<String> {
     let candidates = valid(all).map(|d| (0, d));
-    desired::conflict_owner(dxc, 0, scope, candidates, default_region)
+    desired::conflict_owner(dxc, 0, scope, candidates, access)
 }
 
 /// The planner's memory, from the status written last time.
@@ -128,32 +129,41 @@ pub(crate) fn learned_from_connections(
 }
 
 /// Where a Secrets Manager source is read: `spec.secretsManager.region` when set, else the
-/// region of a DxConnection using the key, else the operator's default region. `None` when
-/// none is known.
+/// region of a DxConnection using the key, with that DxConnection's role; without a user the
+/// operator's own credentials in its default region, if the key's namespace may use them.
+/// `None` when none is known or allowed.
 pub(crate) fn secrets_scope(
     key: &MacSecKey,
     users: &[String],
     all: &[Arc<DeserializeGuard<DxConnection>>],
-    default_region: Option<&str>,
+    access: &Access,
 ) -> Option<Scope> {
     let user_scope = valid(all)
-        .find(|d| users.contains(&d.name_any()) && d.namespace() == key.namespace())
-        .and_then(|d| crate::desired::scope_of(d, default_region).ok());
+        .filter(|d| users.contains(&d.name_any()) && d.namespace() == key.namespace())
+        .find_map(|d| access.scope_of(d).ok());
+    let own_allowed = access.allows_own_credentials(&key.namespace().unwrap_or_default());
     let own_region = key
         .spec
         .secrets_manager
         .as_ref()
         .and_then(|s| s.region.clone());
     match (own_region, user_scope) {
-        (Some(region), scope) => Some(Scope {
+        (Some(region), Some(scope)) => Some(Scope {
             region,
-            role_arn: scope.and_then(|s| s.role_arn),
+            role_arn: scope.role_arn,
         }),
-        (None, Some(scope)) => Some(scope),
-        (None, None) => default_region.map(|region| Scope {
-            region: region.to_string(),
+        (Some(region), None) => own_allowed.then_some(Scope {
+            region,
             role_arn: None,
         }),
+        (None, Some(scope)) => Some(scope),
+        (None, None) => access
+            .default_region()
+            .filter(|_| own_allowed)
+            .map(|region| Scope {
+                region: region.to_string(),
+                role_arn: None,
+            }),
     }
 }
 

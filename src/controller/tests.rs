@@ -16,6 +16,7 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::access::Namespaces;
 use crate::aws::{ObservationCache, SdkProvider};
 use crate::crd::{
     DeletionPolicy, DxConnectionSpec, DxConnectionStatus, EncryptionMode, FINALIZER, KeyReference,
@@ -167,6 +168,15 @@ struct Harness {
 }
 
 async fn harness(seed: &str, connections: Vec<DxConnection>, keys: Vec<MacSecKey>) -> Harness {
+    harness_with(seed, connections, keys, vec![]).await
+}
+
+async fn harness_with(
+    seed: &str,
+    connections: Vec<DxConnection>,
+    keys: Vec<MacSecKey>,
+    grants: Vec<DxAccess>,
+) -> Harness {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let sim = dx_sim::Sim::start(dx_sim::Seed::from_yaml(seed).unwrap())
@@ -179,6 +189,10 @@ async fn harness(seed: &str, connections: Vec<DxConnection>, keys: Vec<MacSecKey
     let (key_store, mut key_writer) = reflector::store::<DeserializeGuard<MacSecKey>>();
     for k in keys {
         key_writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(k))));
+    }
+    let (grant_store, mut grant_writer) = reflector::store::<DxAccess>();
+    for g in grants {
+        grant_writer.apply_watcher_event(&watcher::Event::Apply(g));
     }
     let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(Context {
@@ -203,9 +217,11 @@ async fn harness(seed: &str, connections: Vec<DxConnection>, keys: Vec<MacSecKey
             short_requeue: Duration::from_secs(10),
             resync: Duration::from_secs(300),
             concurrency: 16,
+            default_access_namespaces: Namespaces::all(),
         },
         connections: conn_store,
         keys: key_store,
+        grants: grant_store,
     });
     Harness {
         ctx,
@@ -428,6 +444,67 @@ async fn the_older_dxconnection_wins() {
     assert_eq!(ready["reason"], "Conflict");
     assert!(ready["message"].as_str().unwrap().contains("net/first"));
     assert!(h.mutations().is_empty());
+}
+
+/// A DxConnection naming a DxAccess that does not grant its namespace: Forbidden in Ready and
+/// Synced, one Warning event, no Secret read and no AWS call at all; the namespace the
+/// DxAccess grants reaches AWS with the DxAccess's (absent: the operator's own) credentials.
+#[tokio::test]
+async fn a_dxconnection_gets_only_what_a_dxaccess_grants() {
+    let grant = DxAccess::new(
+        "prod",
+        serde_json::from_value(json!({"namespaces": ["net-prod"], "connectionIds": ["dxcon-c1"]}))
+            .unwrap(),
+    );
+    let mut spec = spec("dxcon-c1", Some(EncryptionMode::MustEncrypt), &["k1"]);
+    spec.access_ref = Some(crate::crd::AccessReference {
+        name: "prod".into(),
+    });
+    let d = dxc("c1", 0, spec);
+    let mut h = harness_with(SEED, vec![d.clone()], vec![mskey("k1")], vec![grant]).await;
+    let (result, bodies) = h
+        .reconcile(d.clone(), vec![status_patch(&d), expect("POST", EVENTS)])
+        .await;
+    result.unwrap();
+    for type_ in ["Ready", "Synced"] {
+        let c = condition(&bodies[0], type_);
+        assert_eq!(c["status"], "False", "{c}");
+        assert_eq!(c["reason"], "Forbidden", "{c}");
+    }
+    assert!(
+        condition(&bodies[0], "Ready")["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not grant namespace net")
+    );
+    assert_eq!(bodies[1]["reason"], "Forbidden");
+    assert_eq!(bodies[1]["type"], "Warning");
+    assert!(h.sim.shared.calls().is_empty(), "AWS was called");
+
+    // The same object, refused again: no status write, no second event.
+    let mut refused = d.clone();
+    refused.status = serde_json::from_value(bodies[0]["status"].clone()).unwrap();
+    h.handle = Some(new_handle(&mut h));
+    let (result, _) = h.reconcile(refused, vec![]).await;
+    result.unwrap();
+
+    // Without accessRef, where the operator allows its own credentials: it acts.
+    let mut own = d.clone();
+    own.spec.access_ref = None;
+    h.handle = Some(new_handle(&mut h));
+    let (result, _) = h
+        .reconcile(
+            own.clone(),
+            vec![
+                expect("GET", "/api/v1/namespaces/net/secrets/k1")
+                    .answer(StatusCode::OK, secret_json("k1")),
+                status_patch(&own),
+                expect("POST", EVENTS),
+            ],
+        )
+        .await;
+    result.unwrap();
+    assert_eq!(h.mutations(), vec!["AssociateMacSecKey"]);
 }
 
 fn deleting(mut d: DxConnection) -> DxConnection {
