@@ -937,3 +937,97 @@ async fn no_region_and_endless_throttling_say_what_happened() {
     );
     assert!(ok_calls(&calls, "AssociateMacSecKey").is_empty());
 }
+
+/// Admin-owned access, the escalation case: DxAccess `prod` grants namespace net-prod a role
+/// and the production connection dxcon-m1; DxConnections in namespace sandbox that name it,
+/// or name the role without a DxAccess, and one in net-prod outside its grant, are each
+/// `Forbidden` with what to do, and nothing at all is sent to AWS for them (no AssumeRole,
+/// no Describe of theirs, no change); the one the grant allows converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_reaches_only_what_a_dxaccess_grants_it() {
+    let sim = sim(BASIC).await;
+    let role = "arn:aws:iam::222222222222:role/dx-prod";
+    let key = |ns: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: k-a, namespace: {ns}}}\nstringData: {{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}\n---\n\
+             apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: k-a, namespace: {ns}}}\nspec: {{secretRef: {{name: k-a}}}}\n---\n"
+        )
+    };
+    let dxc = |ns: &str, name: &str, id: &str, extra: &str| {
+        format!(
+            "apiVersion: dxmacsec.io/v1alpha1\nkind: DxConnection\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             spec: {{connectionId: {id}, encryptionMode: must_encrypt, keys: [{{name: k-a}}]{extra}}}\n---\n"
+        )
+    };
+    let text = [
+        format!(
+            "apiVersion: dxmacsec.io/v1alpha1\nkind: DxAccess\nmetadata: {{name: prod}}\n\
+             spec: {{namespaces: [net-prod], roleArn: \"{role}\", connectionIds: [dxcon-m1]}}\n---\n"
+        ),
+        "apiVersion: dxmacsec.io/v1alpha1\nkind: DxAccess\nmetadata: {name: lab}\n\
+         spec: {namespaces: [net-prod], regions: [us-east-1], connectionIds: [dxcon-c1]}\n---\n"
+            .to_string(),
+        key("sandbox"),
+        key("net-prod"),
+        dxc("sandbox", "steal", "dxcon-m1", ", accessRef: {name: prod}"),
+        dxc("sandbox", "by-role", "dxcon-m2", &format!(", roleArn: \"{role}\"")),
+        dxc("net-prod", "elsewhere", "dxlag-l1", ", accessRef: {name: lab}"),
+        dxc("net-prod", "lab", "dxcon-c1", ", accessRef: {name: lab}"),
+    ]
+    .concat();
+    let f = write(&text);
+    let run = cli(
+        &sim,
+        &[
+            "apply",
+            "-f",
+            f.to_str().unwrap(),
+            "-o",
+            "json",
+            "--timeout",
+            "30s",
+            "--interval",
+            "200ms",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert_no_cak(&run);
+    let reports: Value = serde_json::from_str(&run.stdout).unwrap();
+    let of = |name: &str| {
+        reports
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no report for {name}: {reports}"))
+            .clone()
+    };
+    for (name, needle) in [
+        (
+            "sandbox/steal",
+            "DxAccess prod (spec.accessRef.name) does not exist or does not grant namespace sandbox",
+        ),
+        ("sandbox/by-role", "spec.roleArn"),
+        ("net-prod/elsewhere", "does not allow dxlag-l1"),
+    ] {
+        let r = of(name);
+        assert_eq!(r["reason"], "Forbidden", "{r}");
+        assert!(r["message"].as_str().unwrap().contains(needle), "{r}");
+        assert_eq!(r["ready"], false);
+    }
+    assert_eq!(of("net-prod/lab")["ready"], true);
+    let calls = sim.shared.calls();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.target.is_none() || c.target.as_deref() == Some("dxcon-c1")),
+        "a call reached a connection no grant allows: {calls:?}"
+    );
+    let state = sim.shared.state();
+    for id in ["dxcon-m1", "dxcon-m2"] {
+        assert!(key_ckns(&state, id).is_empty(), "{id} changed");
+    }
+    assert_eq!(lag(&state, "dxlag-l1")["encryptionMode"], "no_encrypt");
+    assert_eq!(mode_of(&state, "dxcon-c1"), "must_encrypt");
+}

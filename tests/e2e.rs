@@ -49,6 +49,8 @@ fn seed() -> String {
     s += &conn("dxcon-leader01", "");
     s += &conn("dxcon-leader02", "");
     s += &conn("dxcon-cakchg01", "");
+    s += &conn("dxcon-prod0001", "");
+    s += &conn("dxcon-lab00001", "");
     // A router that holds key A only.
     s += &format!("  - {{ id: dxcon-down0001, macSecCapable: true, router: [\"{CKN_A}\"] }}\n");
     s += "lags:\n  - { id: dxlag-e2elag01, bandwidth: 100Gbps, macSecCapable: true, members: [dxcon-lagm0001, dxcon-lagm0002] }\n";
@@ -273,6 +275,7 @@ async fn end_to_end() {
     deletion_policies_and_key_protection(&e).await;
     drift_is_repaired_at_resync(&e).await;
     a_cak_changed_under_its_ckn_is_refused(&e).await;
+    a_namespace_reaches_only_what_a_dxaccess_grants_it(&e).await;
     crash_mid_rotation_converges_with_one_association(&mut e).await;
     two_replicas_act_one_at_a_time(&mut e).await;
     gitops_tools_judge_live_objects().await;
@@ -885,6 +888,151 @@ async fn a_cak_changed_under_its_ckn_is_refused(e: &E2e) {
         },
     )
     .await;
+}
+
+/// Admin-owned access, the escalation case. DxAccess `prod` grants namespace net-prod a role
+/// and the production connection; a DxConnection in namespace sandbox naming it is
+/// Forbidden (Ready and Synced False, a Warning event) and nothing reaches AWS for that
+/// connection. DxAccess `lab` (the operator's own credentials) does not grant sandbox until
+/// a cluster admin adds it; then the same DxConnection converges. The chart's aggregated
+/// `edit` role lets a namespace user write DxConnections but not DxAccesses.
+async fn a_namespace_reaches_only_what_a_dxaccess_grants_it(e: &E2e) {
+    namespace("sandbox").await;
+    let access = |name: &str, namespaces: &str, extra: &str| {
+        format!(
+            "apiVersion: dxmacsec.io/v1alpha1\nkind: DxAccess\nmetadata: {{name: {name}}}\nspec: {{namespaces: [{namespaces}]{extra}}}\n"
+        )
+    };
+    let (ok, _, err) = kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "{}---\n{}",
+            access(
+                "prod",
+                "net-prod",
+                ", roleArn: 'arn:aws:iam::222222222222:role/dx-prod', connectionIds: [dxcon-prod0001]"
+            ),
+            access("lab", "net-lab", ", connectionIds: [dxcon-lab00001]")
+        )),
+    )
+    .await;
+    assert!(ok, "{err}");
+    apply(
+        "sandbox",
+        &format!(
+            "{}{}{}",
+            key_manifest("k-a", CKN_A, CAK_A),
+            dxc_manifest(
+                "steal",
+                "dxcon-prod0001",
+                "must_encrypt",
+                &["k-a"],
+                ", accessRef: {name: prod}"
+            ),
+            dxc_manifest(
+                "lab",
+                "dxcon-lab00001",
+                "must_encrypt",
+                &["k-a"],
+                ", accessRef: {name: lab}"
+            )
+        ),
+    )
+    .await;
+    for (name, needle) in [
+        (
+            "steal",
+            "DxAccess prod (spec.accessRef.name) does not exist or does not grant namespace sandbox",
+        ),
+        (
+            "lab",
+            "DxAccess lab (spec.accessRef.name) does not exist or does not grant namespace sandbox",
+        ),
+    ] {
+        wait_for(
+            &format!("sandbox/{name} Forbidden"),
+            Duration::from_secs(30),
+            || async {
+                ready_condition(e, "sandbox", name)
+                    .await
+                    .is_some_and(|(_, reason, _)| reason == "Forbidden")
+            },
+        )
+        .await;
+        let (status, _, message) = ready_condition(e, "sandbox", name).await.unwrap();
+        assert_eq!(status, "False");
+        assert!(message.contains(needle), "{message}");
+    }
+    let dxcs: Api<DxConnection> = Api::namespaced(e.admin.clone(), "sandbox");
+    let steal = dxcs.get("steal").await.unwrap();
+    assert_eq!(steal.condition("Synced").unwrap().reason, "Forbidden");
+    assert!(events_of("sandbox", "steal").await.contains("Forbidden"));
+
+    // The cluster admin grants sandbox the lab access: it converges, with no spec change.
+    let (ok, _, err) = kubectl(
+        &["apply", "-f", "-"],
+        Some(&access(
+            "lab",
+            "net-lab, sandbox",
+            ", connectionIds: [dxcon-lab00001]",
+        )),
+    )
+    .await;
+    assert!(ok, "{err}");
+    wait_ready("sandbox", "lab").await;
+    assert_eq!(
+        mode_of(&e.sim.shared.state(), "dxcon-lab00001"),
+        "must_encrypt"
+    );
+    let calls = e.calls();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.target.as_deref() != Some("dxcon-prod0001")),
+        "a call reached the production connection: {calls:?}"
+    );
+    assert!(key_ckns(&e.sim.shared.state(), "dxcon-prod0001").is_empty());
+
+    // The schema refuses what is not a namespace name.
+    let (ok, _, err) = kubectl(
+        &["apply", "-f", "-"],
+        Some(&access("bad", "'Net Prod'", "")),
+    )
+    .await;
+    assert!(!ok && err.contains("spec.namespaces[0]"), "{err}");
+
+    // RBAC: a namespace user with the chart's edit role writes DxConnections, not DxAccesses.
+    let (ok, _, err) = kubectl(
+        &[
+            "create",
+            "rolebinding",
+            "dev-edit",
+            "-n",
+            "sandbox",
+            "--clusterrole",
+            "dx-macsec-operator-edit",
+            "--user",
+            "dev",
+        ],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    for (verb, resource, allowed) in [
+        ("create", "dxconnections.dxmacsec.io", "yes"),
+        ("create", "macseckeys.dxmacsec.io", "yes"),
+        ("create", "dxaccesses.dxmacsec.io", "no"),
+        ("update", "dxaccesses.dxmacsec.io", "no"),
+    ] {
+        let (_, out, _) = kubectl(
+            &[
+                "auth", "can-i", verb, resource, "-n", "sandbox", "--as", "dev",
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(out.trim(), allowed, "dev may {verb} {resource}?");
+    }
 }
 
 /// The operator killed right after associating the new key of a rotation, and started

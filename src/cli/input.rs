@@ -1,4 +1,4 @@
-//! Reading DxConnection, MacSecKey and Secret manifests from files and folders.
+//! Reading DxConnection, MacSecKey, DxAccess and Secret manifests from files and folders.
 //!
 //! Multi-document YAML (or JSON); folders are read recursively for `.yaml`, `.yml` and
 //! `.json` files in name order. Errors name the file, the document and the field. Other
@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::crd::{DxConnection, MacSecKey};
+use crate::crd::{DxAccess, DxConnection, MacSecKey};
 
 /// A parsed object and where it came from.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct Inputs {
     pub connections: Vec<Sourced<DxConnection>>,
     pub keys: BTreeMap<(String, String), Sourced<MacSecKey>>,
     pub secrets: BTreeMap<(String, String), crate::material::SecretData>,
+    /// DxAccesses (cluster scoped) by name.
+    pub grants: BTreeMap<String, Sourced<DxAccess>>,
     /// Documents of other kinds that were skipped.
     pub skipped: Vec<String>,
 }
@@ -219,6 +221,23 @@ fn add(inputs: &mut Inputs, doc: Value, origin: &str) -> Result<(), String> {
                 ));
             }
         }
+        ("dxmacsec.io/v1alpha1", "DxAccess") => {
+            let mut grant: DxAccess = typed(doc, origin, &what)?;
+            // Cluster scoped: a namespace in the manifest means nothing, as for kubectl.
+            grant.metadata.namespace = None;
+            let previous = inputs.grants.insert(
+                name.clone(),
+                Sourced {
+                    value: grant,
+                    origin: origin.to_string(),
+                },
+            );
+            if previous.is_some() {
+                return Err(format!(
+                    "{origin}: {what}: DxAccess {name} is defined twice"
+                ));
+            }
+        }
         ("v1", "Secret") => {
             let secret: Secret = typed(doc, origin, &what)?;
             let ns = secret
@@ -238,7 +257,7 @@ fn add(inputs: &mut Inputs, doc: Value, origin: &str) -> Result<(), String> {
             }
             inputs.secrets.insert((ns, name), data);
         }
-        (_, "DxConnection" | "MacSecKey") => {
+        (_, "DxConnection" | "MacSecKey" | "DxAccess") => {
             return Err(format!(
                 "{origin}: {what}: apiVersion {api_version:?} is not served; use dxmacsec.io/v1alpha1"
             ));
@@ -359,6 +378,10 @@ mod tests {
         assert_eq!(
             names,
             ["nyc-primary", "core-lag", "legacy-link", "nyc-secondary"]
+        );
+        assert_eq!(
+            inputs.grants.keys().collect::<Vec<_>>(),
+            ["partner-account"]
         );
         assert!(
             inputs

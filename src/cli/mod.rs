@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::access::{Access, Namespaces, Refusal};
 use crate::aws::{AwsProvider, BoxFut, ObservationCache, Scope};
 use crate::crd::DxConnectionStatus;
 use crate::desired;
 use crate::engine::{Engine, Mode, PassOutcome, Standing};
 use crate::material::{SecretData, SecretReader};
-use crate::plan::{Desired, PriorState, Reason, Requeue};
+use crate::plan::{Desired, PriorState, Requeue};
 use crate::status::dxconnection_status;
 
 use input::Inputs;
@@ -57,7 +58,7 @@ impl SecretReader for FileSecrets {
 struct Item {
     name: String,
     connection_id: String,
-    scope: Result<Scope, String>,
+    scope: Result<Scope, Refusal>,
     desired: Option<Desired>,
     prior: PriorState,
     status: Option<DxConnectionStatus>,
@@ -70,16 +71,23 @@ struct Item {
     since: Instant,
 }
 
-/// Resolves every DxConnection of the inputs. The Conflict rule is the controller's
-/// ([`desired::conflict_owner`]): the oldest by creationTimestamp acts; manifests without
-/// one (the usual case for files) follow the order the files were read in, so the first
-/// one acts and the later ones get Conflict naming it.
+/// Resolves every DxConnection of the inputs. Access is the controller's rule
+/// ([`Access::scope_of`]) with the DxAccesses of the files; the CLI's own credentials serve
+/// every namespace. The Conflict rule is the controller's ([`desired::conflict_owner`]):
+/// the oldest by creationTimestamp acts; manifests without one (the usual case for files)
+/// follow the order the files were read in, so the first one acts and the later ones get
+/// Conflict naming it.
 async fn prepare(
     inputs: &Inputs,
     aws: &dyn AwsProvider,
     default_region: Option<&str>,
 ) -> Vec<Item> {
     let secrets = FileSecrets(inputs.secrets.clone());
+    let access = Access::new(
+        inputs.grants.values().map(|g| g.value.clone()),
+        Namespaces::all(),
+        default_region.map(str::to_string),
+    );
     let all = || inputs.connections.iter().map(|c| &c.value).enumerate();
     let mut items = Vec::new();
     for (position, dxc) in all() {
@@ -89,7 +97,7 @@ async fn prepare(
             .clone()
             .unwrap_or_else(|| "default".into());
         let name = format!("{ns}/{}", dxc.metadata.name.clone().unwrap_or_default());
-        let scope = desired::scope_of(dxc, default_region);
+        let scope = access.scope_of(dxc);
         let desired = match &scope {
             Ok(scope) => {
                 let find = |key: &str| {
@@ -99,8 +107,7 @@ async fn prepare(
                         .map(|k| k.value.clone())
                 };
                 let mut d = desired::desired(dxc, find, &secrets, aws, scope).await;
-                d.conflict_with =
-                    desired::conflict_owner(dxc, position, scope, all(), default_region);
+                d.conflict_with = desired::conflict_owner(dxc, position, scope, all(), &access);
                 Some(d)
             }
             Err(_) => None,
@@ -153,7 +160,7 @@ fn standing(item: &Item) -> Standing {
 
 fn reason_and_message(item: &Item) -> (String, String) {
     match (&item.scope, &item.last) {
-        (Err(e), _) => (Reason::InvalidSpec.to_string(), e.clone()),
+        (Err(refusal), _) => (refusal.reason.to_string(), refusal.message.clone()),
         (_, Some(r)) => {
             let headline = r.headline();
             (headline.reason.to_string(), headline.message)
