@@ -32,6 +32,8 @@ NON_DEFAULT = {
                                    "whenUnsatisfiable": "ScheduleAnyway"}],
     "imagePullSecrets": [{"name": "pull"}],
     "aws": {"region": "eu-west-1", "endpointUrl": "http://dx-sim.test:4599", "timeout": "1m"},
+    "access": {"defaultNamespaces": ["network", "network-lab"]},
+    "rbac": {"aggregateToDefaultRoles": False},
     "operator": {"logFormat": "text", "logLevel": "debug", "resync": "10m", "requeue": "5s",
                  "observationMaxAge": "1m", "leaderElection": False, "concurrency": 64,
                  "describeRereadsPerSecond": 2.5, "leaseDuration": "30s", "leaseRenew": "10s"},
@@ -111,6 +113,8 @@ def test_non_default_values_reach_the_objects():
     assert env["DXM_LEADER_ELECTION"] == "false" and env["DXM_RESYNC"] == "10m" and env["RUST_LOG"] == "debug"
     assert (env["DXM_CONCURRENCY"], env["DXM_DESCRIBE_REREADS_PER_SECOND"], env["DXM_AWS_TIMEOUT"]) == ("64", "2.5", "1m")
     assert (env["DXM_LEASE_DURATION"], env["DXM_LEASE_RENEW"]) == ("30s", "10s")
+    assert env["DXM_DEFAULT_ACCESS_NAMESPACES"] == "network,network-lab"
+    assert [r["metadata"]["name"] for r in by_kind(docs, "ClusterRole")] == [NAME], "no aggregated roles"
     assert c["args"] == ["run", "--aws-timeout", "45s"]
     assert pod["serviceAccountName"] == "dxm"
     assert pod["tolerations"][0]["key"] == "dedicated"
@@ -153,7 +157,9 @@ def test_default_render_is_restricted_and_least_privilege():
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert {p["httpGet"]["path"] for p in [pod["containers"][0]["livenessProbe"], pod["containers"][0]["readinessProbe"]]} == {"/healthz", "/readyz"}
-    rules = by_kind(docs, "ClusterRole")[0]["rules"]
+    assert env["DXM_DEFAULT_ACCESS_NAMESPACES"]["value"] == "*"
+    roles = {r["metadata"]["name"]: r for r in by_kind(docs, "ClusterRole")}
+    rules = roles[NAME]["rules"]
     secrets = [r for r in rules if "secrets" in r["resources"]]
     assert secrets == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}], "Secrets: get only"
     granted = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
@@ -161,8 +167,18 @@ def test_default_render_is_restricted_and_least_privilege():
         ("dxmacsec.io", "dxconnections"), ("dxmacsec.io", "macseckeys"),
         ("dxmacsec.io", "dxconnections/status"), ("dxmacsec.io", "macseckeys/status"),
         ("dxmacsec.io", "dxconnections/finalizers"), ("dxmacsec.io", "macseckeys/finalizers"),
-        ("", "secrets"), ("events.k8s.io", "events"),
+        ("", "secrets"), ("events.k8s.io", "events"), ("dxmacsec.io", "dxaccesses"),
     }
+    access = [r for r in rules if "dxaccesses" in r["resources"]]
+    assert access == [{"apiGroups": ["dxmacsec.io"], "resources": ["dxaccesses"], "verbs": ["get", "list", "watch"]}]
+    # Namespace users write their DxConnections and MacSecKeys through the built-in roles,
+    # and no built-in role reaches DxAccess.
+    edit, view = roles[f"{NAME}-edit"], roles[f"{NAME}-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert "create" in edit["rules"][0]["verbs"] and view["rules"][0]["verbs"] == ["get", "list", "watch"]
+    for role in (edit, view):
+        assert all(set(r["resources"]) == {"dxconnections", "macseckeys"} for r in role["rules"])
     lease = by_kind(docs, "Role")[0]["rules"]
     assert lease == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]
 
@@ -195,6 +211,8 @@ def test_default_render_is_restricted_and_least_privilege():
     {"prometheusRule": {"absentFor": "soon"}},
     {"prometheusRule": {"keyMaxAgeDays": "1y"}},
     {"grafanaDashboard": {"enabled": "true"}},
+    {"access": {"defaultNamespaces": "*"}},
+    {"access": {"defaultNamespaces": ["Net Prod"]}},
     {"unknownTopLevel": 1},
 ])
 def test_schema_rejects_bad_values(bad):
@@ -241,7 +259,7 @@ def test_kustomize_matches_the_default_render():
 def test_every_value_is_documented_in_the_chart_readme():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     readme = (CHART / "README.md").read_text()
-    groups = {"image", "aws", "operator", "serviceAccount", "service", "podDisruptionBudget",
+    groups = {"image", "aws", "access", "rbac", "operator", "serviceAccount", "service", "podDisruptionBudget",
               "serviceMonitor", "prometheusRule", "grafanaDashboard"}
     paths = [f"{k}.{c}" for k in groups for c in values[k]] + [k for k in values if k not in groups]
     missing = [p for p in paths if f"`{p}`" not in readme]
