@@ -100,6 +100,12 @@ async fn apply(sim: &Sim, file: &std::path::Path, timeout: &str) -> Run {
     .await
 }
 
+async fn apply_json(sim: &Sim, file: &std::path::Path, timeout: &str) -> Run {
+    let file = file.to_str().unwrap();
+    let args = ["apply", "-f", file, "-o", "json", "--timeout", timeout];
+    cli(sim, &[&args[..], &["--interval", "200ms"]].concat()).await
+}
+
 fn ok_calls<'a>(calls: &'a [CallRecord], op: &str) -> Vec<&'a CallRecord> {
     calls
         .iter()
@@ -148,21 +154,7 @@ async fn apply_json_reports_and_progress_on_stderr() {
         connection_and_lag(),
         dxc_manifest("plain", "dxcon-plain", "must_encrypt", &["k-a"], "")
     ));
-    let run = cli(
-        &sim,
-        &[
-            "apply",
-            "-f",
-            f.to_str().unwrap(),
-            "-o",
-            "json",
-            "--timeout",
-            "60s",
-            "--interval",
-            "200ms",
-        ],
-    )
-    .await;
+    let run = apply_json(&sim, &f, "60s").await;
     assert_eq!(run.code, 1, "{}", run.all());
     assert_no_cak(&run);
     let reports: serde_json::Value = serde_json::from_str(&run.stdout)
@@ -976,21 +968,7 @@ async fn a_namespace_reaches_only_what_a_dxaccess_grants_it() {
     ]
     .concat();
     let f = write(&text);
-    let run = cli(
-        &sim,
-        &[
-            "apply",
-            "-f",
-            f.to_str().unwrap(),
-            "-o",
-            "json",
-            "--timeout",
-            "30s",
-            "--interval",
-            "200ms",
-        ],
-    )
-    .await;
+    let run = apply_json(&sim, &f, "30s").await;
     assert_eq!(run.code, 1, "{}", run.all());
     assert_no_cak(&run);
     let reports: Value = serde_json::from_str(&run.stdout).unwrap();

@@ -287,6 +287,16 @@ fn condition<'a>(status_body: &'a Value, type_: &str) -> &'a Value {
         .unwrap()
 }
 
+/// The requests of a pass that acts: Secret `k1` read, the status written, one event.
+fn read_secret_write_status(d: &DxConnection) -> Vec<Expect> {
+    vec![
+        expect("GET", "/api/v1/namespaces/net/secrets/k1")
+            .answer(StatusCode::OK, secret_json("k1")),
+        status_patch(d),
+        expect("POST", EVENTS),
+    ]
+}
+
 /// One reconcile of a must_encrypt DxConnection `c1` using MacSecKey `k1` on `seed`: the
 /// Secret is read (answered with `secret_status` and `secret`), the status written and one
 /// event published.
@@ -493,15 +503,7 @@ async fn a_dxconnection_gets_only_what_a_dxaccess_grants() {
     own.spec.access_ref = None;
     h.handle = Some(new_handle(&mut h));
     let (result, _) = h
-        .reconcile(
-            own.clone(),
-            vec![
-                expect("GET", "/api/v1/namespaces/net/secrets/k1")
-                    .answer(StatusCode::OK, secret_json("k1")),
-                status_patch(&own),
-                expect("POST", EVENTS),
-            ],
-        )
+        .reconcile(own.clone(), read_secret_write_status(&own))
         .await;
     result.unwrap();
     assert_eq!(h.mutations(), vec!["AssociateMacSecKey"]);
@@ -754,17 +756,7 @@ async fn a_dxconnection_does_not_use_a_cak_changed_under_its_ckn() {
         spec("dxcon-c1", Some(EncryptionMode::MustEncrypt), &["k1"]),
     );
     let mut h = harness(SEED, vec![d.clone()], vec![key_that_saw_another_cak()]).await;
-    let (result, bodies) = h
-        .reconcile(
-            d.clone(),
-            vec![
-                expect("GET", "/api/v1/namespaces/net/secrets/k1")
-                    .answer(StatusCode::OK, secret_json("k1")),
-                status_patch(&d),
-                expect("POST", EVENTS),
-            ],
-        )
-        .await;
+    let (result, bodies) = h.reconcile(d.clone(), read_secret_write_status(&d)).await;
     result.unwrap();
     let ready = condition(&bodies[1], "Ready");
     assert_eq!(ready["reason"], "KeyNotReady", "{ready}");
