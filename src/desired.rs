@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::access::Access;
 use crate::aws::{AwsProvider, Scope};
-use crate::crd::{DxConnection, MacSecKey};
+use crate::crd::{CONFIRM_REMOVAL_ANNOTATION, DxConnection, MacSecKey, RemovalConfirmation};
 use crate::material::{self, SecretReader};
 use crate::plan::{Desired, KeyProblem, WantedKey};
 
@@ -19,6 +19,15 @@ fn base(dxc: &DxConnection) -> Desired {
         require_encryption_up: dxc.spec.require_encryption_up,
         policy: dxc.spec.management_policy,
         conflict_with: None,
+        guard: Duration::from_secs(u64::from(dxc.spec.rotation.guard_seconds)),
+        manual_confirmation: dxc.spec.rotation.confirm == RemovalConfirmation::Manual,
+        confirmation: dxc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CONFIRM_REMOVAL_ANNOTATION))
+            .cloned(),
+        generation: dxc.metadata.generation,
     }
 }
 

@@ -15,7 +15,7 @@ use crate::aws::{
     AwsError, AwsProvider, ErrorClass, ErrorKind, Observation, ObservationCache, Scope,
 };
 use crate::observed::ObservedResource;
-use crate::plan::{Action, Desired, Plan, PriorState, Reason, Requeue, plan};
+use crate::plan::{Action, Association, Desired, Plan, PriorState, Reason, Requeue, plan};
 
 /// AWS access shared by every pass.
 #[derive(Clone)]
@@ -242,6 +242,10 @@ impl Engine {
                         api.disassociate(target, secret_arn).await
                     }
                     Action::SetMode { mode, .. } => api.set_mode(target, *mode).await,
+                    Action::Restore { secret_arn, .. } => {
+                        api.associate(target, &Association::SecretArn(secret_arn.clone()))
+                            .await
+                    }
                 };
                 // Changed, or perhaps changed: re-read it (and a LAG's members) next time.
                 self.cache.mark_changed(scope, &target.id).await;
@@ -261,8 +265,9 @@ impl Engine {
         // Waiting for AWS (a key associating, the port coming up, the connection becoming
         // available, a port that is Encryption Down): the next pass needs newer data than
         // this one had.
+        // So is a port watched in a rotation's guard window.
         let waiting = plan.requeue == Requeue::Soon || plan.reason == Reason::EncryptionDown;
-        if plan.actions.is_empty() && plan.synced && !plan.ready && waiting {
+        if plan.actions.is_empty() && ((plan.synced && !plan.ready && waiting) || plan.guarding) {
             self.cache
                 .look_again(scope, &desired.connection_id, read_at)
                 .await;

@@ -89,6 +89,10 @@ pub fn dxconnection_status(
         status.last_sync_time = Some(now.to_string());
         status.keys = plan.keys.clone();
         status.planned_actions = plan.planned_actions();
+        // The rotation's memory moves on only when the step's calls were all made.
+        if result.error().is_none() {
+            status.rotation = (!plan.rotation.is_empty()).then(|| plan.rotation.clone());
+        }
         match result.observed() {
             Some(o) => {
                 status.resource_type = Some(o.kind);
@@ -167,7 +171,11 @@ mod tests {
 
     /// What the planner decides for `d` against `o`, as a pass that called nothing.
     fn planned(d: &Desired, o: Option<ObservedResource>) -> PassOutcome {
-        let plan = plan(d, o.as_ref(), &PriorState::default(), t(0));
+        planned_after(d, o, &PriorState::default())
+    }
+
+    fn planned_after(d: &Desired, o: Option<ObservedResource>, prior: &PriorState) -> PassOutcome {
+        let plan = plan(d, o.as_ref(), prior, t(0));
         PassOutcome::Planned(Box::new(Planned {
             observed: o,
             plan,
@@ -202,6 +210,35 @@ mod tests {
         d.metadata.generation = Some(1);
         d.status = Some(dxconnection_status(None, outcome, Some(1), t(0)));
         serde_json::to_value(d).unwrap()
+    }
+
+    /// Key `a` was removed and restored because the port went down: a person is needed.
+    fn rolled_back(must: &Desired) -> PassOutcome {
+        let mut d = must.clone();
+        d.keys = Some(vec![wanted("k2", 'b')]);
+        let rotation = crate::crd::RotationStatus {
+            rolled_back: Some(crate::crd::RolledBack {
+                keys: vec![crate::crd::RemovedKey {
+                    ckn: Some(ckn('a')),
+                    secret_arn: managed_arn('a'),
+                    removed_at: t(-60).to_string(),
+                }],
+                at: t(-30).to_string(),
+                generation: None,
+                confirmation: None,
+            }),
+            ..Default::default()
+        };
+        let o = connection(
+            "must_encrypt",
+            true,
+            vec![key('a', "associated"), key('b', "associated")],
+        );
+        planned_after(
+            &d,
+            Some(o),
+            &PriorState::default().with_rotation(Some(&rotation)),
+        )
     }
 
     /// A DxConnection the controller refuses before reaching AWS (no DxAccess grants it).
@@ -380,6 +417,28 @@ mod tests {
             ),
             (stale, in_progress, progressing),
             (forbidden(), failed, degraded),
+            (dxc("rolled-back", &rolled_back(&must)), failed, degraded),
+            (
+                dxc("waiting-for-confirmation", &{
+                    let mut manual = desired(
+                        "dxcon-abc123",
+                        Some(MustEncrypt),
+                        Some(vec![wanted("k2", 'b')]),
+                    );
+                    manual.overlap = std::time::Duration::ZERO;
+                    manual.manual_confirmation = true;
+                    planned(
+                        &manual,
+                        Some(connection(
+                            "must_encrypt",
+                            true,
+                            vec![key('a', "associated"), key('b', "associated")],
+                        )),
+                    )
+                }),
+                in_progress,
+                progressing,
+            ),
             (
                 mskey(
                     "key-valid",

@@ -182,9 +182,26 @@ pub struct Rotation {
     #[serde(default = "default_overlap")]
     #[schemars(range(min = 0, max = 2592000))]
     pub overlap_seconds: u32,
+
+    /// Seconds the port is watched after an outgoing key is removed: if it reports
+    /// `Encryption Down` within them, the removed key is associated again at once
+    /// (`RotationRolledBack`: the router does not use the new key). 0 turns the guard off.
+    #[serde(default = "default_guard")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub guard_seconds: u32,
+
+    /// `Automatic` removes outgoing keys once the overlap has passed; `Manual` only once a
+    /// person (or a system that reads the router) confirms that the router uses a new key,
+    /// by setting the annotation `dxmacsec.io/confirm-removal` to a new value.
+    #[serde(default)]
+    pub confirm: RemovalConfirmation,
 }
 
 fn default_overlap() -> u32 {
+    300
+}
+
+fn default_guard() -> u32 {
     300
 }
 
@@ -192,8 +209,18 @@ impl Default for Rotation {
     fn default() -> Self {
         Rotation {
             overlap_seconds: default_overlap(),
+            guard_seconds: default_guard(),
+            confirm: RemovalConfirmation::default(),
         }
     }
+}
+
+/// Who decides that outgoing keys may be removed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RemovalConfirmation {
+    #[default]
+    Automatic,
+    Manual,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -250,6 +277,10 @@ pub struct DxConnectionStatus {
     /// Keys on the connection or LAG.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyStatus>,
+    /// The rotation's memory: outgoing keys removed within the guard window, a removal rolled
+    /// back, the last confirmation used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationStatus>,
     /// What the next step does (or would do, under `ObserveOnly`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub planned_actions: Vec<String>,
@@ -273,6 +304,58 @@ pub struct MemberStatus {
     /// Its port: `Encryption Up` or `Encryption Down`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_encryption_status: Option<String>,
+}
+
+/// What a rotation remembers between passes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationStatus {
+    /// Outgoing keys removed less than `spec.rotation.guardSeconds` ago: the port is watched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<RemovedKey>,
+    /// A removal undone because the port went Encryption Down: those keys are not removed
+    /// again until the spec or the confirmation annotation changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<RolledBack>,
+    /// The value of the `dxmacsec.io/confirm-removal` annotation that allowed the last
+    /// removal under `confirm: Manual`; the next removal needs another value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation_used: Option<String>,
+}
+
+impl RotationStatus {
+    pub fn is_empty(&self) -> bool {
+        *self == RotationStatus::default()
+    }
+}
+
+/// An outgoing key the operator removed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemovedKey {
+    /// Its CKN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ckn: Option<String>,
+    /// Its Direct Connect-managed secret, by which it is associated again if need be.
+    pub secret_arn: String,
+    /// When it was removed (RFC 3339).
+    pub removed_at: String,
+}
+
+/// A removal the guard undid.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolledBack {
+    /// The keys associated again.
+    pub keys: Vec<RemovedKey>,
+    /// When (RFC 3339).
+    pub at: String,
+    /// The `metadata.generation` of the spec whose removal was undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// The confirmation annotation's value then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation: Option<String>,
 }
 
 /// One MACsec key found on the connection or LAG. Never holds the CAK.

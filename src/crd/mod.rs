@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 
 /// API group of both resources.
 pub const GROUP: &str = "dxmacsec.io";
+/// Annotation on a DxConnection confirming that the router uses a new key: a new value
+/// lets outgoing keys go under `rotation.confirm: Manual`, and retries a rolled-back removal.
+pub const CONFIRM_REMOVAL_ANNOTATION: &str = "dxmacsec.io/confirm-removal";
 /// Finalizer the operator puts on both kinds.
 pub const FINALIZER: &str = "dxmacsec.io/finalizer";
 

@@ -118,5 +118,9 @@ pub fn desired(id: &str, mode: Option<EncryptionMode>, keys: Option<Vec<WantedKe
         require_encryption_up: true,
         policy: ManagementPolicy::Manage,
         conflict_with: None,
+        guard: Duration::ZERO,
+        manual_confirmation: false,
+        confirmation: None,
+        generation: None,
     }
 }

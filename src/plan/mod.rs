@@ -18,7 +18,7 @@ mod validate;
 
 use jiff::Timestamp;
 
-use crate::crd::{KeyStatus, ManagementPolicy};
+use crate::crd::{KeyStatus, ManagementPolicy, RemovedKey, RolledBack, RotationStatus};
 use crate::observed::{KeyState, ObservedResource};
 use rules::Step;
 
@@ -51,6 +51,8 @@ pub fn plan(
         message: String::new(),
         requeue: Requeue::Soon,
         keys,
+        rotation: RotationStatus::default(),
+        guarding: observed.is_some() && !rules::recent_removals(desired, prior, now).is_empty(),
     };
     match step {
         Step::Converged(message) => {
@@ -80,7 +82,70 @@ pub fn plan(
         }
         Step::Act(action, message) => act(&mut plan, desired, prior, action, message),
     }
+    if plan.guarding && plan.requeue == Requeue::Resync {
+        // The port is watched until the guard window ends.
+        plan.requeue = Requeue::Soon;
+    }
+    plan.rotation = next_rotation(desired, prior, &plan.actions, now);
     plan
+}
+
+/// The rotation's memory once `actions` are made: removals older than the guard window and
+/// a rollback that no longer holds are forgotten; an outgoing key removed now is watched; a
+/// key restored now is remembered as rolled back.
+fn next_rotation(
+    desired: &Desired,
+    prior: &PriorState,
+    actions: &[Action],
+    now: Timestamp,
+) -> RotationStatus {
+    let mut next = RotationStatus {
+        removed: rules::recent_removals(desired, prior, now)
+            .into_iter()
+            .cloned()
+            .collect(),
+        rolled_back: rules::rolled_back(desired, prior).cloned(),
+        confirmation_used: prior.rotation.confirmation_used.clone(),
+    };
+    let rotating = desired.keys.as_ref().is_some_and(|k| !k.is_empty());
+    for action in actions {
+        match action {
+            Action::Disassociate {
+                secret_arn,
+                ckn,
+                why: Removal::Unwanted,
+                ..
+            } if rotating => {
+                if !desired.guard.is_zero() {
+                    next.removed.push(RemovedKey {
+                        ckn: ckn.clone(),
+                        secret_arn: secret_arn.clone(),
+                        removed_at: now.to_string(),
+                    });
+                }
+                if desired.manual_confirmation {
+                    next.confirmation_used = desired.confirmation.clone();
+                }
+            }
+            Action::Restore { secret_arn, .. } => {
+                let (restored, kept) = std::mem::take(&mut next.removed)
+                    .into_iter()
+                    .partition(|r| &r.secret_arn == secret_arn);
+                next.removed = kept;
+                next.rolled_back
+                    .get_or_insert_with(|| RolledBack {
+                        keys: Vec::new(),
+                        at: now.to_string(),
+                        generation: desired.generation,
+                        confirmation: desired.confirmation.clone(),
+                    })
+                    .keys
+                    .extend::<Vec<RemovedKey>>(restored);
+            }
+            _ => {}
+        }
+    }
+    next
 }
 
 /// A step that calls AWS: done under Manage (told as drift when the previous pass had
@@ -91,6 +156,10 @@ fn act(plan: &mut Plan, desired: &Desired, prior: &PriorState, action: Action, m
         plan.message = format!("ObserveOnly: AWS differs from the spec; would {action}");
         plan.withheld.push(action);
         plan.requeue = Requeue::Resync;
+    } else if matches!(action, Action::Restore { .. }) {
+        plan.reason = Reason::RotationRolledBack;
+        plan.message = message;
+        plan.actions.push(action);
     } else if prior.converged {
         plan.reason = Reason::DriftDetected;
         plan.message = format!("AWS changed outside the operator; repairing: {message}");

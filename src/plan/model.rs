@@ -50,6 +50,15 @@ impl<'a> Dice<'a> {
     }
 }
 
+/// The CKN a fixture's managed secret ARN was made for.
+fn ckn_of_arn(arn: &str) -> String {
+    arn.rsplit('/')
+        .next()
+        .and_then(|s| s.split('-').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
 impl Model {
     pub fn new(resource: ObservedResource) -> Self {
         let mut m = Model {
@@ -84,29 +93,12 @@ impl Model {
             Action::Associate { ckn, with, .. } => {
                 let ckn = match (ckn, with) {
                     (Some(c), _) => c.as_str().to_string(),
-                    (None, Association::SecretArn(arn)) => arn
-                        .rsplit('/')
-                        .next()
-                        .and_then(|s| s.split('-').next())
-                        .unwrap_or_default()
-                        .to_string(),
+                    (None, Association::SecretArn(arn)) => ckn_of_arn(arn),
                     (None, Association::CknCak(c, _)) => c.as_str().to_string(),
                 };
-                if self.live().any(|k| k.ckn.as_deref() == Some(ckn.as_str())) {
-                    return Err(format!("CKN {ckn} associated twice"));
-                }
-                if self.live().count() >= KEYCHAIN_SIZE {
-                    return Err("keychain full".into());
-                }
-                self.associations.push(ckn.clone());
-                let c = ckn.chars().next().unwrap_or('0');
-                self.resource.keys.push(ObservedKey {
-                    secret_arn: Some(fixtures::managed_arn(c)),
-                    ckn: Some(ckn),
-                    state: Some("associating".into()),
-                    start_on: Some(now.to_string()),
-                });
+                self.associate(ckn, now)?;
             }
+            Action::Restore { secret_arn, .. } => self.associate(ckn_of_arn(secret_arn), now)?,
             Action::Disassociate { secret_arn, .. } => {
                 let key = self
                     .resource
@@ -127,6 +119,24 @@ impl Model {
             }
         }
         self.refresh_port();
+        Ok(())
+    }
+
+    fn associate(&mut self, ckn: String, now: Timestamp) -> Result<(), String> {
+        if self.live().any(|k| k.ckn.as_deref() == Some(ckn.as_str())) {
+            return Err(format!("CKN {ckn} associated twice"));
+        }
+        if self.live().count() >= KEYCHAIN_SIZE {
+            return Err("keychain full".into());
+        }
+        self.associations.push(ckn.clone());
+        let c = ckn.chars().next().unwrap_or('0');
+        self.resource.keys.push(ObservedKey {
+            secret_arn: Some(fixtures::managed_arn(c)),
+            ckn: Some(ckn),
+            state: Some("associating".into()),
+            start_on: Some(now.to_string()),
+        });
         Ok(())
     }
 

@@ -25,6 +25,8 @@ struct Case {
     wanted: Option<Vec<usize>>,
     mode: Option<EncryptionMode>,
     overlap_secs: u64,
+    /// The rotation guard window (0: off).
+    guard_secs: u64,
     require_up: bool,
     /// Pass at which the customer configures the wanted keys on the router.
     router_ready_at: usize,
@@ -62,7 +64,10 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         distinct(2, 0),
         proptest::option::weighted(0.85, distinct(3, 0)),
         mode_strategy(),
-        prop_oneof![Just(0u64), Just(60), Just(300)],
+        (
+            prop_oneof![Just(0u64), Just(60), Just(300)],
+            prop_oneof![Just(0u64), Just(300)],
+        ),
         any::<bool>(),
         0usize..30,
         30u64..120,
@@ -76,7 +81,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 router_start,
                 wanted,
                 mode,
-                overlap_secs,
+                (overlap_secs, guard_secs),
                 require_up,
                 router_ready_at,
                 step_secs,
@@ -89,6 +94,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 wanted,
                 mode,
                 overlap_secs,
+                guard_secs,
                 require_up,
                 router_ready_at,
                 step_secs,
@@ -127,6 +133,7 @@ fn setup(c: &Case) -> (Desired, Model) {
         }),
     );
     d.overlap = Duration::from_secs(c.overlap_secs);
+    d.guard = Duration::from_secs(c.guard_secs);
     d.require_encryption_up = c.require_up;
     (d, model)
 }
@@ -202,7 +209,7 @@ struct Run {
 /// Drives planner and model until converged or `MAX_PASSES`, checking the safety properties
 /// on every step.
 fn drive(c: &Case) -> Result<Run, TestCaseError> {
-    let (d, mut model) = setup(c);
+    let (mut d, mut model) = setup(c);
     let mut dice = Dice::new(&c.tape);
     let mut prior = PriorState::default();
     let mut now = t(0);
@@ -215,6 +222,10 @@ fn drive(c: &Case) -> Result<Run, TestCaseError> {
             model.refresh_port();
         }
         let p = plan(&d, Some(&model.resource), &prior, now);
+        if p.reason == Reason::RotationRolledBack && !p.synced && pass >= c.router_ready_at {
+            // The person the message asks for: the router has the keys now, they confirm.
+            d.confirmation = Some(format!("router fixed at pass {pass}"));
+        }
         let down = encrypted_ports_down(&d, &model.resource);
         prop_assert!(
             !p.ready || down.is_empty(),
@@ -269,7 +280,7 @@ fn drive(c: &Case) -> Result<Run, TestCaseError> {
         prior = if dice.rare(5) {
             PriorState::default()
         } else {
-            PriorState::from_key_status(&p.keys, p.ready)
+            PriorState::from_key_status(&p.keys, p.ready).with_rotation(Some(&p.rotation))
         };
         now = now
             .checked_add(jiff::SignedDuration::from_secs(c.step_secs as i64))

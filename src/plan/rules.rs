@@ -2,16 +2,18 @@
 //! takes, or `None` to hand on to the next; [`decide`] chains them. The names and the order
 //! are those of README "How a reconcile decides" and docs/design.md:
 //!
-//! 1. validate (validate.rs), 2. preconditions, 3. lower mode, 4. make, 5. raise,
-//! 6. break, 7. converged.
+//! Rule 1 is validate (validate.rs); then 2 preconditions and the guard (an outgoing key
+//! removed within the guard window comes back when the port goes Encryption Down), 3 lower
+//! mode, 4 make, 5 raise, 6 break, 7 converged.
 //!
 //! Every rule reads a [`Situation`]: the observed resource and the [`KeyPicture`], the keys
 //! on AWS set against the keys wanted.
 
 use jiff::Timestamp;
 
-use super::types::{Action, KEYCHAIN_SIZE, PriorState, Reason, Removal, Requeue, Target};
+use super::types::{Action, Desired, KEYCHAIN_SIZE, PriorState, Reason, Removal, Requeue, Target};
 use super::validate::{ValidKey, Validated};
+use crate::crd::{CONFIRM_REMOVAL_ANNOTATION, RemovedKey, RolledBack};
 use crate::crd::{EncryptionMode, ResourceType};
 use crate::observed::{KeyState, ObservedKey, ObservedResource, is_port_up};
 
@@ -103,7 +105,8 @@ pub(super) fn decide(
         Err(step) => return *step,
     };
     let s = situation(v, obs);
-    lower_mode(v, &s)
+    guard(v, &s, prior, now)
+        .or_else(|| lower_mode(v, &s))
         .or_else(|| make(&s))
         .or_else(|| raise(v, &s, prior))
         .or_else(|| break_old(v, &s, prior, now))
@@ -188,6 +191,91 @@ fn preconditions<'a>(
 
 /// Rule 3, lower mode: turning encryption off or down sets the mode first, so AWS never flips
 /// it itself and no key removal happens under must_encrypt.
+/// Outgoing keys removed less than the guard window ago, oldest first.
+pub(super) fn recent_removals<'a>(
+    desired: &Desired,
+    prior: &'a PriorState,
+    now: Timestamp,
+) -> Vec<&'a RemovedKey> {
+    let guard = jiff::SignedDuration::try_from(desired.guard).unwrap_or_default();
+    prior
+        .rotation
+        .removed
+        .iter()
+        .filter(|r| {
+            r.removed_at
+                .parse::<Timestamp>()
+                .is_ok_and(|at| now.duration_since(at) < guard)
+        })
+        .collect()
+}
+
+/// The removal rolled back for the spec and confirmation as they are now: while it holds,
+/// those keys are not removed again.
+pub(super) fn rolled_back<'a>(desired: &Desired, prior: &'a PriorState) -> Option<&'a RolledBack> {
+    prior
+        .rotation
+        .rolled_back
+        .as_ref()
+        .filter(|rb| rb.generation == desired.generation && rb.confirmation == desired.confirmation)
+}
+
+fn is_removed_key(k: &ObservedKey, r: &RemovedKey) -> bool {
+    k.secret_arn.as_deref() == Some(r.secret_arn.as_str())
+        || (r.ckn.is_some() && k.ckn_normalized() == r.ckn)
+}
+
+/// The guard: an outgoing key was removed within the guard window of a rotation, and now
+/// the port reports Encryption Down. The router does not use the new key; the removed one
+/// comes back at once (by its managed secret), before anything else is done.
+fn guard(v: &Validated<'_>, s: &Situation<'_>, prior: &PriorState, now: Timestamp) -> Option<Step> {
+    let encrypting = matches!(
+        s.observed_mode,
+        Some(EncryptionMode::ShouldEncrypt | EncryptionMode::MustEncrypt)
+    );
+    if v.wanted().is_empty() || !encrypting || s.obs.port_up() {
+        return None;
+    }
+    let down = port_down_text(s.obs);
+    for r in recent_removals(v.desired, prior, now) {
+        let name = r.ckn.as_deref().unwrap_or(&r.secret_arn);
+        match s.keys.live.iter().find(|k| is_removed_key(k, r)) {
+            Some(k) if k.state() == KeyState::Disassociating => {
+                return Some(Step::Wait(
+                    Reason::RotationRolledBack,
+                    format!(
+                        "{down} since key {name} was removed: it is associated again as soon as AWS has finished removing it"
+                    ),
+                    Requeue::Soon,
+                ));
+            }
+            Some(_) => {}
+            None if s.keys.live.len() >= KEYCHAIN_SIZE => {
+                return Some(Step::Blocked(
+                    Reason::RotationRolledBack,
+                    format!(
+                        "{down} since key {name} was removed, and the keychain is full so it cannot be associated again; configure a wanted key on the router"
+                    ),
+                ));
+            }
+            None => {
+                return Some(Step::Act(
+                    Action::Restore {
+                        target: s.target.clone(),
+                        secret_arn: r.secret_arn.clone(),
+                        ckn: r.ckn.clone(),
+                    },
+                    format!(
+                        "{down} since key {name} was removed at {}: associating it again, the router does not use the new key",
+                        r.removed_at
+                    ),
+                ));
+            }
+        }
+    }
+    None
+}
+
 fn lower_mode(v: &Validated<'_>, s: &Situation<'_>) -> Option<Step> {
     let mode @ (EncryptionMode::NoEncrypt | EncryptionMode::ShouldEncrypt) = v.mode()? else {
         return None;
@@ -374,14 +462,36 @@ fn break_old(
         return Some(Step::Wait(
             Reason::WaitingForEncryptionUp,
             format!(
-                "{}; old keys stay until the port reports Encryption Up with the new key: configure it on your router",
+                "{}; old keys stay until the port reports Encryption Up: configure the new key on your router",
                 port_down_text(s.obs)
             ),
             Requeue::Soon,
         ));
     }
+    if let Some(rb) = rolled_back(v.desired, prior)
+        && unwanted
+            .iter()
+            .any(|k| rb.keys.iter().any(|r| is_removed_key(k, r)))
+    {
+        return Some(Step::Blocked(
+            Reason::RotationRolledBack,
+            rolled_back_text(v, s.obs, rb),
+        ));
+    }
     if !wanted_none && let Some(wait) = overlap_wait(v, s, prior, now) {
         return Some(wait);
+    }
+    let confirmed = v.desired.confirmation.is_some()
+        && v.desired.confirmation != prior.rotation.confirmation_used;
+    if v.desired.manual_confirmation && !wanted_none && !confirmed {
+        return Some(Step::Wait(
+            Reason::WaitingForConfirmation,
+            format!(
+                "every wanted key is associated and the port reports Encryption Up (with some key: AWS does not say which); {} outgoing key(s) are removed once you confirm that the router uses a new key: annotate this DxConnection with {CONFIRM_REMOVAL_ANNOTATION}=<a new value>",
+                unwanted.len()
+            ),
+            Requeue::Resync,
+        ));
     }
     let removable = oldest_first(
         unwanted
@@ -394,6 +504,29 @@ fn break_old(
         Some(key) => disassociate(&s.target, key, Removal::Unwanted),
         None => still_disassociating(),
     })
+}
+
+fn rolled_back_text(v: &Validated<'_>, obs: &ObservedResource, rb: &RolledBack) -> String {
+    let removed: Vec<&str> = rb
+        .keys
+        .iter()
+        .map(|r| r.ckn.as_deref().unwrap_or(&r.secret_arn))
+        .collect();
+    let wanted: Vec<String> = v
+        .wanted()
+        .iter()
+        .map(|w| match &w.material.ckn {
+            Some(c) => format!("CKN {c} (MacSecKey {})", w.name),
+            None => format!("MacSecKey {}", w.name),
+        })
+        .collect();
+    format!(
+        "rotation rolled back at {}: {} reported Encryption Down after key {} was removed, so it was associated again; the router does not use {}. Configure it on the router, then annotate this DxConnection with {CONFIRM_REMOVAL_ANNOTATION}=<a new value> (or change the spec) to remove the old key again",
+        rb.at,
+        obs.id,
+        removed.join(", "),
+        wanted.join(" or ")
+    )
 }
 
 fn still_disassociating() -> Step {

@@ -676,3 +676,165 @@ fn removing_the_key_the_router_uses_ends_encryption_down() {
     assert_waits(&p, Reason::EncryptionDown);
     assert_ne!(p.reason, Reason::Converged);
 }
+
+/// Two keys on a must_encrypt connection that wants only `b`, the port as given.
+fn a_and_b(a: Option<&str>, up: bool) -> ObservedResource {
+    let mut keys = vec![key('b', "associated")];
+    if let Some(state) = a {
+        keys.insert(0, key('a', state));
+    }
+    connection("must_encrypt", up, keys)
+}
+
+/// The guard: the router never got key b. Once the outgoing key a is removed the port goes
+/// Encryption Down; a is associated again (by its managed secret) as soon as AWS has
+/// finished removing it, the rollback is reported and remembered, and a is not removed
+/// again until the confirmation annotation (or the spec) changes.
+#[test]
+fn a_removal_that_takes_the_port_down_is_rolled_back() {
+    let mut d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k-b", 'b')]));
+    d.overlap = Duration::ZERO;
+    d.guard = Duration::from_secs(300);
+    d.generation = Some(3);
+    let removal = run(&d, Some(&a_and_b(Some("associated"), true)), 0);
+    assert_removes(&removal, 'a');
+    assert!(removal.guarding || removal.rotation.removed.len() == 1);
+    assert_eq!(removal.rotation.removed[0].secret_arn, managed_arn('a'));
+    let memory = |p: &Plan| PriorState::default().with_rotation(Some(&p.rotation));
+
+    let p = plan(
+        &d,
+        Some(&a_and_b(Some("disassociating"), false)),
+        &memory(&removal),
+        t(5),
+    );
+    assert_waits(&p, Reason::RotationRolledBack);
+    assert!(p.guarding && p.requeue == Requeue::Soon);
+
+    let restore = plan(&d, Some(&a_and_b(None, false)), &memory(&removal), t(10));
+    assert_eq!(
+        restore.reason,
+        Reason::RotationRolledBack,
+        "{}",
+        restore.message
+    );
+    match only_action(&restore) {
+        Action::Restore { secret_arn, .. } => assert_eq!(secret_arn, &managed_arn('a')),
+        other => panic!("expected the restore of a, got {other}"),
+    }
+    assert!(restore.rotation.removed.is_empty());
+    let rb = restore.rotation.rolled_back.as_ref().unwrap();
+    assert_eq!((rb.keys.len(), rb.generation), (1, Some(3)));
+
+    // Back up on key a: not Ready, a person is needed, and a stays.
+    let held = plan(
+        &d,
+        Some(&a_and_b(Some("associated"), true)),
+        &memory(&restore),
+        t(400),
+    );
+    assert_waits(&held, Reason::RotationRolledBack);
+    assert!(!held.synced);
+    assert!(
+        held.message
+            .contains(&format!("does not use CKN {}", ckn('b'))),
+        "{}",
+        held.message
+    );
+    assert!(
+        held.message.contains("dxmacsec.io/confirm-removal"),
+        "{}",
+        held.message
+    );
+    assert!(
+        held.rotation.rolled_back.is_some(),
+        "remembered while it holds"
+    );
+
+    // The router is fixed and the person confirms: a goes again.
+    d.confirmation = Some("router has b".into());
+    let again = plan(
+        &d,
+        Some(&a_and_b(Some("associated"), true)),
+        &memory(&held),
+        t(410),
+    );
+    assert_removes(&again, 'a');
+    assert!(again.rotation.rolled_back.is_none());
+
+    // A spec change works as well.
+    d.confirmation = None;
+    d.generation = Some(4);
+    assert_removes(
+        &plan(
+            &d,
+            Some(&a_and_b(Some("associated"), true)),
+            &memory(&held),
+            t(410),
+        ),
+        'a',
+    );
+}
+
+/// Past the guard window a port that goes down is only reported (EncryptionDown); turning
+/// encryption off (no wanted key) is no rotation, so nothing is watched; with the guard off
+/// nothing is remembered.
+#[test]
+fn the_guard_watches_only_a_rotation_within_its_window() {
+    let mut d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k-b", 'b')]));
+    d.overlap = Duration::ZERO;
+    d.guard = Duration::from_secs(300);
+    let removal = run(&d, Some(&a_and_b(Some("associated"), true)), 0);
+    let prior = PriorState::default().with_rotation(Some(&removal.rotation));
+    let late = plan(&d, Some(&a_and_b(None, false)), &prior, t(300));
+    assert_waits(&late, Reason::EncryptionDown);
+    assert!(late.rotation.removed.is_empty() && !late.guarding);
+
+    let off = desired(CON, Some(ShouldEncrypt), Some(vec![]));
+    let p = run(
+        &off,
+        Some(&connection(
+            "should_encrypt",
+            true,
+            vec![key('a', "associated")],
+        )),
+        0,
+    );
+    assert_removes(&p, 'a');
+    assert!(p.rotation.is_empty());
+
+    d.guard = Duration::ZERO;
+    assert!(
+        run(&d, Some(&a_and_b(Some("associated"), true)), 0)
+            .rotation
+            .is_empty()
+    );
+}
+
+/// `rotation.confirm: Manual`: outgoing keys wait for a confirmation value not used before.
+#[test]
+fn manual_confirmation_removes_outgoing_keys_once_per_value() {
+    let mut d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k-b", 'b')]));
+    d.overlap = Duration::ZERO;
+    d.manual_confirmation = true;
+    let o = a_and_b(Some("associated"), true);
+    let p = run(&d, Some(&o), 0);
+    assert_waits(&p, Reason::WaitingForConfirmation);
+    assert!(
+        p.synced && p.message.contains("dxmacsec.io/confirm-removal"),
+        "{}",
+        p.message
+    );
+
+    d.confirmation = Some("1".into());
+    let p = run(&d, Some(&o), 0);
+    assert_removes(&p, 'a');
+    assert_eq!(p.rotation.confirmation_used.as_deref(), Some("1"));
+    let used = PriorState::default().with_rotation(Some(&p.rotation));
+    assert_waits(
+        &plan(&d, Some(&o), &used, t(1)),
+        Reason::WaitingForConfirmation,
+    );
+    d.confirmation = Some("2".into());
+    assert_removes(&plan(&d, Some(&o), &used, t(1)), 'a');
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::crd::{EncryptionMode, KeyStatus, ManagementPolicy, ResourceType};
+use crate::crd::{EncryptionMode, KeyStatus, ManagementPolicy, ResourceType, RotationStatus};
 use crate::keys::{Cak, Ckn};
 use crate::observed::{KeyState, ObservedKey, ObservedResource};
 
@@ -29,6 +29,14 @@ pub struct Desired {
     pub policy: ManagementPolicy,
     /// Set when an older DxConnection names the same AWS resource: its namespace/name.
     pub conflict_with: Option<String>,
+    /// How long the port is watched after an outgoing key is removed; zero: not watched.
+    pub guard: Duration,
+    /// Outgoing keys go only once `confirmation` holds a value not used before.
+    pub manual_confirmation: bool,
+    /// The value of the `dxmacsec.io/confirm-removal` annotation.
+    pub confirmation: Option<String>,
+    /// The spec's `metadata.generation` (none for the CLI's files).
+    pub generation: Option<i64>,
 }
 
 impl Desired {
@@ -76,6 +84,10 @@ impl Desired {
             require_encryption_up: false,
             policy: ManagementPolicy::Manage,
             conflict_with: None,
+            guard: Duration::ZERO,
+            manual_confirmation: false,
+            confirmation: None,
+            generation: None,
         }
     }
 }
@@ -157,6 +169,8 @@ pub struct PriorState {
     /// The previous pass found the resource converged at the current spec generation, so
     /// any difference now was made outside the operator.
     pub converged: bool,
+    /// Outgoing keys removed, a removal rolled back, the last confirmation used.
+    pub rotation: RotationStatus,
 }
 
 impl PriorState {
@@ -177,7 +191,14 @@ impl PriorState {
         PriorState {
             associated_since,
             converged,
+            rotation: RotationStatus::default(),
         }
+    }
+
+    /// The same, with the rotation's memory.
+    pub fn with_rotation(mut self, rotation: Option<&RotationStatus>) -> Self {
+        self.rotation = rotation.cloned().unwrap_or_default();
+        self
     }
 }
 
@@ -238,6 +259,13 @@ pub enum Action {
         target: Target,
         mode: EncryptionMode,
     },
+    /// AssociateMacSecKey of an outgoing key removed within the guard window, by its managed
+    /// secret: the port went Encryption Down without it.
+    Restore {
+        target: Target,
+        secret_arn: String,
+        ckn: Option<String>,
+    },
 }
 
 impl Action {
@@ -245,14 +273,15 @@ impl Action {
         match self {
             Action::Associate { target, .. }
             | Action::Disassociate { target, .. }
-            | Action::SetMode { target, .. } => target,
+            | Action::SetMode { target, .. }
+            | Action::Restore { target, .. } => target,
         }
     }
 
     /// The AWS operation this action calls.
     pub fn operation(&self) -> &'static str {
         match self {
-            Action::Associate { .. } => "AssociateMacSecKey",
+            Action::Associate { .. } | Action::Restore { .. } => "AssociateMacSecKey",
             Action::Disassociate { .. } => "DisassociateMacSecKey",
             Action::SetMode { target, .. } => target.update_operation(),
         }
@@ -312,6 +341,17 @@ impl fmt::Display for Action {
                 self.operation(),
                 target.id
             ),
+            Action::Restore {
+                target,
+                secret_arn,
+                ckn,
+            } => write!(
+                f,
+                "{}: associate removed key {} with {} again by managed secret {secret_arn} (the port went Encryption Down without it)",
+                self.operation(),
+                ckn.as_deref().unwrap_or(secret_arn),
+                target.id
+            ),
         }
     }
 }
@@ -339,6 +379,11 @@ pub enum Reason {
     /// The operator's AWS identity may not make a call (IAM).
     AccessDenied,
     Throttled,
+    /// A removed outgoing key was associated again because the port went Encryption Down:
+    /// the router does not use the new key. Removal waits for a person.
+    RotationRolledBack,
+    /// `rotation.confirm: Manual`: outgoing keys wait for the confirmation annotation.
+    WaitingForConfirmation,
     /// No DxAccess grants the DxConnection's namespace the role, region or connection it
     /// names; nothing was sent to AWS.
     Forbidden,
@@ -346,7 +391,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tests that must cover them all.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 19] = [
         Reason::Converged,
         Reason::Progressing,
         Reason::WaitingForEncryptionUp,
@@ -363,6 +408,8 @@ impl Reason {
         Reason::AwsCredentials,
         Reason::AccessDenied,
         Reason::Throttled,
+        Reason::RotationRolledBack,
+        Reason::WaitingForConfirmation,
         Reason::Forbidden,
     ];
 
@@ -384,6 +431,8 @@ impl Reason {
             Reason::AwsCredentials => "AwsCredentials",
             Reason::AccessDenied => "AccessDenied",
             Reason::Throttled => "Throttled",
+            Reason::RotationRolledBack => "RotationRolledBack",
+            Reason::WaitingForConfirmation => "WaitingForConfirmation",
             Reason::Forbidden => "Forbidden",
         }
     }
@@ -422,6 +471,10 @@ pub struct Plan {
     pub requeue: Requeue,
     /// Every key AWS reports, labelled with the MacSecKey it belongs to.
     pub keys: Vec<KeyStatus>,
+    /// The rotation's memory to keep once `actions` are made.
+    pub rotation: RotationStatus,
+    /// Within a guard window: the port must be read again soon even when Ready.
+    pub guarding: bool,
 }
 
 impl Plan {
