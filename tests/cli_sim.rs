@@ -263,12 +263,13 @@ async fn enables_macsec_on_a_connection_and_a_lag() {
     );
 }
 
-/// Rotation: the new key is associated first and the old one is removed only after the
-/// overlap has passed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_keeps_the_old_key_for_the_overlap() {
+/// dxcon-c1 must_encrypt on key A with `router` CKNs on the router, and manifests that rotate
+/// it to key B with `rotation`.
+async fn rotation_to_b(router: &[&str], rotation: &str) -> (Sim, PathBuf) {
+    let router: Vec<String> = router.iter().map(|c| format!("\"{c}\"")).collect();
     let sim = sim(&format!(
-        "delays: {{ associateMs: 300, disassociateMs: 300 }}\nconnections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}], router: [\"{CKN_A}\", \"{CKN_B}\"] }}\n"
+        "delays: {{ associateMs: 300, disassociateMs: 300 }}\nconnections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}], router: [{}] }}\n",
+        router.join(", ")
     ))
     .await;
     let f = write(&format!(
@@ -279,9 +280,17 @@ async fn rotation_keeps_the_old_key_for_the_overlap() {
             "dxcon-c1",
             "must_encrypt",
             &["k-b"],
-            ", rotation: {overlapSeconds: 3}"
+            &format!(", rotation: {rotation}")
         )
     ));
+    (sim, f)
+}
+
+/// Rotation: the new key is associated first and the old one is removed only after the
+/// overlap has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_keeps_the_old_key_for_the_overlap() {
+    let (sim, f) = rotation_to_b(&[CKN_A, CKN_B], "{overlapSeconds: 3}").await;
     let run = apply(&sim, &f, "60s").await;
     assert_eq!(run.code, 0, "{}", run.all());
     assert_no_cak(&run);
@@ -694,7 +703,8 @@ async fn must_encrypt_left_encryption_down_is_not_converged() {
                 "dxcon-fgq1a2b3",
                 "must_encrypt",
                 names,
-                ", rotation: {overlapSeconds: 0}"
+                // The guard off: the link is left down, and that must not read Converged.
+                ", rotation: {overlapSeconds: 0, guardSeconds: 0}"
             )
         ))
     };
@@ -735,7 +745,7 @@ async fn must_encrypt_left_encryption_down_is_not_converged() {
     let c = connection(&state, "dxcon-fgq1a2b3");
     assert_eq!(c["encryptionMode"], "must_encrypt");
     assert_eq!(c["portEncryptionStatus"], "Encryption Down");
-    // The spec asked for it (no overlap, a router without B), and dx-sim counts it.
+    // The spec asked for it (no overlap, no guard, a router without B), and dx-sim counts it.
     let down = sim.shared.outages()["ports"]["dxcon-fgq1a2b3"]["downSeconds"]
         .as_f64()
         .unwrap();
@@ -1008,4 +1018,44 @@ async fn a_namespace_reaches_only_what_a_dxaccess_grants_it() {
     }
     assert_eq!(lag(&state, "dxlag-l1")["encryptionMode"], "no_encrypt");
     assert_eq!(mode_of(&state, "dxcon-c1"), "must_encrypt");
+}
+
+/// The router never got the new key: rotating from A to B, the old key A goes once B is
+/// associated and the port is up (on A), the port goes Encryption Down, and the guard puts A
+/// back at once by its managed secret (the CAK is not sent again). apply ends with
+/// `RotationRolledBack` naming the key to configure; the link was down only for the guard's
+/// reaction (dx-sim's outage accounting), not until someone noticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_the_router_did_not_follow_is_rolled_back() {
+    let (sim, f) = rotation_to_b(&[CKN_A], "{overlapSeconds: 0, guardSeconds: 60}").await;
+    let run = apply_json(&sim, &f, "30s").await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert_no_cak(&run);
+    let reports: Value = serde_json::from_str(&run.stdout).unwrap();
+    let report = &reports[0];
+    assert_eq!(report["reason"], "RotationRolledBack", "{report}");
+    let message = report["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("does not use CKN {CKN_B} (MacSecKey k-b)"))
+            && message.contains("dxmacsec.io/confirm-removal"),
+        "{message}"
+    );
+    let state = sim.shared.state();
+    let mut ckns = key_ckns(&state, "dxcon-c1");
+    ckns.sort();
+    assert_eq!(ckns, [CKN_A, CKN_B]);
+    assert_eq!(mode_of(&state, "dxcon-c1"), "must_encrypt");
+    let calls = sim.shared.calls();
+    assert_eq!(
+        ok_calls(&calls, "DisassociateMacSecKey").len(),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(ok_calls(&calls, "AssociateMacSecKey").len(), 2, "{calls:?}");
+    let outages = sim.shared.outages();
+    let down = outages["downSeconds"].as_f64().unwrap();
+    assert!(
+        down > 0.0 && down < 5.0,
+        "down for {down} s: the guard should have reacted within a few passes: {outages}"
+    );
 }

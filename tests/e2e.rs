@@ -50,6 +50,10 @@ fn seed() -> String {
     s += &conn("dxcon-leader02", "");
     s += &conn("dxcon-cakchg01", "");
     s += &conn("dxcon-prod0001", "");
+    // A router that holds key A only, with A associated: the rotation to B is rolled back.
+    s += &format!(
+        "  - {{ id: dxcon-guard001, macSecCapable: true, router: [\"{CKN_A}\"]{with_a} }}\n"
+    );
     s += &conn("dxcon-lab00001", "");
     // A router that holds key A only.
     s += &format!("  - {{ id: dxcon-down0001, macSecCapable: true, router: [\"{CKN_A}\"] }}\n");
@@ -276,6 +280,7 @@ async fn end_to_end() {
     drift_is_repaired_at_resync(&e).await;
     a_cak_changed_under_its_ckn_is_refused(&e).await;
     a_namespace_reaches_only_what_a_dxaccess_grants_it(&e).await;
+    a_rotation_the_router_did_not_follow_is_rolled_back(&e).await;
     crash_mid_rotation_converges_with_one_association(&mut e).await;
     two_replicas_act_one_at_a_time(&mut e).await;
     gitops_tools_judge_live_objects().await;
@@ -446,8 +451,8 @@ async fn ready_condition(e: &E2e, ns: &str, name: &str) -> Option<(String, Strin
         .then(|| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-/// The router holds key A only; keys [A], then [A, B], then [B] with no overlap: once A is
-/// gone the must_encrypt link is down, and the DxConnection says so (Ready=False,
+/// The router holds key A only; keys [A], then [A, B], then [B] with no overlap and the
+/// guard off: once A is gone the must_encrypt link is down, and the DxConnection says so (Ready=False,
 /// EncryptionDown, a Warning event) instead of Converged; kubectl wait does not pass. When
 /// the router gets key B, it is Ready again without a spec change.
 async fn encryption_down_is_not_ready(e: &E2e) {
@@ -459,7 +464,7 @@ async fn encryption_down_is_not_ready(e: &E2e) {
             "dxcon-down0001",
             "must_encrypt",
             keys,
-            ", rotation: {overlapSeconds: 0}",
+            ", rotation: {overlapSeconds: 0, guardSeconds: 0}",
         )
     };
     let ready_now = |want: &'static str| async move {
@@ -1033,6 +1038,86 @@ async fn a_namespace_reaches_only_what_a_dxaccess_grants_it(e: &E2e) {
         .await;
         assert_eq!(out.trim(), allowed, "dev may {verb} {resource}?");
     }
+}
+
+/// The router holds key A only and the spec rotates to B: once A is removed the port goes
+/// Encryption Down, the guard associates A again, and the DxConnection says
+/// RotationRolledBack (not Ready) with the key to configure; the link was down only for the
+/// guard's reaction. With B on the router and the confirmation annotation set, A goes and
+/// the DxConnection is Ready.
+async fn a_rotation_the_router_did_not_follow_is_rolled_back(e: &E2e) {
+    namespace("guard").await;
+    apply(
+        "guard",
+        &format!(
+            "{}{}",
+            keys_a_and_b(),
+            dxc_manifest(
+                "x",
+                "dxcon-guard001",
+                "must_encrypt",
+                &["k-b"],
+                ", rotation: {overlapSeconds: 0, guardSeconds: 60}"
+            )
+        ),
+    )
+    .await;
+    wait_for("RotationRolledBack", Duration::from_secs(60), || async {
+        ready_condition(e, "guard", "x")
+            .await
+            .is_some_and(|(_, reason, _)| reason == "RotationRolledBack")
+    })
+    .await;
+    wait_for(
+        "a Stalled rollback with A back",
+        Duration::from_secs(30),
+        || async {
+            let dxcs: Api<DxConnection> = Api::namespaced(e.admin.clone(), "guard");
+            let d = dxcs.get("x").await.unwrap();
+            d.condition("Stalled").is_some_and(|c| c.status == "True")
+                && key_ckns(&e.sim.shared.state(), "dxcon-guard001").len() == 2
+        },
+    )
+    .await;
+    let (status, _, message) = ready_condition(e, "guard", "x").await.unwrap();
+    assert_eq!(status, "False");
+    assert!(
+        message.contains(&format!("does not use CKN {CKN_B}")),
+        "{message}"
+    );
+    assert!(events_of("guard", "x").await.contains("RotationRolledBack"));
+    let down = e.sim.shared.outages()["ports"]["dxcon-guard001"]["downSeconds"]
+        .as_f64()
+        .unwrap();
+    assert!(down > 0.0 && down < 15.0, "down for {down} s");
+
+    e.sim
+        .shared
+        .set_router("dxcon-guard001", &[CKN_A.to_string(), CKN_B.to_string()])
+        .unwrap();
+    let (ok, _, err) = kubectl(
+        &[
+            "annotate",
+            "-n",
+            "guard",
+            "dxc",
+            "x",
+            "--overwrite",
+            "dxmacsec.io/confirm-removal=router-has-b",
+        ],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    wait_for("A removed again", Duration::from_secs(60), || async {
+        key_ckns(&e.sim.shared.state(), "dxcon-guard001") == [CKN_B]
+    })
+    .await;
+    wait_ready("guard", "x").await;
+    let after = e.sim.shared.outages()["ports"]["dxcon-guard001"]["downSeconds"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(after, down, "no further outage once the router had B");
 }
 
 /// The operator killed right after associating the new key of a rotation, and started
