@@ -38,7 +38,8 @@ pub struct CallRecord {
     pub operation: String,
     /// The access key ID from the SigV4 `Authorization` header.
     pub caller: String,
-    /// `connectionId`, `lagId` or `SecretId` of the request, when it has one.
+    /// `connectionId`, `lagId` or `SecretId` of the request (the ID in `resourceArn` for
+    /// tagging), when it has one.
     pub target: Option<String>,
     /// `ok` or the error code returned.
     pub outcome: String,
@@ -204,6 +205,9 @@ impl Inner {
             ("OvertureService", "CreateConnection") => acc.create_connection(req),
             ("OvertureService", "CreateLag") => acc.create_lag(req),
             ("OvertureService", "DeleteConnection") => acc.delete_connection(req),
+            ("OvertureService", "TagResource") => acc.tag_resource(req),
+            ("OvertureService", "UntagResource") => acc.untag_resource(req),
+            ("OvertureService", "DescribeTags") => acc.describe_tags(req),
             ("secretsmanager", "CreateSecret") => secrets::create_secret(acc, req),
             ("secretsmanager", "GetSecretValue") => secrets::get_secret_value(acc, req),
             ("secretsmanager", "DescribeSecret") => secrets::describe_secret(acc, req),
@@ -382,7 +386,12 @@ async fn aws_call(State(sim): State<Shared>, headers: HeaderMap, body: Bytes) ->
     };
     let target = ["connectionId", "lagId", "SecretId", "Name"]
         .iter()
-        .find_map(|f| req.get(*f).and_then(Value::as_str).map(str::to_string));
+        .find_map(|f| req.get(*f).and_then(Value::as_str).map(str::to_string))
+        .or_else(|| {
+            // TagResource and UntagResource name a connection or LAG by its ARN.
+            let arn = req.get("resourceArn").and_then(Value::as_str)?;
+            arn.rsplit('/').next().map(str::to_string)
+        });
     let (pre_error, latency) = sim.lock().pre_call(&operation);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;

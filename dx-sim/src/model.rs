@@ -116,6 +116,8 @@ pub struct Account {
     pub routers: BTreeMap<String, BTreeSet<String>>,
     /// Port (connection ID) → its down and clear-text time so far.
     pub outages: BTreeMap<String, Outage>,
+    /// Connection or LAG ID → its tags.
+    pub tags: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// What a port's traffic is doing, as far as MACsec decides it.
@@ -196,12 +198,16 @@ impl Account {
                 .collect(),
             routers: BTreeMap::new(),
             outages: BTreeMap::new(),
+            tags: BTreeMap::new(),
         };
         for c in &seed.connections {
             if !(c.id.starts_with("dxcon-")) {
                 return Err(format!("seed connection {}: IDs start with dxcon-", c.id));
             }
             let keys = acc.seed_keys(&c.keys, &c.id)?;
+            if !c.tags.is_empty() {
+                acc.tags.insert(c.id.clone(), c.tags.clone());
+            }
             acc.connections.insert(
                 c.id.clone(),
                 Connection {
@@ -242,6 +248,9 @@ impl Account {
                 conn.keys.clear();
             }
             let keys = acc.seed_keys(&l.keys, &l.id)?;
+            if !l.tags.is_empty() {
+                acc.tags.insert(l.id.clone(), l.tags.clone());
+            }
             acc.lags.insert(
                 l.id.clone(),
                 Lag {
@@ -531,7 +540,7 @@ impl Account {
             "awsLogicalDeviceId": format!("{}-1a2b3c4d", c.location),
             "jumboFrameCapable": true,
             "hasLogicalRedundancy": "unknown",
-            "tags": [],
+            "tags": self.tags_json(&c.id),
             "macSecCapable": c.mac_sec_capable,
         });
         let obj = v.as_object_mut().expect("a JSON object");
@@ -570,7 +579,7 @@ impl Account {
             "allowsHostedConnections": false,
             "jumboFrameCapable": true,
             "hasLogicalRedundancy": "unknown",
-            "tags": [],
+            "tags": self.tags_json(&l.id),
             "macSecCapable": l.mac_sec_capable,
         });
         if l.mac_sec_capable {
@@ -611,6 +620,98 @@ impl Account {
         } else {
             Value::Null
         }
+    }
+
+    fn tags_json(&self, id: &str) -> Value {
+        Value::Array(
+            self.tags
+                .get(id)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| json!({"key": k, "value": v}))
+                .collect(),
+        )
+    }
+
+    /// The connection or LAG ID an ARN names, if it is one of this account and region.
+    fn resource_of_arn(&self, arn: &str) -> Result<String, AwsError> {
+        let prefix = format!("arn:aws:directconnect:{}:{}:", self.region, self.account);
+        let id = arn
+            .strip_prefix(&prefix)
+            .and_then(|rest| {
+                rest.strip_prefix("dxcon/")
+                    .or_else(|| rest.strip_prefix("dxlag/"))
+            })
+            .ok_or_else(|| client(format!("Invalid resource ARN {arn}")))?;
+        if self.connections.contains_key(id) || self.lags.contains_key(id) {
+            Ok(id.to_string())
+        } else {
+            Err(client(format!("Resource {arn} does not exist")))
+        }
+    }
+
+    /// TagResource: adds or replaces tags (at most 50 per resource; keys not `aws:`).
+    pub fn tag_resource(&mut self, req: &Value) -> OpResult {
+        let id = self.resource_of_arn(required(req, "resourceArn")?)?;
+        let new: Vec<(String, String)> = req
+            .get("tags")
+            .and_then(Value::as_array)
+            .ok_or_else(|| client("tags is required"))?
+            .iter()
+            .map(|t| {
+                let key = t.get("key").and_then(Value::as_str).unwrap_or_default();
+                let value = t.get("value").and_then(Value::as_str).unwrap_or_default();
+                if key.is_empty() || key.len() > 128 || key.starts_with("aws:") || value.len() > 256
+                {
+                    return Err(client(format!("Invalid tag key or value: {key}")));
+                }
+                Ok((key.to_string(), value.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        let tags = self.tags.entry(id).or_default();
+        tags.extend(new);
+        if tags.len() > 50 {
+            return Err(client("A resource can have at most 50 tags"));
+        }
+        Ok(json!({}))
+    }
+
+    /// UntagResource: removes the tags with these keys (absent keys are no error).
+    pub fn untag_resource(&mut self, req: &Value) -> OpResult {
+        let id = self.resource_of_arn(required(req, "resourceArn")?)?;
+        let keys: Vec<&str> = req
+            .get("tagKeys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| client("tagKeys is required"))?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        if let Some(tags) = self.tags.get_mut(&id) {
+            tags.retain(|k, _| !keys.contains(&k.as_str()));
+        }
+        Ok(json!({}))
+    }
+
+    /// DescribeTags: the tags of up to 20 resources.
+    pub fn describe_tags(&self, req: &Value) -> OpResult {
+        let arns: Vec<&str> = req
+            .get("resourceArns")
+            .and_then(Value::as_array)
+            .ok_or_else(|| client("resourceArns is required"))?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        if arns.len() > 20 {
+            return Err(client("At most 20 resourceArns per call"));
+        }
+        let out: Vec<Value> = arns
+            .iter()
+            .map(|arn| {
+                let id = self.resource_of_arn(arn)?;
+                Ok(json!({"resourceArn": arn, "tags": self.tags_json(&id)}))
+            })
+            .collect::<Result<_, AwsError>>()?;
+        Ok(json!({"resourceTags": out}))
     }
 
     pub fn describe_connections(&self, req: &Value) -> OpResult {

@@ -91,6 +91,9 @@ pub struct SeedConnection {
     /// CKNs configured on the customer router at the other end of this port.
     #[serde(default)]
     pub router: Vec<String>,
+    /// Tags on the connection.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +117,9 @@ pub struct SeedLag {
     pub members: Vec<String>,
     #[serde(default)]
     pub keys: Vec<SeedKey>,
+    /// Tags on the LAG.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -795,3 +795,111 @@ async fn example_seed_loads() {
     let lags = c.describe_lags().send().await.unwrap();
     assert_eq!(lags.lags()[0].connections().len(), 2);
 }
+
+/// TagResource, UntagResource and DescribeTags on connection and LAG ARNs: tags show in the
+/// Describe answers, seeded tags too, the call log names the resource, and a foreign or
+/// unknown ARN and an `aws:` key are refused as AWS does.
+#[tokio::test]
+async fn tags_on_connections_and_lags() {
+    let sim = start(
+        "connections:\n  - { id: dxcon-tag00001, macSecCapable: true, tags: {team: net} }\n  - { id: dxcon-m0000001, bandwidth: 100Gbps, macSecCapable: true }\nlags:\n  - { id: dxlag-tag00001, bandwidth: 100Gbps, macSecCapable: true, members: [dxcon-m0000001] }\n",
+    )
+    .await;
+    let c = dx(&sim).await;
+    let arn = |id: &str| {
+        let kind = &id[..5];
+        format!("arn:aws:directconnect:us-east-1:123456789012:{kind}/{id}")
+    };
+    let tag = |k: &str, v: &str| dc::types::Tag::builder().key(k).value(v).build().unwrap();
+    for id in ["dxcon-tag00001", "dxlag-tag00001"] {
+        c.tag_resource()
+            .resource_arn(arn(id))
+            .tags(tag("dxmacsec.io/owner", "a/b/c"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let conn = c
+        .describe_connections()
+        .connection_id("dxcon-tag00001")
+        .send()
+        .await
+        .unwrap();
+    let tags: Vec<(String, String)> = conn.connections()[0]
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            ("dxmacsec.io/owner".to_string(), "a/b/c".to_string()),
+            ("team".to_string(), "net".to_string())
+        ]
+    );
+    assert_eq!(conn.connections()[0].owner_account(), Some("123456789012"));
+    let lags = c
+        .describe_lags()
+        .lag_id("dxlag-tag00001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lags.lags()[0].tags().len(), 1);
+
+    c.untag_resource()
+        .resource_arn(arn("dxcon-tag00001"))
+        .tag_keys("dxmacsec.io/owner")
+        .send()
+        .await
+        .unwrap();
+    let described = c
+        .describe_tags()
+        .resource_arns(arn("dxcon-tag00001"))
+        .resource_arns(arn("dxlag-tag00001"))
+        .send()
+        .await
+        .unwrap();
+    let counts: Vec<usize> = described
+        .resource_tags()
+        .iter()
+        .map(|r| r.tags().len())
+        .collect();
+    assert_eq!(counts, [1, 1]);
+    let log = sim.shared.calls();
+    assert!(
+        log.iter().any(
+            |r| r.operation == "UntagResource" && r.target.as_deref() == Some("dxcon-tag00001")
+        )
+    );
+
+    let (code, message) = err_of(
+        c.tag_resource()
+            .resource_arn("arn:aws:directconnect:us-east-1:999999999999:dxcon/dxcon-tag00001")
+            .tags(tag("k", "v"))
+            .send()
+            .await,
+    );
+    assert_eq!(code, "DirectConnectClientException");
+    assert!(message.contains("Invalid resource ARN"), "{message}");
+    let (_, message) = err_of(
+        c.tag_resource()
+            .resource_arn(arn("dxcon-nothere1"))
+            .tags(tag("k", "v"))
+            .send()
+            .await,
+    );
+    assert!(message.contains("does not exist"), "{message}");
+    let (_, message) = err_of(
+        c.tag_resource()
+            .resource_arn(arn("dxcon-tag00001"))
+            .tags(tag("aws:reserved", "v"))
+            .send()
+            .await,
+    );
+    assert!(message.contains("Invalid tag key"), "{message}");
+}
