@@ -9,6 +9,15 @@ use crate::crd::{CONFIRM_REMOVAL_ANNOTATION, DxConnection, MacSecKey, RemovalCon
 use crate::material::{self, SecretReader};
 use crate::plan::{Desired, KeyProblem, WantedKey};
 
+/// The `dxmacsec.io/owner` tag value of `dxc` in cluster `cluster`.
+pub fn owner_tag(cluster: &str, dxc: &DxConnection) -> String {
+    format!(
+        "{cluster}/{}/{}",
+        dxc.metadata.namespace.as_deref().unwrap_or("default"),
+        dxc.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
 /// Everything but key material and conflicts, which `desired` adds.
 fn base(dxc: &DxConnection) -> Desired {
     Desired {
@@ -28,6 +37,8 @@ fn base(dxc: &DxConnection) -> Desired {
             .and_then(|a| a.get(CONFIRM_REMOVAL_ANNOTATION))
             .cloned(),
         generation: dxc.metadata.generation,
+        owner: None,
+        adopt: dxc.spec.adopt,
     }
 }
 

@@ -242,6 +242,9 @@ impl Engine {
                         api.disassociate(target, secret_arn).await
                     }
                     Action::SetMode { mode, .. } => api.set_mode(target, *mode).await,
+                    Action::Claim { arn, owner, .. } => {
+                        api.tag_resource(arn, crate::crd::OWNER_TAG, owner).await
+                    }
                     Action::Restore { secret_arn, .. } => {
                         api.associate(target, &Association::SecretArn(secret_arn.clone()))
                             .await

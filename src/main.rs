@@ -46,6 +46,11 @@ struct AwsArgs {
     /// Timeout of one AWS call, retries included (for example 30s).
     #[arg(long, default_value = "30s", value_parser = parse_duration, env = "DXM_AWS_TIMEOUT")]
     aws_timeout: Duration,
+    /// The cluster's name in the dxmacsec.io/owner tag written on every connection and LAG
+    /// managed (`<cluster>/<namespace>/<name>`). Default: `run` uses the kube-system
+    /// namespace's UID, `plan`/`apply` use `cli`.
+    #[arg(long, env = "DXM_CLUSTER_NAME")]
+    cluster_name: Option<String>,
 }
 
 /// When the controller looks again.
@@ -236,6 +241,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let namespace = leader
         .lease_namespace
         .unwrap_or_else(|| client.default_namespace().to_string());
+    let cluster_name = match args.aws.cluster_name.clone() {
+        Some(name) => name,
+        None => controller::cluster_uid(&client).await?,
+    };
     let opts = RunOptions {
         settings: Settings {
             default_region: region,
@@ -245,6 +254,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             default_access_namespaces: dx_macsec_operator::access::Namespaces::parse(
                 &args.default_access_namespaces,
             ),
+            cluster_name,
         },
         http_addr: args.http_addr,
         lease: leader.leader_election.then(|| LeaseConfig {
@@ -288,7 +298,8 @@ async fn main() {
         }
         Command::Plan { files, output, aws } => {
             let (provider, region) = provider(&aws).await;
-            cli::plan(&files, output, provider, region.as_deref()).await
+            let cluster = aws.cluster_name.as_deref().unwrap_or(cli::CLUSTER);
+            cli::plan(&files, output, provider, region.as_deref(), cluster).await
         }
         Command::Apply {
             files,
@@ -298,6 +309,7 @@ async fn main() {
             aws,
         } => {
             let (provider, region) = provider(&aws).await;
+            let cluster = aws.cluster_name.as_deref().unwrap_or(cli::CLUSTER);
             cli::apply(
                 &files,
                 output,
@@ -305,6 +317,7 @@ async fn main() {
                 interval,
                 provider,
                 region.as_deref(),
+                cluster,
             )
             .await
         }

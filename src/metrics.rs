@@ -523,6 +523,8 @@ mod tests {
             lag_id: None,
             keys: vec![],
             members: vec![],
+            arn: None,
+            tags: Default::default(),
         }
     }
 

@@ -5,6 +5,8 @@
 //! value AWS has never documented (encryptionMode `unknown`, a new state) can never make the
 //! operator fail; it simply matches nothing.
 
+use std::collections::BTreeMap;
+
 use crate::crd::{EncryptionMode, ResourceType};
 
 /// The AWS spelling of the connection state in which changes are accepted.
@@ -28,6 +30,10 @@ pub struct ObservedResource {
     pub keys: Vec<ObservedKey>,
     /// For a LAG: its member connections.
     pub members: Vec<ObservedMember>,
+    /// Its ARN, from the answer's `ownerAccount` and `region` (for tagging).
+    pub arn: Option<String>,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// One entry of `macSecKeys[]`.

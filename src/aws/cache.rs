@@ -28,6 +28,9 @@ pub const REREAD_CALLS_PER_SECOND: f64 = 10.0;
 
 /// What [`ObservationCache::observe`] found.
 #[derive(Debug, Clone)]
+// The common variant is the large one; boxing it would allocate on every pass to save
+// memory only on the rare Deferred one.
+#[allow(clippy::large_enum_variant)]
 pub enum Observation {
     /// The resource (`None`: AWS does not know it) and when its data was read.
     Current(Option<ObservedResource>, Instant),
@@ -330,6 +333,8 @@ mod tests {
             lag_id: None,
             keys: vec![],
             members: vec![],
+            arn: None,
+            tags: Default::default(),
         }
     }
 
@@ -375,6 +380,21 @@ mod tests {
             &'a self,
             _: &'a Target,
             _: EncryptionMode,
+        ) -> BoxFut<'a, Result<(), AwsError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn tag_resource<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: &'a str,
+        ) -> BoxFut<'a, Result<(), AwsError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn untag_resource<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
         ) -> BoxFut<'a, Result<(), AwsError>> {
             Box::pin(async { Ok(()) })
         }

@@ -22,6 +22,8 @@ pub const METERED_OPERATIONS: &[&str] = &[
     "DisassociateMacSecKey",
     "UpdateConnection",
     "UpdateLag",
+    "TagResource",
+    "UntagResource",
     "GetSecretValue",
 ];
 
@@ -128,6 +130,23 @@ impl DirectConnectApi for Metered<dyn DirectConnectApi> {
         })
     }
 
+    fn tag_resource<'a>(
+        &'a self,
+        arn: &'a str,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFut<'a, Result<(), AwsError>> {
+        self.metered("TagResource", self.inner.tag_resource(arn, key, value))
+    }
+
+    fn untag_resource<'a>(
+        &'a self,
+        arn: &'a str,
+        key: &'a str,
+    ) -> BoxFut<'a, Result<(), AwsError>> {
+        self.metered("UntagResource", self.inner.untag_resource(arn, key))
+    }
+
     fn set_mode<'a>(
         &'a self,
         target: &'a Target,
@@ -136,6 +155,20 @@ impl DirectConnectApi for Metered<dyn DirectConnectApi> {
         Box::pin(async move {
             let r = self.inner.set_mode(target, mode).await;
             record(&self.metrics, target.update_operation(), &r);
+            r
+        })
+    }
+}
+
+impl Metered<dyn DirectConnectApi> {
+    fn metered<'a>(
+        &'a self,
+        operation: &'static str,
+        call: BoxFut<'a, Result<(), AwsError>>,
+    ) -> BoxFut<'a, Result<(), AwsError>> {
+        Box::pin(async move {
+            let r = call.await;
+            record(&self.metrics, operation, &r);
             r
         })
     }

@@ -66,6 +66,16 @@ pub trait DirectConnectApi: Send + Sync {
         target: &'a Target,
         mode: EncryptionMode,
     ) -> BoxFut<'a, Result<(), AwsError>>;
+    /// TagResource: sets one tag on a connection or LAG.
+    fn tag_resource<'a>(
+        &'a self,
+        arn: &'a str,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFut<'a, Result<(), AwsError>>;
+    /// UntagResource: removes one tag.
+    fn untag_resource<'a>(&'a self, arn: &'a str, key: &'a str)
+    -> BoxFut<'a, Result<(), AwsError>>;
 }
 
 /// Secrets Manager in one scope: reading customer-owned key secrets.

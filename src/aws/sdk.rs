@@ -175,6 +175,37 @@ fn key_of(k: &dc::types::MacSecKey) -> ObservedKey {
     }
 }
 
+/// The ARN of a connection or LAG, from the account and region the answer names.
+pub fn resource_arn(id: &str, account: Option<&str>, region: Option<&str>) -> Option<String> {
+    let (account, region) = (account?, region?);
+    let partition = if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    };
+    let kind = if id.starts_with("dxlag-") {
+        "dxlag"
+    } else {
+        "dxcon"
+    };
+    Some(format!(
+        "arn:{partition}:directconnect:{region}:{account}:{kind}/{id}"
+    ))
+}
+
+fn tags_of(tags: &[dc::types::Tag]) -> std::collections::BTreeMap<String, String> {
+    tags.iter()
+        .map(|t| {
+            (
+                t.key().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// A connection as the domain sees it; `None` without an ID.
 pub fn observe_connection(c: &dc::types::Connection) -> Option<ObservedResource> {
     Some(ObservedResource {
@@ -190,6 +221,8 @@ pub fn observe_connection(c: &dc::types::Connection) -> Option<ObservedResource>
         lag_id: c.lag_id().filter(|l| !l.is_empty()).map(str::to_string),
         keys: c.mac_sec_keys().iter().map(key_of).collect(),
         members: Vec::new(),
+        arn: resource_arn(c.connection_id()?, c.owner_account(), c.region()),
+        tags: tags_of(c.tags()),
     })
 }
 
@@ -223,6 +256,8 @@ pub fn observe_lag(l: &dc::types::Lag) -> Option<ObservedResource> {
                 })
             })
             .collect(),
+        arn: resource_arn(l.lag_id()?, l.owner_account(), l.region()),
+        tags: tags_of(l.tags()),
     })
 }
 
@@ -346,6 +381,23 @@ impl DirectConnectApi for SdkDirectConnect {
         })
     }
 
+    fn tag_resource<'a>(
+        &'a self,
+        arn: &'a str,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFut<'a, Result<(), AwsError>> {
+        Box::pin(self.tag(arn, key, value))
+    }
+
+    fn untag_resource<'a>(
+        &'a self,
+        arn: &'a str,
+        key: &'a str,
+    ) -> BoxFut<'a, Result<(), AwsError>> {
+        Box::pin(self.untag(arn, key))
+    }
+
     fn set_mode<'a>(
         &'a self,
         target: &'a Target,
@@ -373,6 +425,37 @@ impl DirectConnectApi for SdkDirectConnect {
                     .map_err(|e| AwsError::from_sdk("UpdateConnection", &e)),
             }
         })
+    }
+}
+
+impl SdkDirectConnect {
+    async fn tag(&self, arn: &str, key: &str, value: &str) -> Result<(), AwsError> {
+        let tag = dc::types::Tag::builder()
+            .key(key)
+            .value(value)
+            .build()
+            .map_err(|e| {
+                AwsError::terminal("TagResource", super::ErrorKind::Other, e.to_string())
+            })?;
+        self.0
+            .tag_resource()
+            .resource_arn(arn)
+            .tags(tag)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::from_sdk("TagResource", &e))
+    }
+
+    async fn untag(&self, arn: &str, key: &str) -> Result<(), AwsError> {
+        self.0
+            .untag_resource()
+            .resource_arn(arn)
+            .tag_keys(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::from_sdk("UntagResource", &e))
     }
 }
 

@@ -26,6 +26,9 @@ use crate::status::dxconnection_status;
 
 use input::Inputs;
 
+/// The cluster name `plan` and `apply` write in the `dxmacsec.io/owner` tag by default.
+pub const CLUSTER: &str = "cli";
+
 /// Exit codes of `plan` and `apply`.
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
@@ -81,6 +84,7 @@ async fn prepare(
     inputs: &Inputs,
     aws: &dyn AwsProvider,
     default_region: Option<&str>,
+    cluster: &str,
 ) -> Vec<Item> {
     let secrets = FileSecrets(inputs.secrets.clone());
     let access = Access::new(
@@ -108,6 +112,7 @@ async fn prepare(
                 };
                 let mut d = desired::desired(dxc, find, &secrets, aws, scope).await;
                 d.conflict_with = desired::conflict_owner(dxc, position, scope, all(), &access);
+                d.owner = Some(desired::owner_tag(cluster, dxc));
                 Some(d)
             }
             Err(_) => None,
@@ -235,6 +240,7 @@ async fn setup(
     files: &[PathBuf],
     aws: Arc<dyn AwsProvider>,
     default_region: Option<&str>,
+    cluster: &str,
 ) -> Result<(Engine, Vec<Item>, Inputs), i32> {
     let inputs = match input::load(files) {
         Ok(i) => i,
@@ -253,7 +259,7 @@ async fn setup(
         aws.clone(),
         Arc::new(ObservationCache::new(Duration::from_secs(2))),
     );
-    let items = prepare(&inputs, aws.as_ref(), default_region).await;
+    let items = prepare(&inputs, aws.as_ref(), default_region, cluster).await;
     Ok((engine, items, inputs))
 }
 
@@ -265,8 +271,9 @@ pub async fn plan(
     output: Output,
     aws: Arc<dyn AwsProvider>,
     default_region: Option<&str>,
+    cluster: &str,
 ) -> i32 {
-    let (engine, mut items, _) = match setup(files, aws, default_region).await {
+    let (engine, mut items, _) = match setup(files, aws, default_region, cluster).await {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -339,9 +346,10 @@ pub async fn apply(
     interval: Duration,
     aws: Arc<dyn AwsProvider>,
     default_region: Option<&str>,
+    cluster: &str,
 ) -> i32 {
     use std::io::IsTerminal;
-    let (engine, mut items, _) = match setup(files, aws, default_region).await {
+    let (engine, mut items, _) = match setup(files, aws, default_region, cluster).await {
         Ok(x) => x,
         Err(code) => return code,
     };

@@ -10,7 +10,7 @@ use kube::runtime::events::EventType;
 use super::relations::{blocked_status, conflict_owner, prior_of, status_changed};
 use super::shell::{Reconciled, write_status};
 use super::{Context, Error, KubeSecrets, reference};
-use crate::crd::{DeletionPolicy, DxConnection, ManagementPolicy};
+use crate::crd::{DeletionPolicy, DxConnection, ManagementPolicy, OWNER_TAG};
 use crate::desired;
 use crate::engine::{Mode, PassOutcome};
 use crate::plan::{Desired, PriorState, Reason, Requeue};
@@ -76,6 +76,20 @@ async fn publish_events(
     }
 }
 
+/// Removes this DxConnection's owner tag from the resource, if it carries it.
+async fn release(
+    api: &dyn crate::aws::DirectConnectApi,
+    observed: &crate::observed::ObservedResource,
+    owner: &str,
+) -> Result<(), crate::aws::AwsError> {
+    match &observed.arn {
+        Some(arn) if observed.tags.get(OWNER_TAG).map(String::as_str) == Some(owner) => {
+            api.untag_resource(arn, OWNER_TAG).await
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Reconciled for DxConnection {
     const KIND: &'static str = "DxConnection";
 
@@ -120,6 +134,7 @@ impl Reconciled for DxConnection {
         )
         .await;
         desired.conflict_with = conflict_owner(dxc, &scope, &ctx.all_connections(), &access);
+        desired.owner = Some(desired::owner_tag(&ctx.settings.cluster_name, dxc));
 
         let now = Timestamp::now();
         let result = ctx
@@ -150,18 +165,16 @@ impl Reconciled for DxConnection {
     async fn cleanup(dxc: &Self, ctx: &Context) -> Result<Action, Error> {
         let r = reference(dxc);
         let ns = dxc.namespace().unwrap_or_default();
-        let retain = dxc.spec.deletion_policy == DeletionPolicy::Retain
-            || dxc.spec.management_policy == ManagementPolicy::ObserveOnly;
+        let retain = dxc.spec.deletion_policy == DeletionPolicy::Retain;
+        let observe_only = dxc.spec.management_policy == ManagementPolicy::ObserveOnly;
         let access = ctx.access();
         let scope = match access.scope_of(dxc) {
-            Ok(scope) if !retain => scope,
+            Ok(scope) if !observe_only => scope,
             refused => {
                 ctx.metrics.forget(&ns, &dxc.name_any());
                 let note = match refused {
-                    Err(refusal) if !retain => {
-                        format!("nothing was changed in AWS: {}", refusal.message)
-                    }
-                    _ => "deletionPolicy Retain (or ObserveOnly): AWS is left as it is".to_string(),
+                    Err(refusal) => format!("nothing was changed in AWS: {}", refusal.message),
+                    Ok(_) => "ObserveOnly: AWS is left as it is".to_string(),
                 };
                 ctx.publish(&r, EventType::Normal, "Retained", "Delete", note)
                     .await;
@@ -172,16 +185,44 @@ impl Reconciled for DxConnection {
         if conflict_owner(dxc, &scope, &ctx.all_connections(), &access).is_some() {
             return Ok(Action::await_change());
         }
-        let api = ctx
-            .engine
-            .aws
-            .direct_connect(&scope)
-            .await
-            .map_err(|e| Error::CleanupPending(e.to_string()))?;
-        let (observed, _) = ctx
-            .engine
-            .cache
-            .observe_now(&scope, api.as_ref(), &dxc.spec.connection_id)
+        let owner = desired::owner_tag(&ctx.settings.cluster_name, dxc);
+        let read = async {
+            let api = ctx.engine.aws.direct_connect(&scope).await?;
+            let (observed, _) = ctx
+                .engine
+                .cache
+                .observe_now(&scope, api.as_ref(), &dxc.spec.connection_id)
+                .await?;
+            Ok::<_, crate::aws::AwsError>((api, observed))
+        };
+        if retain {
+            // Keys and mode stay; the owner tag goes, so a successor can adopt the resource.
+            // Best effort: Retain never holds a deletion up.
+            let released = match read.await {
+                Ok((api, Some(observed))) => release(api.as_ref(), &observed, &owner).await,
+                Ok((_, None)) => Ok(()),
+                Err(e) => Err(e),
+            };
+            ctx.metrics.forget(&ns, &dxc.name_any());
+            let (type_, note) = match released {
+                Ok(()) => (
+                    EventType::Normal,
+                    format!(
+                        "deletionPolicy Retain: keys and mode are left as they are; the {OWNER_TAG} tag is removed"
+                    ),
+                ),
+                Err(e) => (
+                    EventType::Warning,
+                    format!(
+                        "deletionPolicy Retain: keys and mode are left as they are, but the {OWNER_TAG} tag could not be removed ({e}); remove it by hand so another owner can adopt {}",
+                        dxc.spec.connection_id
+                    ),
+                ),
+            };
+            ctx.publish(&r, type_, "Retained", "Delete", note).await;
+            return Ok(Action::await_change());
+        }
+        let (api, observed) = read
             .await
             .map_err(|e| Error::CleanupPending(e.to_string()))?;
         let Some(observed) = observed else {
@@ -211,14 +252,16 @@ impl Reconciled for DxConnection {
         }
         match result.plan() {
             Some(p) if p.spec_met() => {
+                release(api.as_ref(), &observed, &owner)
+                    .await
+                    .map_err(|e| Error::CleanupPending(e.to_string()))?;
                 ctx.metrics.forget(&ns, &dxc.name_any());
                 ctx.publish(
                     &r,
                     EventType::Normal,
                     "Disassociated",
                     "Delete",
-                    "deletionPolicy Disassociate: the keys this DxConnection managed are removed"
-                        .into(),
+                    format!("deletionPolicy Disassociate: the keys this DxConnection managed are removed, and its {OWNER_TAG} tag"),
                 )
                 .await;
                 Ok(Action::await_change())

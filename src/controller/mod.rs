@@ -81,6 +81,8 @@ pub struct Settings {
     /// Namespaces whose DxConnections may use the operator's own credentials without a
     /// DxAccess.
     pub default_access_namespaces: Namespaces,
+    /// This cluster's name in the `dxmacsec.io/owner` tag.
+    pub cluster_name: String,
 }
 
 /// Shared by every reconcile.
@@ -181,6 +183,18 @@ impl SecretReader for KubeSecrets {
             }))
         })
     }
+}
+
+/// The kube-system namespace's UID: a name for this cluster that no other cluster shares.
+pub async fn cluster_uid(client: &Client) -> Result<String, String> {
+    let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    ns.get("kube-system")
+        .await
+        .ok()
+        .and_then(|n| n.metadata.uid)
+        .ok_or_else(|| {
+            "cannot read the kube-system namespace's UID to name this cluster in the dxmacsec.io/owner tag: grant get on it, or set --cluster-name (DXM_CLUSTER_NAME)".to_string()
+        })
 }
 
 /// Fails with a clear message when the CRDs are not installed.

@@ -218,6 +218,7 @@ async fn harness_with(
             resync: Duration::from_secs(300),
             concurrency: 16,
             default_access_namespaces: Namespaces::all(),
+            cluster_name: "test-cluster".into(),
         },
         connections: conn_store,
         keys: key_store,
@@ -287,14 +288,15 @@ fn condition<'a>(status_body: &'a Value, type_: &str) -> &'a Value {
         .unwrap()
 }
 
-/// The requests of a pass that acts: Secret `k1` read, the status written, one event.
-fn read_secret_write_status(d: &DxConnection) -> Vec<Expect> {
-    vec![
+/// The requests of a pass that acts: Secret `k1` read, the status written, `events` events.
+fn read_secret_write_status(d: &DxConnection, events: usize) -> Vec<Expect> {
+    let mut script = vec![
         expect("GET", "/api/v1/namespaces/net/secrets/k1")
             .answer(StatusCode::OK, secret_json("k1")),
         status_patch(d),
-        expect("POST", EVENTS),
-    ]
+    ];
+    script.extend((0..events).map(|_| expect("POST", EVENTS)));
+    script
 }
 
 /// One reconcile of a must_encrypt DxConnection `c1` using MacSecKey `k1` on `seed`: the
@@ -304,6 +306,7 @@ async fn first_pass(
     seed: &str,
     secret_status: StatusCode,
     secret: Value,
+    events: usize,
 ) -> (Harness, Result<Action, Error>, Vec<Value>) {
     let d = dxc(
         "c1",
@@ -314,11 +317,13 @@ async fn first_pass(
     let (result, bodies) = h
         .reconcile(
             d.clone(),
-            vec![
+            [
                 expect("GET", "/api/v1/namespaces/net/secrets/k1").answer(secret_status, secret),
                 status_patch(&d),
-                expect("POST", EVENTS),
-            ],
+            ]
+            .into_iter()
+            .chain((0..events).map(|_| expect("POST", EVENTS)))
+            .collect(),
         )
         .await;
     (h, result, bodies)
@@ -329,7 +334,7 @@ async fn first_pass(
 /// look is soon. The CAK is in no request body.
 #[tokio::test]
 async fn apply_associates_writes_status_and_events() {
-    let (h, result, bodies) = first_pass(SEED, StatusCode::OK, secret_json("k1")).await;
+    let (h, result, bodies) = first_pass(SEED, StatusCode::OK, secret_json("k1"), 2).await;
     assert!((10.0..=12.0).contains(&requeue_secs(&result.unwrap())));
     let status = &bodies[1];
     assert_eq!(status["apiVersion"], "dxmacsec.io/v1alpha1");
@@ -339,21 +344,34 @@ async fn apply_associates_writes_status_and_events() {
     assert_eq!(condition(status, "Synced")["status"], "True");
     assert_eq!(status["status"]["observedGeneration"], 1);
     assert_eq!(status["status"]["resourceType"], "Connection");
+    let planned = &status["status"]["plannedActions"];
     assert!(
-        status["status"]["plannedActions"][0]
+        planned[0].as_str().unwrap().starts_with("TagResource"),
+        "{planned}"
+    );
+    assert!(
+        planned[1]
             .as_str()
             .unwrap()
-            .starts_with("AssociateMacSecKey")
+            .starts_with("AssociateMacSecKey"),
+        "{planned}"
     );
-    assert_eq!(bodies[2]["reason"], "AssociateMacSecKey");
-    assert_eq!(bodies[2]["type"], "Normal");
+    assert_eq!(bodies[2]["reason"], "TagResource");
+    assert_eq!(bodies[3]["reason"], "AssociateMacSecKey");
+    assert_eq!(bodies[3]["type"], "Normal");
     for b in &bodies {
         assert!(
             !b.to_string().contains(CAK),
             "the CAK was sent to Kubernetes: {b}"
         );
     }
-    assert_eq!(h.mutations(), vec!["AssociateMacSecKey"]);
+    assert_eq!(h.mutations(), vec!["TagResource", "AssociateMacSecKey"]);
+    let state = h.sim.shared.state();
+    assert_eq!(
+        state["connections"][0]["tags"],
+        json!([{"key": "dxmacsec.io/owner", "value": "test-cluster/net/c1"}]),
+        "claimed with the first step"
+    );
 }
 
 /// A must_encrypt link that AWS reports Encryption Down with the spec met: Ready=False with
@@ -362,9 +380,9 @@ async fn apply_associates_writes_status_and_events() {
 #[tokio::test]
 async fn encryption_down_is_not_ready_and_warns() {
     let seed = format!(
-        "connections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN}\", cak: \"{CAK}\"}}] }}\n"
+        "connections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN}\", cak: \"{CAK}\"}}], tags: {{dxmacsec.io/owner: test-cluster/net/c1}} }}\n"
     );
-    let (h, result, bodies) = first_pass(&seed, StatusCode::OK, secret_json("k1")).await;
+    let (h, result, bodies) = first_pass(&seed, StatusCode::OK, secret_json("k1"), 1).await;
     let wait = requeue_secs(&result.unwrap());
     assert!((30.0..=36.0).contains(&wait), "{wait}");
     let ready = condition(&bodies[1], "Ready");
@@ -412,7 +430,7 @@ async fn finalizer_is_added_first() {
 /// soon, and no AWS mutation.
 #[tokio::test]
 async fn missing_secret_is_reported_and_retried() {
-    let (h, result, bodies) = first_pass(SEED, StatusCode::NOT_FOUND, not_found()).await;
+    let (h, result, bodies) = first_pass(SEED, StatusCode::NOT_FOUND, not_found(), 1).await;
     assert!((10.0..=12.0).contains(&requeue_secs(&result.unwrap())));
     let ready = condition(&bodies[1], "Ready");
     assert_eq!(ready["reason"], "KeyNotReady");
@@ -503,10 +521,10 @@ async fn a_dxconnection_gets_only_what_a_dxaccess_grants() {
     own.spec.access_ref = None;
     h.handle = Some(new_handle(&mut h));
     let (result, _) = h
-        .reconcile(own.clone(), read_secret_write_status(&own))
+        .reconcile(own.clone(), read_secret_write_status(&own, 2))
         .await;
     result.unwrap();
-    assert_eq!(h.mutations(), vec!["AssociateMacSecKey"]);
+    assert_eq!(h.mutations(), vec!["TagResource", "AssociateMacSecKey"]);
 }
 
 fn deleting(mut d: DxConnection) -> DxConnection {
@@ -514,7 +532,8 @@ fn deleting(mut d: DxConnection) -> DxConnection {
     d
 }
 
-/// deletionPolicy Retain: no AWS call, an event, and the finalizer is removed.
+/// deletionPolicy Retain: no change to keys or mode, an event, and the finalizer is removed;
+/// the owner tag goes only when it is this DxConnection's.
 #[tokio::test]
 async fn deletion_with_retain_leaves_aws_alone() {
     let d = deleting(dxc(
@@ -529,7 +548,28 @@ async fn deletion_with_retain_leaves_aws_alone() {
     result.unwrap();
     assert_eq!(bodies[0]["reason"], "Retained");
     assert!(bodies[1].to_string().contains("remove"), "{}", bodies[1]);
-    assert!(h.sim.shared.calls().is_empty(), "no AWS call at all");
+    assert!(h.mutations().is_empty(), "untagged: nothing to release");
+
+    let tagged = "connections:\n  - { id: dxcon-c1, macSecCapable: true, tags: {dxmacsec.io/owner: test-cluster/net/c1, team: net} }\n";
+    let mut h = harness(tagged, vec![d.clone()], vec![]).await;
+    let (result, bodies) = h
+        .reconcile(d.clone(), vec![expect("POST", EVENTS), object_patch(&d)])
+        .await;
+    result.unwrap();
+    assert!(
+        bodies[0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("tag is removed"),
+        "{}",
+        bodies[0]
+    );
+    assert_eq!(h.mutations(), vec!["UntagResource"]);
+    assert_eq!(
+        h.sim.shared.state()["connections"][0]["tags"],
+        json!([{"key": "team", "value": "net"}]),
+        "only the owner tag goes"
+    );
 }
 
 /// deletionPolicy Disassociate: the managed key is removed (mode lowered first under
@@ -756,7 +796,9 @@ async fn a_dxconnection_does_not_use_a_cak_changed_under_its_ckn() {
         spec("dxcon-c1", Some(EncryptionMode::MustEncrypt), &["k1"]),
     );
     let mut h = harness(SEED, vec![d.clone()], vec![key_that_saw_another_cak()]).await;
-    let (result, bodies) = h.reconcile(d.clone(), read_secret_write_status(&d)).await;
+    let (result, bodies) = h
+        .reconcile(d.clone(), read_secret_write_status(&d, 1))
+        .await;
     result.unwrap();
     let ready = condition(&bodies[1], "Ready");
     assert_eq!(ready["reason"], "KeyNotReady", "{ready}");

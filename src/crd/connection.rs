@@ -112,6 +112,13 @@ pub struct DxConnectionSpec {
     #[serde(default)]
     pub management_policy: ManagementPolicy,
 
+    /// Take over a connection or LAG that has MACsec keys or encryption set but no
+    /// `dxmacsec.io/owner` tag (configured by Terraform, Crossplane or a person). Without it
+    /// such a resource is `Conflict`; one with no MACsec state is claimed without asking, and
+    /// one tagged by another owner is never taken.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
+
     /// What deleting this resource does to AWS: `Retain` nothing, `Disassociate` removes the
     /// keys this resource manages first.
     #[serde(default)]

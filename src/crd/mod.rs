@@ -24,6 +24,9 @@ pub const GROUP: &str = "dxmacsec.io";
 /// Annotation on a DxConnection confirming that the router uses a new key: a new value
 /// lets outgoing keys go under `rotation.confirm: Manual`, and retries a rolled-back removal.
 pub const CONFIRM_REMOVAL_ANNOTATION: &str = "dxmacsec.io/confirm-removal";
+/// The AWS tag on every connection and LAG the operator manages:
+/// `<cluster>/<namespace>/<name>` of the DxConnection that owns it.
+pub const OWNER_TAG: &str = "dxmacsec.io/owner";
 /// Finalizer the operator puts on both kinds.
 pub const FINALIZER: &str = "dxmacsec.io/finalizer";
 

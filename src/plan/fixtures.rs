@@ -53,6 +53,10 @@ pub fn connection(mode: &str, port_up: bool, keys: Vec<ObservedKey>) -> Observed
         lag_id: None,
         keys,
         members: Vec::new(),
+        arn: Some(format!(
+            "arn:aws:directconnect:{REGION}:123456789012:dxcon/dxcon-abc123"
+        )),
+        tags: Default::default(),
     }
 }
 
@@ -85,6 +89,10 @@ pub fn lag(mode: &str, members_up: &[bool], keys: Vec<ObservedKey>) -> ObservedR
                 port_encryption_status: Some(port(*up)),
             })
             .collect(),
+        arn: Some(format!(
+            "arn:aws:directconnect:{REGION}:123456789012:dxlag/dxlag-ffff01"
+        )),
+        tags: Default::default(),
     }
 }
 
@@ -122,5 +130,7 @@ pub fn desired(id: &str, mode: Option<EncryptionMode>, keys: Option<Vec<WantedKe
         manual_confirmation: false,
         confirmation: None,
         generation: None,
+        owner: None,
+        adopt: false,
     }
 }

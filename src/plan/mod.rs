@@ -38,9 +38,9 @@ pub fn plan(
     let keys = observed
         .map(|o| key_report(desired, o, prior, now))
         .unwrap_or_default();
-    let step = match validate::validate(desired) {
+    let (step, claim) = match validate::validate(desired) {
         Ok(valid) => rules::decide(&valid, observed, prior, now),
-        Err((reason, message)) => Step::Blocked(reason, message),
+        Err((reason, message)) => (Step::Blocked(reason, message), None),
     };
     let mut plan = Plan {
         actions: Vec::new(),
@@ -81,6 +81,13 @@ pub fn plan(
             (plan.reason, plan.message, plan.requeue) = (reason, message, requeue);
         }
         Step::Act(action, message) => act(&mut plan, desired, prior, action, message),
+    }
+    // The owner tag goes first, with whatever the step does (a blocked step does nothing).
+    if let Some(claim) = claim
+        && plan.synced
+        && desired.policy == ManagementPolicy::Manage
+    {
+        plan.actions.insert(0, claim);
     }
     if plan.guarding && plan.requeue == Requeue::Resync {
         // The port is watched until the guard window ends.

@@ -99,6 +99,11 @@ impl Model {
                 self.associate(ckn, now)?;
             }
             Action::Restore { secret_arn, .. } => self.associate(ckn_of_arn(secret_arn), now)?,
+            Action::Claim { owner, .. } => {
+                self.resource
+                    .tags
+                    .insert(crate::crd::OWNER_TAG.into(), owner.clone());
+            }
             Action::Disassociate { secret_arn, .. } => {
                 let key = self
                     .resource

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 
 use super::types::{Action, Desired, KEYCHAIN_SIZE, PriorState, Reason, Removal, Requeue, Target};
 use super::validate::{ValidKey, Validated};
-use crate::crd::{CONFIRM_REMOVAL_ANNOTATION, RemovedKey, RolledBack};
+use crate::crd::{CONFIRM_REMOVAL_ANNOTATION, OWNER_TAG, RemovedKey, RolledBack};
 use crate::crd::{EncryptionMode, ResourceType};
 use crate::observed::{KeyState, ObservedKey, ObservedResource, is_port_up};
 
@@ -99,18 +99,19 @@ pub(super) fn decide(
     observed: Option<&ObservedResource>,
     prior: &PriorState,
     now: Timestamp,
-) -> Step {
-    let obs = match preconditions(v, observed) {
-        Ok(obs) => obs,
-        Err(step) => return *step,
+) -> (Step, Option<Action>) {
+    let (obs, claim) = match preconditions(v, observed, prior) {
+        Ok(found) => found,
+        Err(step) => return (*step, None),
     };
     let s = situation(v, obs);
-    guard(v, &s, prior, now)
+    let step = guard(v, &s, prior, now)
         .or_else(|| lower_mode(v, &s))
         .or_else(|| make(&s))
         .or_else(|| raise(v, &s, prior))
         .or_else(|| break_old(v, &s, prior, now))
-        .unwrap_or_else(|| converged(v, &s))
+        .unwrap_or_else(|| converged(v, &s));
+    (step, claim)
 }
 
 fn situation<'a>(v: &Validated<'a>, obs: &'a ObservedResource) -> Situation<'a> {
@@ -130,12 +131,14 @@ fn situation<'a>(v: &Validated<'a>, obs: &'a ObservedResource) -> Situation<'a> 
     }
 }
 
-/// Rule 2, preconditions: the resource is this DxConnection's to manage, exists, is not a
-/// LAG member, can do MACsec if asked to, and is `available`.
+/// Rule 2, preconditions: the resource is this DxConnection's to manage (in the cluster and
+/// by its owner tag on AWS), exists, is not a LAG member, can do MACsec if asked to, and is
+/// `available`. With it, the tag that claims the resource when it has none yet.
 fn preconditions<'a>(
     v: &Validated<'_>,
     observed: Option<&'a ObservedResource>,
-) -> Result<&'a ObservedResource, Box<Step>> {
+    prior: &PriorState,
+) -> Result<(&'a ObservedResource, Option<Action>), Box<Step>> {
     let id = &v.desired.connection_id;
     if let Some(owner) = &v.desired.conflict_with {
         return Err(Box::new(Step::Blocked(
@@ -162,6 +165,7 @@ fn preconditions<'a>(
             ),
         )));
     }
+    let claim = ownership(v, obs, prior)?;
     let wants_encryption = !v.wanted().is_empty()
         || matches!(
             v.mode(),
@@ -186,7 +190,70 @@ fn preconditions<'a>(
             Requeue::Soon,
         )));
     }
-    Ok(obs)
+    Ok((obs, claim))
+}
+
+/// Who owns the resource on AWS, by its `dxmacsec.io/owner` tag. Another owner's tag is a
+/// `Conflict` (another cluster or operator acts on it). An untagged resource is claimed with
+/// the next step when it has no MACsec state, when this DxConnection managed it before the
+/// tags, or when the spec says `adopt`; one with keys or encryption set by something else
+/// is a `Conflict` until then.
+fn ownership(
+    v: &Validated<'_>,
+    obs: &ObservedResource,
+    prior: &PriorState,
+) -> Result<Option<Action>, Box<Step>> {
+    let Some(me) = &v.desired.owner else {
+        return Ok(None);
+    };
+    let id = &obs.id;
+    match obs.tags.get(OWNER_TAG) {
+        Some(owner) if owner == me => Ok(None),
+        Some(other) => Err(Box::new(Step::Blocked(
+            Reason::Conflict,
+            format!(
+                "{id} is managed by {other} (its AWS tag {OWNER_TAG}): another cluster or operator acts on it; delete the DxConnection there (it removes the tag), or the tag on AWS if that owner is gone"
+            ),
+        ))),
+        None => {
+            // An answer without ownerAccount cannot be tagged; ownership is not enforced.
+            let Some(arn) = &obs.arn else {
+                return Ok(None);
+            };
+            let has_state = obs
+                .keys
+                .iter()
+                .any(|k| k.state() != KeyState::Disassociated)
+                || matches!(
+                    obs.mode(),
+                    Some(EncryptionMode::ShouldEncrypt | EncryptionMode::MustEncrypt)
+                );
+            if has_state && !v.desired.adopt && !prior.managed_before {
+                return Err(Box::new(Step::Blocked(
+                    Reason::Conflict,
+                    format!(
+                        "{id} has MACsec keys or encryption set and no {OWNER_TAG} tag: something else configured it (Terraform, Crossplane, a person); set spec.adopt: true to take it over (docs/migrating.md)"
+                    ),
+                )));
+            }
+            if me.len() > 256 {
+                return Err(Box::new(Step::Blocked(
+                    Reason::InvalidSpec,
+                    format!(
+                        "the {OWNER_TAG} tag value {me} is longer than the 256 characters AWS allows; shorten metadata.name (or the operator's --cluster-name)"
+                    ),
+                )));
+            }
+            Ok(Some(Action::Claim {
+                target: Target {
+                    id: id.clone(),
+                    kind: obs.kind,
+                },
+                arn: arn.clone(),
+                owner: me.clone(),
+            }))
+        }
+    }
 }
 
 /// Rule 3, lower mode: turning encryption off or down sets the mode first, so AWS never flips

@@ -838,3 +838,69 @@ fn manual_confirmation_removes_outgoing_keys_once_per_value() {
     d.confirmation = Some("2".into());
     assert_removes(&plan(&d, Some(&o), &used, t(1)), 'a');
 }
+
+/// Ownership on AWS: another owner's tag is a Conflict; an untagged resource with MACsec
+/// state needs `adopt` (or an earlier status of this DxConnection); one without state is
+/// claimed with the first step; ours stays ours; ObserveOnly never tags.
+#[test]
+fn the_owner_tag_decides_who_acts() {
+    let me = "cluster-a/net/x";
+    let mut d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k", 'a')]));
+    d.owner = Some(me.into());
+    let claims =
+        |p: &Plan| matches!(p.actions.first(), Some(Action::Claim { owner, .. }) if owner == me);
+
+    let fresh = con("no_encrypt", false, &[]);
+    let p = run(&d, Some(&fresh), 0);
+    assert!(claims(&p) && p.actions.len() == 2, "{:?}", p.actions);
+    assert_eq!(p.actions[0].operation(), "TagResource");
+    assert_associates(
+        &Plan {
+            actions: p.actions[1..].to_vec(),
+            ..p.clone()
+        },
+        'a',
+    );
+
+    let mut foreign = fresh.clone();
+    foreign
+        .tags
+        .insert(crate::crd::OWNER_TAG.into(), "cluster-b/net/x".into());
+    let p = run(&d, Some(&foreign), 0);
+    assert_waits(&p, Reason::Conflict);
+    assert!(
+        p.message.contains("managed by cluster-b/net/x"),
+        "{}",
+        p.message
+    );
+
+    let terraform = con("must_encrypt", true, &[('b', "associated")]);
+    let p = run(&d, Some(&terraform), 0);
+    assert_waits(&p, Reason::Conflict);
+    assert!(p.message.contains("spec.adopt: true"), "{}", p.message);
+    d.adopt = true;
+    assert!(claims(&run(&d, Some(&terraform), 0)));
+    d.adopt = false;
+    let before = PriorState {
+        managed_before: true,
+        ..PriorState::default()
+    };
+    assert!(claims(&plan(&d, Some(&terraform), &before, t(0))));
+
+    let mut ours = con("must_encrypt", true, &[('a', "associated")]);
+    ours.tags.insert(crate::crd::OWNER_TAG.into(), me.into());
+    let p = run(&d, Some(&ours), 0);
+    assert!(p.ready && p.actions.is_empty(), "{:?}", p.actions);
+
+    let mut converged_untagged = ours.clone();
+    converged_untagged.tags.clear();
+    d.adopt = true;
+    let p = run(&d, Some(&converged_untagged), 0);
+    assert!(
+        p.ready && claims(&p) && p.actions.len() == 1,
+        "claimed while Ready"
+    );
+
+    d.policy = ManagementPolicy::ObserveOnly;
+    assert!(run(&d, Some(&fresh), 0).actions.is_empty());
+}

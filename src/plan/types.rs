@@ -37,6 +37,11 @@ pub struct Desired {
     pub confirmation: Option<String>,
     /// The spec's `metadata.generation` (none for the CLI's files).
     pub generation: Option<i64>,
+    /// The value of the `dxmacsec.io/owner` tag this DxConnection claims the resource with;
+    /// `None`: ownership is not checked (deletion).
+    pub owner: Option<String>,
+    /// `spec.adopt`: claim a resource with MACsec state and no owner tag.
+    pub adopt: bool,
 }
 
 impl Desired {
@@ -88,6 +93,8 @@ impl Desired {
             manual_confirmation: false,
             confirmation: None,
             generation: None,
+            owner: None,
+            adopt: false,
         }
     }
 }
@@ -171,6 +178,9 @@ pub struct PriorState {
     pub converged: bool,
     /// Outgoing keys removed, a removal rolled back, the last confirmation used.
     pub rotation: RotationStatus,
+    /// An earlier status names a MacSecKey on the resource: this DxConnection managed it
+    /// before owner tags existed, so it claims it without `adopt`.
+    pub managed_before: bool,
 }
 
 impl PriorState {
@@ -192,6 +202,7 @@ impl PriorState {
             associated_since,
             converged,
             rotation: RotationStatus::default(),
+            managed_before: keys.iter().any(|k| k.mac_sec_key.is_some()),
         }
     }
 
@@ -259,6 +270,12 @@ pub enum Action {
         target: Target,
         mode: EncryptionMode,
     },
+    /// TagResource: the `dxmacsec.io/owner` tag that claims the resource.
+    Claim {
+        target: Target,
+        arn: String,
+        owner: String,
+    },
     /// AssociateMacSecKey of an outgoing key removed within the guard window, by its managed
     /// secret: the port went Encryption Down without it.
     Restore {
@@ -274,6 +291,7 @@ impl Action {
             Action::Associate { target, .. }
             | Action::Disassociate { target, .. }
             | Action::SetMode { target, .. }
+            | Action::Claim { target, .. }
             | Action::Restore { target, .. } => target,
         }
     }
@@ -282,6 +300,7 @@ impl Action {
     pub fn operation(&self) -> &'static str {
         match self {
             Action::Associate { .. } | Action::Restore { .. } => "AssociateMacSecKey",
+            Action::Claim { .. } => "TagResource",
             Action::Disassociate { .. } => "DisassociateMacSecKey",
             Action::SetMode { target, .. } => target.update_operation(),
         }
@@ -340,6 +359,13 @@ impl fmt::Display for Action {
                 "{}: set encryptionMode {mode} on {}",
                 self.operation(),
                 target.id
+            ),
+            Action::Claim { target, owner, .. } => write!(
+                f,
+                "{}: tag {} {}={owner} (this DxConnection manages it)",
+                self.operation(),
+                target.id,
+                crate::crd::OWNER_TAG
             ),
             Action::Restore {
                 target,

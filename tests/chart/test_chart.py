@@ -32,6 +32,7 @@ NON_DEFAULT = {
                                    "whenUnsatisfiable": "ScheduleAnyway"}],
     "imagePullSecrets": [{"name": "pull"}],
     "aws": {"region": "eu-west-1", "endpointUrl": "http://dx-sim.test:4599", "timeout": "1m"},
+    "clusterName": "prod-eu-1",
     "access": {"defaultNamespaces": ["network", "network-lab"]},
     "rbac": {"aggregateToDefaultRoles": False},
     "operator": {"logFormat": "text", "logLevel": "debug", "resync": "10m", "requeue": "5s",
@@ -114,6 +115,7 @@ def test_non_default_values_reach_the_objects():
     assert (env["DXM_CONCURRENCY"], env["DXM_DESCRIBE_REREADS_PER_SECOND"], env["DXM_AWS_TIMEOUT"]) == ("64", "2.5", "1m")
     assert (env["DXM_LEASE_DURATION"], env["DXM_LEASE_RENEW"]) == ("30s", "10s")
     assert env["DXM_DEFAULT_ACCESS_NAMESPACES"] == "network,network-lab"
+    assert env["DXM_CLUSTER_NAME"] == "prod-eu-1"
     assert [r["metadata"]["name"] for r in by_kind(docs, "ClusterRole")] == [NAME], "no aggregated roles"
     assert c["args"] == ["run", "--aws-timeout", "45s"]
     assert pod["serviceAccountName"] == "dxm"
@@ -158,6 +160,7 @@ def test_default_render_is_restricted_and_least_privilege():
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert {p["httpGet"]["path"] for p in [pod["containers"][0]["livenessProbe"], pod["containers"][0]["readinessProbe"]]} == {"/healthz", "/readyz"}
     assert env["DXM_DEFAULT_ACCESS_NAMESPACES"]["value"] == "*"
+    assert "DXM_CLUSTER_NAME" not in env, "the kube-system UID by default"
     roles = {r["metadata"]["name"]: r for r in by_kind(docs, "ClusterRole")}
     rules = roles[NAME]["rules"]
     secrets = [r for r in rules if "secrets" in r["resources"]]
@@ -168,7 +171,10 @@ def test_default_render_is_restricted_and_least_privilege():
         ("dxmacsec.io", "dxconnections/status"), ("dxmacsec.io", "macseckeys/status"),
         ("dxmacsec.io", "dxconnections/finalizers"), ("dxmacsec.io", "macseckeys/finalizers"),
         ("", "secrets"), ("events.k8s.io", "events"), ("dxmacsec.io", "dxaccesses"),
+        ("", "namespaces"),
     }
+    assert [r for r in rules if "namespaces" in r["resources"]] == [
+        {"apiGroups": [""], "resources": ["namespaces"], "resourceNames": ["kube-system"], "verbs": ["get"]}]
     access = [r for r in rules if "dxaccesses" in r["resources"]]
     assert access == [{"apiGroups": ["dxmacsec.io"], "resources": ["dxaccesses"], "verbs": ["get", "list", "watch"]}]
     # Namespace users write their DxConnections and MacSecKeys through the built-in roles,
@@ -212,6 +218,7 @@ def test_default_render_is_restricted_and_least_privilege():
     {"prometheusRule": {"keyMaxAgeDays": "1y"}},
     {"grafanaDashboard": {"enabled": "true"}},
     {"access": {"defaultNamespaces": "*"}},
+    {"clusterName": "has spaces"},
     {"access": {"defaultNamespaces": ["Net Prod"]}},
     {"unknownTopLevel": 1},
 ])
