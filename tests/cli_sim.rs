@@ -24,7 +24,13 @@ const MUTATING: &[&str] = &[
     "DisassociateMacSecKey",
     "UpdateConnection",
     "UpdateLag",
+    "TagResource",
+    "UntagResource",
 ];
+
+/// The owner tag `apply` gives DxConnection default/conn: a seed connection with keys that
+/// carries it was set up by an earlier `apply` (one without it would need `adopt`).
+const OWNED_BY_CONN: &str = "tags: {dxmacsec.io/owner: cli/default/conn}";
 
 async fn sim(seed: &str) -> Sim {
     Sim::start(Seed::from_yaml(seed).unwrap()).await.unwrap()
@@ -268,7 +274,7 @@ async fn enables_macsec_on_a_connection_and_a_lag() {
 async fn rotation_to_b(router: &[&str], rotation: &str) -> (Sim, PathBuf) {
     let router: Vec<String> = router.iter().map(|c| format!("\"{c}\"")).collect();
     let sim = sim(&format!(
-        "delays: {{ associateMs: 300, disassociateMs: 300 }}\nconnections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}], router: [{}] }}\n",
+        "delays: {{ associateMs: 300, disassociateMs: 300 }}\nconnections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}], router: [{}], {OWNED_BY_CONN} }}\n",
         router.join(", ")
     ))
     .await;
@@ -330,7 +336,7 @@ fn assert_no_outage(sim: &Sim) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turning_off_sets_the_mode_before_removing_keys() {
     let sim = sim(&format!(
-        "delays: {{ associateMs: 300, disassociateMs: 300 }}\nconnections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}], router: [\"{CKN_A}\"] }}\n"
+        "delays: {{ associateMs: 300, disassociateMs: 300 }}\nconnections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}], router: [\"{CKN_A}\"], {OWNED_BY_CONN} }}\n"
     ))
     .await;
     let f = write(&dxc_manifest("conn", "dxcon-c1", "no_encrypt", &[], ""));
@@ -456,14 +462,20 @@ async fn apply_killed_after(sim: &Sim, file: &std::path::Path, k: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_every_step_converges_without_harm() {
     let router = format!("router: [\"{CKN_A}\", \"{CKN_B}\"]");
-    let with_a =
-        format!("encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}]");
+    let with_a = format!(
+        "encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}], {OWNED_BY_CONN}"
+    );
     let scenarios = [
         (
             "enable",
             format!("{{ id: dxcon-c1, macSecCapable: true, {router} }}"),
             must_encrypt_with_key_a("conn", "dxcon-c1", CKN_A, CAK_A),
-            vec!["AssociateMacSecKey", "UpdateConnection", "UpdateConnection"],
+            vec![
+                "TagResource",
+                "AssociateMacSecKey",
+                "UpdateConnection",
+                "UpdateConnection",
+            ],
             ("must_encrypt", vec![CKN_A]),
         ),
         (
@@ -519,7 +531,7 @@ async fn killed_at_every_step_converges_without_harm() {
             assert_no_outage(&sim);
         }
     }
-    assert_eq!(kills, 7);
+    assert_eq!(kills, 8);
 }
 
 /// Bad inputs: a clear error, exit 1, and no mutating call in the emulator's log.
@@ -624,10 +636,20 @@ async fn plan_reports_without_changing_anything() {
     let reports: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(reports[0]["name"], "default/conn");
     assert_eq!(reports[0]["ready"], false);
-    let step = reports[0]["plannedActions"][0].as_str().unwrap();
+    let steps = &reports[0]["plannedActions"];
     assert!(
-        step.starts_with("AssociateMacSecKey: associate MacSecKey k-a"),
-        "{step}"
+        steps[0]
+            .as_str()
+            .unwrap()
+            .starts_with("TagResource: tag dxcon-c1 dxmacsec.io/owner=cli/default/conn"),
+        "{steps}"
+    );
+    assert!(
+        steps[1]
+            .as_str()
+            .unwrap()
+            .starts_with("AssociateMacSecKey: associate MacSecKey k-a"),
+        "{steps}"
     );
     assert_eq!(reports[0]["status"]["connectionState"], "available");
     assert!(
@@ -1057,5 +1079,96 @@ async fn a_rotation_the_router_did_not_follow_is_rolled_back() {
     assert!(
         down > 0.0 && down < 5.0,
         "down for {down} s: the guard should have reacted within a few passes: {outages}"
+    );
+}
+
+/// Ownership on AWS, the handshake other tools see: a connection tagged by another cluster
+/// is `Conflict` naming it, one that Terraform configured (keys, no tag) is `Conflict`
+/// until the spec says `adopt: true`, a fresh one is claimed with its first step; nothing
+/// is sent to AWS for the refused ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_tag_keeps_two_owners_apart() {
+    let sim = sim(&format!(
+        "delays: {{ associateMs: 300, disassociateMs: 300 }}\nconnections:\n\
+         \x20 - {{ id: dxcon-other, macSecCapable: true, router: [\"{CKN_A}\"], tags: {{dxmacsec.io/owner: cluster-b/net/x}} }}\n\
+         \x20 - {{ id: dxcon-tf, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}], router: [\"{CKN_A}\"] }}\n\
+         \x20 - {{ id: dxcon-new, macSecCapable: true, router: [\"{CKN_A}\"] }}\n"
+    ))
+    .await;
+    let manifests = |adopt: &str| {
+        format!(
+            "{}{}{}{}",
+            key_manifest("k-a", CKN_A, CAK_A),
+            dxc_manifest("other", "dxcon-other", "must_encrypt", &["k-a"], ""),
+            dxc_manifest("tf", "dxcon-tf", "must_encrypt", &["k-a"], adopt),
+            dxc_manifest("new", "dxcon-new", "must_encrypt", &["k-a"], "")
+        )
+    };
+    let run = apply_json(&sim, &write(&manifests("")), "30s").await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    let reports: Value = serde_json::from_str(&run.stdout).unwrap();
+    let by = |name: &str| {
+        reports
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let other = by("default/other");
+    assert_eq!(other["reason"], "Conflict");
+    assert!(
+        other["message"]
+            .as_str()
+            .unwrap()
+            .contains("managed by cluster-b/net/x"),
+        "{other}"
+    );
+    let tf = by("default/tf");
+    assert_eq!(tf["reason"], "Conflict");
+    assert!(
+        tf["message"].as_str().unwrap().contains("spec.adopt: true"),
+        "{tf}"
+    );
+    assert_eq!(by("default/new")["ready"], true);
+    let calls = sim.shared.calls();
+    for id in ["dxcon-other", "dxcon-tf"] {
+        assert!(
+            calls
+                .iter()
+                .all(|c| c.target.as_deref() != Some(id)
+                    || !MUTATING.contains(&c.operation.as_str())),
+            "{id} was changed: {calls:?}"
+        );
+    }
+    let owner = |state: &Value, id: &str| connection(state, id)["tags"].clone();
+    let state = sim.shared.state();
+    assert_eq!(
+        owner(&state, "dxcon-new"),
+        serde_json::json!([{"key": "dxmacsec.io/owner", "value": "cli/default/new"}])
+    );
+    assert_eq!(owner(&state, "dxcon-tf"), serde_json::json!([]));
+
+    // The spec takes the Terraform-made connection over: tagged, keys kept, converged.
+    let run = apply_json(&sim, &write(&manifests(", adopt: true")), "30s").await;
+    let reports: Value = serde_json::from_str(&run.stdout).unwrap();
+    let tf = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "default/tf")
+        .unwrap();
+    assert_eq!(tf["ready"], true, "{tf}");
+    let state = sim.shared.state();
+    assert_eq!(
+        owner(&state, "dxcon-tf"),
+        serde_json::json!([{"key": "dxmacsec.io/owner", "value": "cli/default/tf"}])
+    );
+    assert_eq!(key_ckns(&state, "dxcon-tf"), [CKN_A]);
+    assert_eq!(
+        ok_calls(&sim.shared.calls(), "AssociateMacSecKey").len(),
+        1,
+        "only dxcon-new's"
     );
 }

@@ -50,6 +50,11 @@ fn seed() -> String {
     s += &conn("dxcon-leader02", "");
     s += &conn("dxcon-cakchg01", "");
     s += &conn("dxcon-prod0001", "");
+    s += &conn(
+        "dxcon-owned01",
+        ", tags: {dxmacsec.io/owner: another-cluster/net/x}",
+    );
+    s += &conn("dxcon-owned02", "");
     // A router that holds key A only, with A associated: the rotation to B is rolled back.
     s += &format!(
         "  - {{ id: dxcon-guard001, macSecCapable: true, router: [\"{CKN_A}\"]{with_a} }}\n"
@@ -281,6 +286,7 @@ async fn end_to_end() {
     a_cak_changed_under_its_ckn_is_refused(&e).await;
     a_namespace_reaches_only_what_a_dxaccess_grants_it(&e).await;
     a_rotation_the_router_did_not_follow_is_rolled_back(&e).await;
+    the_owner_tag_is_claimed_respected_and_released(&e).await;
     crash_mid_rotation_converges_with_one_association(&mut e).await;
     two_replicas_act_one_at_a_time(&mut e).await;
     gitops_tools_judge_live_objects().await;
@@ -388,7 +394,7 @@ async fn rotation_respects_the_overlap(e: &E2e) {
                 "dxcon-rotate01",
                 "must_encrypt",
                 &["k-a"],
-                ", rotation: {overlapSeconds: 6}"
+                ", adopt: true, rotation: {overlapSeconds: 6}"
             )
         ),
     )
@@ -406,7 +412,7 @@ async fn rotation_respects_the_overlap(e: &E2e) {
             "dxcon-rotate01",
             "must_encrypt",
             &["k-b"],
-            ", rotation: {overlapSeconds: 6}",
+            ", adopt: true, rotation: {overlapSeconds: 6}",
         ),
     )
     .await;
@@ -1057,7 +1063,7 @@ async fn a_rotation_the_router_did_not_follow_is_rolled_back(e: &E2e) {
                 "dxcon-guard001",
                 "must_encrypt",
                 &["k-b"],
-                ", rotation: {overlapSeconds: 0, guardSeconds: 60}"
+                ", adopt: true, rotation: {overlapSeconds: 0, guardSeconds: 60}"
             )
         ),
     )
@@ -1120,6 +1126,71 @@ async fn a_rotation_the_router_did_not_follow_is_rolled_back(e: &E2e) {
     assert_eq!(after, down, "no further outage once the router had B");
 }
 
+/// Ownership on AWS: a connection is claimed with the tag `<kube-system UID>/<ns>/<name>`,
+/// one tagged by another cluster is Conflict naming it (and untouched), and deleting the
+/// owner under Retain leaves keys and mode but removes the tag.
+async fn the_owner_tag_is_claimed_respected_and_released(e: &E2e) {
+    namespace("owner").await;
+    apply(
+        "owner",
+        &format!(
+            "{}{}{}",
+            key_manifest("k-a", CKN_A, CAK_A),
+            dxc_manifest("mine", "dxcon-owned02", "must_encrypt", &["k-a"], ""),
+            dxc_manifest("theirs", "dxcon-owned01", "must_encrypt", &["k-a"], "")
+        ),
+    )
+    .await;
+    wait_ready("owner", "mine").await;
+    let (_, uid, _) = kubectl(
+        &[
+            "get",
+            "namespace",
+            "kube-system",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+        None,
+    )
+    .await;
+    let tags = |id: &str| connection(&e.sim.shared.state(), id)["tags"].clone();
+    assert_eq!(
+        tags("dxcon-owned02"),
+        serde_json::json!([{"key": "dxmacsec.io/owner", "value": format!("{uid}/owner/mine")}])
+    );
+    wait_for("theirs in Conflict", Duration::from_secs(30), || async {
+        ready_condition(e, "owner", "theirs")
+            .await
+            .is_some_and(|(_, reason, message)| {
+                reason == "Conflict" && message.contains("managed by another-cluster/net/x")
+            })
+    })
+    .await;
+    assert!(
+        e.calls()
+            .iter()
+            .all(|c| c.target.as_deref() != Some("dxcon-owned01")
+                || c.operation.starts_with("Describe")),
+        "another cluster's connection was changed"
+    );
+    let (ok, _, err) = kubectl(
+        &["delete", "-n", "owner", "dxc", "mine", "--wait=true"],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        tags("dxcon-owned02"),
+        serde_json::json!([]),
+        "the owner tag is released"
+    );
+    assert_eq!(
+        key_ckns(&e.sim.shared.state(), "dxcon-owned02"),
+        [CKN_A],
+        "Retain keeps keys"
+    );
+}
+
 /// The operator killed right after associating the new key of a rotation, and started
 /// again, converges with one association.
 async fn crash_mid_rotation_converges_with_one_association(e: &mut E2e) {
@@ -1134,7 +1205,7 @@ async fn crash_mid_rotation_converges_with_one_association(e: &mut E2e) {
                 "dxcon-crash001",
                 "must_encrypt",
                 &["k-a"],
-                ", rotation: {overlapSeconds: 2}"
+                ", adopt: true, rotation: {overlapSeconds: 2}"
             )
         ),
     )
@@ -1147,7 +1218,7 @@ async fn crash_mid_rotation_converges_with_one_association(e: &mut E2e) {
             "dxcon-crash001",
             "must_encrypt",
             &["k-b"],
-            ", rotation: {overlapSeconds: 2}",
+            ", adopt: true, rotation: {overlapSeconds: 2}",
         ),
     )
     .await;
