@@ -39,6 +39,7 @@ fn base(dxc: &DxConnection) -> Desired {
         generation: dxc.metadata.generation,
         owner: None,
         adopt: dxc.spec.adopt,
+        restorable: Vec::new(),
     }
 }
 
@@ -74,6 +75,45 @@ pub async fn desired(
         d.keys = Some(keys);
     }
     d
+}
+
+/// The CKNs of the outgoing keys `dxc`'s status says were removed within a guard window.
+pub fn removed_ckns(dxc: &DxConnection) -> Vec<String> {
+    dxc.status
+        .iter()
+        .flat_map(|s| s.rotation.iter())
+        .flat_map(|r| r.removed.iter())
+        .filter_map(|k| k.ckn.clone())
+        .collect()
+}
+
+/// The material of the outgoing keys `dxc` removed within its guard window, read from
+/// `candidates` (MacSecKeys that may hold them): what a rollback sends as CKN/CAK if the
+/// managed secret is gone. Keys that cannot be read are left out; the managed secret is
+/// tried first anyway.
+pub async fn restorable(
+    dxc: &DxConnection,
+    candidates: Vec<MacSecKey>,
+    secrets: &dyn SecretReader,
+    aws: &dyn AwsProvider,
+    scope: &Scope,
+) -> Vec<crate::plan::KeyMaterial> {
+    let removed = removed_ckns(dxc);
+    let mut out = Vec::new();
+    if removed.is_empty() {
+        return out;
+    }
+    for key in candidates {
+        if let Ok(m) = material::resolve(&key, secrets, aws, scope).await
+            && m.cak.is_some()
+            && m.ckn
+                .as_ref()
+                .is_some_and(|c| removed.iter().any(|r| r == c.as_str()))
+        {
+            out.push(m);
+        }
+    }
+    out
 }
 
 /// The Conflict rule, one for the controller and the CLI: of the DxConnections that name

@@ -245,9 +245,20 @@ impl Engine {
                     Action::Claim { arn, owner, .. } => {
                         api.tag_resource(arn, crate::crd::OWNER_TAG, owner).await
                     }
-                    Action::Restore { secret_arn, .. } => {
-                        api.associate(target, &Association::SecretArn(secret_arn.clone()))
-                            .await
+                    Action::Restore {
+                        secret_arn,
+                        fallback,
+                        ..
+                    } => {
+                        let by_arn = Association::SecretArn(secret_arn.clone());
+                        match (api.associate(target, &by_arn).await, fallback) {
+                            // The managed secret is gone: by CKN/CAK from the MacSecKey.
+                            (Err(e), Some(pair)) if e.class == ErrorClass::Terminal => {
+                                tracing::warn!(target = %target.id, error = %e, "the removed key's managed secret was refused; associating it by CKN/CAK");
+                                api.associate(target, pair).await
+                            }
+                            (outcome, _) => outcome,
+                        }
                     }
                 };
                 // Changed, or perhaps changed: re-read it (and a LAG's members) next time.
@@ -476,5 +487,60 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    /// A rollback whose managed secret is gone: AWS refuses the ARN, and the removed key is
+    /// associated by the CKN/CAK its MacSecKey still holds, in the same pass.
+    #[tokio::test]
+    async fn a_rollback_falls_back_to_the_pair_when_the_managed_secret_is_gone() {
+        let seed = format!(
+            "connections:\n  - {{ id: dxcon-abc123, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{}\", cak: \"{}\"}}], router: [\"{}\"] }}\n",
+            ckn('b'),
+            cak('b'),
+            ckn('a')
+        );
+        let (sim, engine, scope) = setup(&seed, ObservationCache::new(Duration::ZERO)).await;
+        let mut want = desired(
+            "dxcon-abc123",
+            Some(EncryptionMode::MustEncrypt),
+            Some(vec![wanted("k-b", 'b')]),
+        );
+        want.guard = Duration::from_secs(300);
+        let Ok(a) = wanted("k-a", 'a').material else {
+            unreachable!("a fixture key is valid")
+        };
+        want.restorable = vec![a];
+        let removed = crate::crd::RotationStatus {
+            removed: vec![crate::crd::RemovedKey {
+                ckn: Some(ckn('a')),
+                secret_arn: crate::plan::fixtures::managed_arn('a'),
+                removed_at: Timestamp::now().to_string(),
+            }],
+            ..Default::default()
+        };
+        let prior = PriorState::default().with_rotation(Some(&removed));
+        let pass = engine
+            .pass(&scope, &want, &prior, Timestamp::now(), Mode::Execute)
+            .await;
+        assert!(pass.error().is_none(), "{:?}", pass.error());
+        assert!(matches!(pass.executed(), [Action::Restore { .. }]));
+        let calls: Vec<(String, String)> = sim
+            .shared
+            .calls()
+            .into_iter()
+            .filter(|c| c.operation == "AssociateMacSecKey")
+            .map(|c| (c.operation, c.outcome))
+            .collect();
+        assert_eq!(calls.len(), 2, "by ARN, then by CKN/CAK: {calls:?}");
+        assert_ne!(calls[0].1, "ok");
+        assert_eq!(calls[1].1, "ok");
+        let state = sim.shared.state();
+        let ckns: Vec<&str> = state["connections"][0]["macSecKeys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["ckn"].as_str().unwrap())
+            .collect();
+        assert!(ckns.contains(&ckn('a').as_str()), "{ckns:?}");
     }
 }

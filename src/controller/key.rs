@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 
-use super::relations::{learn, secrets_scope, used_by};
+use super::relations::{guarded_by, learn, secrets_scope, used_by};
 use super::shell::{Reconciled, write_status};
 use super::{Context, Error, KubeSecrets};
 use crate::aws::Scope;
@@ -58,22 +58,28 @@ impl Reconciled for MacSecKey {
     }
 
     async fn cleanup(key: &Self, ctx: &Context) -> Result<Action, Error> {
-        let users = used_by(key, &ctx.all_connections());
-        if users.is_empty() {
-            return Ok(Action::await_change());
-        }
+        let all = ctx.all_connections();
+        let users = used_by(key, &all);
+        let (generation, now) = (key.metadata.generation, Timestamp::now());
+        let msg = match guarded_by(key, &all, now) {
+            _ if !users.is_empty() => format!(
+                "deletion waits: used by DxConnection {}; remove this key from their spec.keys (rotate to another key) first",
+                users.join(", ")
+            ),
+            // Removed in a rotation: it may have to come back (by CKN/CAK if its managed
+            // secret is gone), so its material stays readable until the guard window ends.
+            Some((by, until)) => format!(
+                "deletion waits until {until}: DxConnection {by} removed this key in a rotation and associates it again if the port goes Encryption Down before then (spec.rotation.guardSeconds)"
+            ),
+            None => return Ok(Action::await_change()),
+        };
         let mut status = key.status.clone().unwrap_or_default();
-        let msg = format!(
-            "deletion waits: used by DxConnection {}; remove this key from their spec.keys (rotate to another key) first",
-            users.join(", ")
-        );
         status.used_by = users.clone();
         let in_use = ConditionValue {
             status: false,
             reason: "InUse",
             message: msg,
         };
-        let (generation, now) = (key.metadata.generation, Timestamp::now());
         set_ready(
             &mut status.conditions,
             &in_use,
@@ -83,6 +89,9 @@ impl Reconciled for MacSecKey {
         );
         if key.status.as_ref() != Some(&status) {
             write_status(ctx, key, &status).await?;
+        }
+        if users.is_empty() {
+            return Err(Error::CleanupPending(in_use.message));
         }
         Err(Error::KeyInUse(users.join(", ")))
     }

@@ -113,6 +113,17 @@ impl Context {
         )
     }
 
+    /// The MacSecKeys of `namespace` that `pick` chooses.
+    pub fn keys_in(&self, namespace: &str, pick: impl Fn(&MacSecKey) -> bool) -> Vec<MacSecKey> {
+        self.keys
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter(|k| k.metadata.namespace.as_deref() == Some(namespace) && pick(k))
+            .cloned()
+            .collect()
+    }
+
     pub fn find_key(&self, namespace: &str, name: &str) -> Option<MacSecKey> {
         self.keys
             .get(&ObjectRef::new(name).within(namespace))

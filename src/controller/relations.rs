@@ -106,6 +106,39 @@ pub(crate) fn used_by(key: &MacSecKey, all: &[Arc<DeserializeGuard<DxConnection>
     users
 }
 
+/// The DxConnection of the key's namespace that removed it (by CKN) as an outgoing key less
+/// than its guard window ago, and when that window ends (the latest, if several).
+pub(crate) fn guarded_by(
+    key: &MacSecKey,
+    all: &[Arc<DeserializeGuard<DxConnection>>],
+    now: Timestamp,
+) -> Option<(String, Timestamp)> {
+    let ckn = key.status.as_ref()?.ckn.clone()?;
+    valid(all)
+        .filter(|d| d.namespace() == key.namespace())
+        .filter_map(|d| {
+            let guard = jiff::SignedDuration::from_secs(i64::from(d.spec.rotation.guard_seconds));
+            let until = d
+                .status
+                .as_ref()?
+                .rotation
+                .as_ref()?
+                .removed
+                .iter()
+                .filter(|r| r.ckn.as_deref() == Some(ckn.as_str()))
+                .filter_map(|r| {
+                    r.removed_at
+                        .parse::<Timestamp>()
+                        .ok()?
+                        .checked_add(guard)
+                        .ok()
+                })
+                .max()?;
+            (until > now).then(|| (d.name_any(), until))
+        })
+        .max_by_key(|(_, until)| *until)
+}
+
 /// The managed secret ARN and CKN AWS reported for this key on any DxConnection using it.
 pub(crate) fn learned_from_connections(
     key: &MacSecKey,
@@ -230,4 +263,62 @@ pub(crate) fn key_relevance(
         status.and_then(|s| s.ckn.clone()),
         status.and_then(|s| s.direct_connect_secret_arn.clone()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A MacSecKey removed in a rotation is guarded until the DxConnection's guard window
+    /// ends, by CKN, in its own namespace only.
+    #[test]
+    fn a_removed_key_is_guarded_for_the_window() {
+        let ckn = "aa".repeat(32);
+        let mut key = MacSecKey::new(
+            "k-a",
+            serde_json::from_value(serde_json::json!({"secretRef": {"name": "s"}})).unwrap(),
+        );
+        key.metadata.namespace = Some("net".into());
+        key.status = Some(MacSecKeyStatus {
+            ckn: Some(ckn.clone()),
+            ..Default::default()
+        });
+        let removed_at = Timestamp::from_second(1_800_000_000).unwrap();
+        let dxc = |ns: &str| {
+            let spec = serde_json::from_value(
+                serde_json::json!({"connectionId": "dxcon-a1", "rotation": {"guardSeconds": 60}}),
+            )
+            .unwrap();
+            let mut d = DxConnection::new("x", spec);
+            d.metadata.namespace = Some(ns.into());
+            d.status = Some(DxConnectionStatus {
+                rotation: Some(crate::crd::RotationStatus {
+                    removed: vec![crate::crd::RemovedKey {
+                        ckn: Some(ckn.clone()),
+                        secret_arn: "arn".into(),
+                        removed_at: removed_at.to_string(),
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            Arc::new(DeserializeGuard(Ok(d)))
+        };
+        let all = [dxc("net"), dxc("other")];
+        let at = |s: i64| {
+            removed_at
+                .checked_add(jiff::SignedDuration::from_secs(s))
+                .unwrap()
+        };
+        assert_eq!(
+            guarded_by(&key, &all, at(10)),
+            Some(("x".to_string(), at(60)))
+        );
+        assert_eq!(guarded_by(&key, &all, at(60)), None, "the window has ended");
+        assert_eq!(
+            guarded_by(&key, &all[1..], at(10)),
+            None,
+            "another namespace"
+        );
+    }
 }

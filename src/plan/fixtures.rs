@@ -132,5 +132,6 @@ pub fn desired(id: &str, mode: Option<EncryptionMode>, keys: Option<Vec<WantedKe
         generation: None,
         owner: None,
         adopt: false,
+        restorable: Vec::new(),
     }
 }

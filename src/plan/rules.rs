@@ -11,7 +11,9 @@
 
 use jiff::Timestamp;
 
-use super::types::{Action, Desired, KEYCHAIN_SIZE, PriorState, Reason, Removal, Requeue, Target};
+use super::types::{
+    Action, Association, Desired, KEYCHAIN_SIZE, PriorState, Reason, Removal, Requeue, Target,
+};
 use super::validate::{ValidKey, Validated};
 use crate::crd::{CONFIRM_REMOVAL_ANNOTATION, OWNER_TAG, RemovedKey, RolledBack};
 use crate::crd::{EncryptionMode, ResourceType};
@@ -326,11 +328,18 @@ fn guard(v: &Validated<'_>, s: &Situation<'_>, prior: &PriorState, now: Timestam
                 ));
             }
             None => {
+                let fallback = v
+                    .desired
+                    .restorable
+                    .iter()
+                    .find(|m| m.ckn.as_ref().map(|c| c.as_str()) == r.ckn.as_deref())
+                    .and_then(|m| Some(Association::CknCak(m.ckn.clone()?, m.cak.clone()?)));
                 return Some(Step::Act(
                     Action::Restore {
                         target: s.target.clone(),
                         secret_arn: r.secret_arn.clone(),
                         ckn: r.ckn.clone(),
+                        fallback,
                     },
                     format!(
                         "{down} since key {name} was removed at {}: associating it again, the router does not use the new key",

@@ -42,6 +42,9 @@ pub struct Desired {
     pub owner: Option<String>,
     /// `spec.adopt`: claim a resource with MACsec state and no owner tag.
     pub adopt: bool,
+    /// The material of outgoing keys removed within the guard window, from their MacSecKeys:
+    /// a rollback associates by CKN/CAK when the managed secret is gone.
+    pub restorable: Vec<KeyMaterial>,
 }
 
 impl Desired {
@@ -95,6 +98,7 @@ impl Desired {
             generation: None,
             owner: None,
             adopt: false,
+            restorable: Vec::new(),
         }
     }
 }
@@ -282,6 +286,8 @@ pub enum Action {
         target: Target,
         secret_arn: String,
         ckn: Option<String>,
+        /// By CKN/CAK from the key's MacSecKey, if AWS refuses the managed secret (gone).
+        fallback: Option<Association>,
     },
 }
 
@@ -371,6 +377,7 @@ impl fmt::Display for Action {
                 target,
                 secret_arn,
                 ckn,
+                ..
             } => write!(
                 f,
                 "{}: associate removed key {} with {} again by managed secret {secret_arn} (the port went Encryption Down without it)",
