@@ -141,6 +141,10 @@ struct RunArgs {
     /// DxConnection then needs a DxAccess).
     #[arg(long, default_value = "*", env = "DXM_DEFAULT_ACCESS_NAMESPACES")]
     default_access_namespaces: String,
+    /// Watch only these namespaces (comma-separated; empty: all). The operator then needs
+    /// Roles in them only (the chart's `watchNamespaces`), no cluster-wide read of Secrets.
+    #[arg(long, default_value = "", env = "DXM_WATCH_NAMESPACES")]
+    watch_namespaces: String,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080", env = "DXM_HTTP_ADDR")]
     http_addr: std::net::SocketAddr,
@@ -255,6 +259,13 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 &args.default_access_namespaces,
             ),
             cluster_name,
+            watch_namespaces: args
+                .watch_namespaces
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect(),
         },
         http_addr: args.http_addr,
         lease: leader.leader_election.then(|| LeaseConfig {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
@@ -83,6 +83,23 @@ pub struct Settings {
     pub default_access_namespaces: Namespaces,
     /// This cluster's name in the `dxmacsec.io/owner` tag.
     pub cluster_name: String,
+    /// The namespaces whose DxConnections and MacSecKeys are watched; empty: all.
+    pub watch_namespaces: Vec<String>,
+}
+
+/// The reflector stores of one kind: one for the whole cluster, or one per watched
+/// namespace; read as one.
+#[derive(Clone)]
+pub struct Stores<K: Resource<DynamicType = ()> + Clone + 'static>(pub Vec<Store<K>>);
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
+    pub fn state(&self) -> Vec<Arc<K>> {
+        self.0.iter().flat_map(Store::state).collect()
+    }
+
+    pub fn get(&self, key: &ObjectRef<K>) -> Option<Arc<K>> {
+        self.0.iter().find_map(|s| s.get(key))
+    }
 }
 
 /// Shared by every reconcile.
@@ -92,8 +109,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
-    pub connections: Store<DeserializeGuard<DxConnection>>,
-    pub keys: Store<DeserializeGuard<MacSecKey>>,
+    pub connections: Stores<DeserializeGuard<DxConnection>>,
+    pub keys: Stores<DeserializeGuard<MacSecKey>>,
     pub grants: Store<DxAccess>,
 }
 
@@ -208,23 +225,33 @@ pub async fn cluster_uid(client: &Client) -> Result<String, String> {
         })
 }
 
-/// Fails with a clear message when the CRDs are not installed.
-pub async fn preflight(client: &Client) -> Result<(), String> {
+/// `Api::all`, or `Api::namespaced` for a watched namespace.
+fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Fails with a clear message when the CRDs are not installed (or, watching some
+/// namespaces, the operator may not list in the first of them).
+pub async fn preflight(client: &Client, watch_namespaces: &[String]) -> Result<(), String> {
     let lp = kube::api::ListParams::default().limit(1);
+    let ns = watch_namespaces.first().map(String::as_str);
     for (kind, result) in [
         (
             "DxConnection",
-            Api::<DxConnection>::all(client.clone())
+            api_in::<DxConnection>(client, ns)
                 .list(&lp)
                 .await
                 .map(|_| ()),
         ),
         (
             "MacSecKey",
-            Api::<MacSecKey>::all(client.clone())
-                .list(&lp)
-                .await
-                .map(|_| ()),
+            api_in::<MacSecKey>(client, ns).list(&lp).await.map(|_| ()),
         ),
         (
             "DxAccess",
@@ -263,82 +290,109 @@ pub async fn run_controllers(
     reporter: Reporter,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let dxc_api: Api<DeserializeGuard<DxConnection>> = Api::all(client.clone());
-    let key_api: Api<DeserializeGuard<MacSecKey>> = Api::all(client.clone());
     let wc = watcher::Config::default().any_semantic();
-
     // Bounded concurrency keeps memory flat and the AWS call rate smooth with many objects.
     let config = kube::runtime::controller::Config::default().concurrency(settings.concurrency);
-    let dxc_controller = Controller::new(dxc_api.clone(), wc.clone()).with_config(config.clone());
-    let key_controller = Controller::new(key_api.clone(), wc.clone()).with_config(config);
-    let connections = dxc_controller.store();
-    let keys = key_controller.store();
-
+    // One pair of controllers for the whole cluster, or one per watched namespace (then the
+    // operator needs Roles in those namespaces only, no cluster-wide read of Secrets).
+    let scopes: Vec<Option<String>> = if settings.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings
+            .watch_namespaces
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
+    };
+    let mut pairs = Vec::new();
+    for ns in &scopes {
+        let dxc_api: Api<DeserializeGuard<DxConnection>> = api_in(&client, ns.as_deref());
+        let key_api: Api<DeserializeGuard<MacSecKey>> = api_in(&client, ns.as_deref());
+        let dxc_controller =
+            Controller::new(dxc_api.clone(), wc.clone()).with_config(config.clone());
+        let key_controller =
+            Controller::new(key_api.clone(), wc.clone()).with_config(config.clone());
+        pairs.push((dxc_api, key_api, dxc_controller, key_controller));
+    }
+    let connections = Stores(pairs.iter().map(|p| p.2.store()).collect());
+    let keys = Stores(pairs.iter().map(|p| p.3.store()).collect());
     // DxAccesses in a reflector of their own, read by every DxConnection reconcile. A change
     // re-reconciles every DxConnection, once the store holds it; reconciles start once the
     // store holds every DxAccess, so a restart never reports a granted DxConnection
     // Forbidden.
     let (grants, writer) = kube::runtime::reflector::store::<DxAccess>();
-    let (changed_tx, changed_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let (changed_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let access_api: Api<DxAccess> = Api::all(client.clone());
-    let access_watch =
+    let access_watch = {
+        let changed_tx = changed_tx.clone();
         kube::runtime::reflector(writer, watcher(access_api, wc.clone()).default_backoff())
             .touched_objects()
             .for_each(move |event| {
-                let changed_tx = changed_tx.clone();
-                async move {
-                    match event {
-                        // A full channel already holds a pending "reconcile all".
-                        Ok(_) => {
-                            let _ = changed_tx.try_send(());
-                        }
-                        Err(e) => tracing::warn!(error = %e, "watching DxAccesses"),
+                match event {
+                    // No receiver yet: no controller runs yet, and each reconciles every
+                    // object when it starts.
+                    Ok(_) => {
+                        let _ = changed_tx.send(());
                     }
+                    Err(e) => tracing::warn!(error = %e, "watching DxAccesses"),
                 }
-            });
+                std::future::ready(())
+            })
+    };
     let access_watch = tokio::spawn(access_watch);
-    let changed = futures_util::stream::unfold(changed_rx, |mut rx| async move {
-        rx.recv().await.map(|()| ((), rx))
-    });
-    let dxc_controller = dxc_controller.reconcile_all_on(changed);
 
-    // A MacSecKey change that matters to DxConnections re-reconciles every DxConnection that
-    // references it. Status writes that only touch usedBy or conditions are skipped: with
-    // one key shared by N DxConnections each of them would cost N reconciles.
-    let by_key = connections.clone();
-    let seen = std::sync::Mutex::new(std::collections::HashMap::new());
-    let dxc_controller = dxc_controller.watches(key_api, wc.clone(), move |key| {
-        let ns = key.namespace().unwrap_or_default();
-        let name = key.name_any();
-        let relevant = key_relevance(&key);
-        let previous = seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((ns.clone(), name.clone()), relevant.clone());
-        if previous.as_ref() == Some(&relevant) {
-            return Vec::new();
-        }
-        by_key
-            .state()
-            .iter()
-            .filter_map(|g| g.0.as_ref().ok())
-            .filter(|d| d.namespace().as_deref() == Some(ns.as_str()) && references(d, &name))
-            .map(|d| ObjectRef::<DeserializeGuard<DxConnection>>::new(&d.name_any()).within(&ns))
-            .collect::<Vec<_>>()
-    });
-    // A DxConnection change (including deletion) updates the usedBy of its MacSecKeys.
-    let key_controller = key_controller.watches(dxc_api, wc, |guard| {
-        let ns = guard.namespace().unwrap_or_default();
-        guard
-            .0
-            .as_ref()
-            .ok()
-            .and_then(|d| d.spec.keys.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(move |k| ObjectRef::new(&k.name).within(&ns))
-            .collect::<Vec<_>>()
-    });
+    let mut runs = Vec::new();
+    for (dxc_api, key_api, dxc_controller, key_controller) in pairs {
+        let changed = futures_util::stream::unfold(changed_tx.subscribe(), |mut rx| async move {
+            match rx.recv().await {
+                // A lagging receiver missed changes: one "reconcile all" covers them.
+                Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+            }
+        });
+        let dxc_controller = dxc_controller.reconcile_all_on(changed);
+        // A MacSecKey change that matters to DxConnections re-reconciles every DxConnection
+        // that references it. Status writes that only touch usedBy or conditions are
+        // skipped: with one key shared by N DxConnections each would cost N reconciles.
+        let by_key = dxc_controller.store();
+        let seen = std::sync::Mutex::new(std::collections::HashMap::new());
+        let dxc_controller = dxc_controller.watches(key_api, wc.clone(), move |key| {
+            let ns = key.namespace().unwrap_or_default();
+            let name = key.name_any();
+            let relevant = key_relevance(&key);
+            let previous = seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((ns.clone(), name.clone()), relevant.clone());
+            if previous.as_ref() == Some(&relevant) {
+                return Vec::new();
+            }
+            by_key
+                .state()
+                .iter()
+                .filter_map(|g| g.0.as_ref().ok())
+                .filter(|d| d.namespace().as_deref() == Some(ns.as_str()) && references(d, &name))
+                .map(|d| {
+                    ObjectRef::<DeserializeGuard<DxConnection>>::new(&d.name_any()).within(&ns)
+                })
+                .collect::<Vec<_>>()
+        });
+        // A DxConnection change (including deletion) updates the usedBy of its MacSecKeys.
+        let key_controller = key_controller.watches(dxc_api, wc.clone(), |guard| {
+            let ns = guard.namespace().unwrap_or_default();
+            guard
+                .0
+                .as_ref()
+                .ok()
+                .and_then(|d| d.spec.keys.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |k| ObjectRef::new(&k.name).within(&ns))
+                .collect::<Vec<_>>()
+        });
+        runs.push((dxc_controller, key_controller));
+    }
 
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
@@ -352,23 +406,32 @@ pub async fn run_controllers(
     });
     let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
     let _ = grants.wait_until_ready().await;
-    let dxc = dxc_controller
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            shell::reconcile::<DxConnection>,
-            shell::error_policy::<DxConnection>,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    let keys = key_controller
-        .graceful_shutdown_on(shutdown)
-        .run(
-            shell::reconcile::<MacSecKey>,
-            shell::error_policy::<MacSecKey>,
-            ctx,
-        )
-        .for_each(|_| async {});
-    tokio::join!(dxc, keys);
+    let mut all = Vec::new();
+    for (dxc_controller, key_controller) in runs {
+        all.push(
+            dxc_controller
+                .graceful_shutdown_on(shutdown.clone())
+                .run(
+                    shell::reconcile::<DxConnection>,
+                    shell::error_policy::<DxConnection>,
+                    ctx.clone(),
+                )
+                .for_each(|_| async {})
+                .boxed(),
+        );
+        all.push(
+            key_controller
+                .graceful_shutdown_on(shutdown.clone())
+                .run(
+                    shell::reconcile::<MacSecKey>,
+                    shell::error_policy::<MacSecKey>,
+                    ctx.clone(),
+                )
+                .for_each(|_| async {})
+                .boxed(),
+        );
+    }
+    futures_util::future::join_all(all).await;
     access_watch.abort();
 }
 
@@ -437,7 +500,9 @@ pub async fn run(
     aws: Arc<dyn crate::aws::AwsProvider>,
     opts: RunOptions,
 ) -> Result<(), RunError> {
-    preflight(&client).await.map_err(RunError::Preflight)?;
+    preflight(&client, &opts.settings.watch_namespaces)
+        .await
+        .map_err(RunError::Preflight)?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let http = tokio::spawn(crate::http::serve(

@@ -219,9 +219,10 @@ async fn harness_with(
             concurrency: 16,
             default_access_namespaces: Namespaces::all(),
             cluster_name: "test-cluster".into(),
+            watch_namespaces: Vec::new(),
         },
-        connections: conn_store,
-        keys: key_store,
+        connections: Stores(vec![conn_store]),
+        keys: Stores(vec![key_store]),
         grants: grant_store,
     });
     Harness {
