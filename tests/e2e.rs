@@ -55,6 +55,8 @@ fn seed() -> String {
         ", tags: {dxmacsec.io/owner: another-cluster/net/x}",
     );
     s += &conn("dxcon-owned02", "");
+    s += &conn("dxcon-scope001", "");
+    s += &conn("dxcon-scope002", "");
     // A router that holds key A only, with A associated: the rotation to B is rolled back.
     s += &format!(
         "  - {{ id: dxcon-guard001, macSecCapable: true, router: [\"{CKN_A}\"]{with_a} }}\n"
@@ -86,6 +88,11 @@ impl E2e {
     /// chart runs it (E2E_CONTAINER: user, read-only root, dropped capabilities, args, env;
     /// from tests/e2e/container.py) on the host's network; else the binary built here.
     fn start_operator(&mut self, identity: &str) {
+        self.start_operator_with(identity, &env("E2E_OPERATOR_KUBECONFIG"), &[]);
+    }
+
+    /// A replica with this kubeconfig and these settings over the test's.
+    fn start_operator_with(&mut self, identity: &str, kubeconfig: &str, extra: &[(&str, &str)]) {
         let log =
             std::fs::File::create(format!("{}/operator-{identity}.log", env("E2E_WORK"))).unwrap();
         // The test's settings, over the chart's: quick requeues and resyncs, dx-sim as AWS.
@@ -101,14 +108,17 @@ impl E2e {
             ("DXM_RESYNC", "6s".into()),
             ("DXM_OBSERVATION_MAX_AGE", "1s".into()),
             ("RUST_LOG", "info,dx_macsec_operator=debug".into()),
-        ];
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|(k, v)| (*k, v.to_string())))
+        .collect::<Vec<_>>();
         let mut cmd = match std::env::var("E2E_OPERATOR_IMAGE") {
             Err(_) => {
                 let mut cmd = Command::new(env!("CARGO_BIN_EXE_dx-macsec-operator"));
                 cmd.args(["run", "--http-addr", "127.0.0.1:0"])
                     .env_clear()
                     .env("PATH", std::env::var("PATH").unwrap_or_default())
-                    .env("KUBECONFIG", env("E2E_OPERATOR_KUBECONFIG"))
+                    .env("KUBECONFIG", kubeconfig)
                     .envs(settings.iter().map(|(k, v)| (*k, v.as_str())));
                 cmd
             }
@@ -130,7 +140,7 @@ impl E2e {
                 .args(["--network", "host"])
                 .args(strings(&chart["flags"]))
                 .arg("-v")
-                .arg(format!("{}:/kubeconfig:ro", env("E2E_OPERATOR_KUBECONFIG")))
+                .arg(format!("{kubeconfig}:/kubeconfig:ro"))
                 .args(
                     vars.iter()
                         .flat_map(|(k, v)| ["-e".to_string(), format!("{k}={v}")]),
@@ -290,6 +300,7 @@ async fn end_to_end() {
     crash_mid_rotation_converges_with_one_association(&mut e).await;
     two_replicas_act_one_at_a_time(&mut e).await;
     gitops_tools_judge_live_objects().await;
+    namespaced_mode_leaves_other_namespaces_alone(&mut e).await;
 }
 
 /// A Secret, a MacSecKey and a DxConnection become Ready; the key is associated before any
@@ -1188,6 +1199,127 @@ async fn the_owner_tag_is_claimed_respected_and_released(e: &E2e) {
         key_ckns(&e.sim.shared.state(), "dxcon-owned02"),
         [CKN_A],
         "Retain keeps keys"
+    );
+}
+
+/// Namespaced mode: the chart rendered with `watchNamespaces: [scoped-a]` gives a replica
+/// Roles in scoped-a only; run with those rights alone, it converges a DxConnection there,
+/// leaves one in scoped-b untouched (no status, no AWS call), and may not read Secrets
+/// outside scoped-a.
+async fn namespaced_mode_leaves_other_namespaces_alone(e: &mut E2e) {
+    let running: Vec<String> = e.operators.iter().map(|(n, _)| n.clone()).collect();
+    for identity in running {
+        e.kill_operator(&identity).await;
+    }
+    namespace("scoped-a").await;
+    namespace("scoped-b").await;
+    let rendered = Command::new(env("E2E_PYTHON"))
+        .args([
+            "tests/chart/render.py",
+            "--namespace",
+            "dx-macsec-operator",
+            "--name",
+            "scoped",
+        ])
+        .args([
+            "--skip-kind",
+            "Deployment",
+            "--skip-kind",
+            "Service",
+            "--skip-kind",
+            "PodDisruptionBudget",
+        ])
+        .args([
+            "--values",
+            r#"{"watchNamespaces": ["scoped-a"], "rbac": {"aggregateToDefaultRoles": false}}"#,
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let (ok, _, err) = kubectl(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&String::from_utf8_lossy(&rendered.stdout)),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let sa = "scoped-dx-macsec-operator";
+    let (ok, token, err) = kubectl(
+        &[
+            "create",
+            "token",
+            sa,
+            "-n",
+            "dx-macsec-operator",
+            "--duration",
+            "1h",
+        ],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let admin = std::fs::read_to_string(env("E2E_ADMIN_KUBECONFIG")).unwrap();
+    let start = admin.find("token: \"").unwrap() + "token: \"".len();
+    let end = start + admin[start..].find('"').unwrap();
+    let kubeconfig = format!("{}/scoped.kubeconfig", env("E2E_WORK"));
+    std::fs::write(
+        &kubeconfig,
+        format!("{}{}{}", &admin[..start], token.trim(), &admin[end..]),
+    )
+    .unwrap();
+    for (ns, allowed) in [("scoped-a", "yes"), ("scoped-b", "no")] {
+        let (_, out, _) = kubectl(
+            &[
+                "auth",
+                "can-i",
+                "get",
+                "secrets",
+                "-n",
+                ns,
+                "--as",
+                &format!("system:serviceaccount:dx-macsec-operator:{sa}"),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(out.trim(), allowed, "may it get Secrets in {ns}?");
+    }
+    e.start_operator_with(
+        "AKIDSCOPED",
+        &kubeconfig,
+        &[
+            ("DXM_WATCH_NAMESPACES", "scoped-a"),
+            ("DXM_LEASE_NAME", "scoped-dx-macsec-operator-leader"),
+        ],
+    );
+    apply(
+        "scoped-a",
+        &must_encrypt_with_key_a("in", "dxcon-scope001", CKN_A, CAK_A),
+    )
+    .await;
+    apply(
+        "scoped-b",
+        &must_encrypt_with_key_a("out", "dxcon-scope002", CKN_A, CAK_A),
+    )
+    .await;
+    wait_ready("scoped-a", "in").await;
+    // Past a few resyncs of the watched namespace: the other is still untouched.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let dxcs: Api<DxConnection> = Api::namespaced(e.admin.clone(), "scoped-b");
+    assert!(
+        dxcs.get("out").await.unwrap().status.is_none(),
+        "scoped-b was reconciled"
+    );
+    assert!(
+        e.calls()
+            .iter()
+            .all(|c| c.target.as_deref() != Some("dxcon-scope002")),
+        "a call reached scoped-b's connection"
     );
 }
 

@@ -33,6 +33,7 @@ NON_DEFAULT = {
     "imagePullSecrets": [{"name": "pull"}],
     "aws": {"region": "eu-west-1", "endpointUrl": "http://dx-sim.test:4599", "timeout": "1m"},
     "clusterName": "prod-eu-1",
+    "watchNamespaces": ["network", "network-lab"],
     "access": {"defaultNamespaces": ["network", "network-lab"]},
     "rbac": {"aggregateToDefaultRoles": False},
     "operator": {"logFormat": "text", "logLevel": "debug", "resync": "10m", "requeue": "5s",
@@ -116,6 +117,17 @@ def test_non_default_values_reach_the_objects():
     assert (env["DXM_LEASE_DURATION"], env["DXM_LEASE_RENEW"]) == ("30s", "10s")
     assert env["DXM_DEFAULT_ACCESS_NAMESPACES"] == "network,network-lab"
     assert env["DXM_CLUSTER_NAME"] == "prod-eu-1"
+    assert env["DXM_WATCH_NAMESPACES"] == "network,network-lab"
+    # Namespaced mode: Roles in the watched namespaces; cluster-wide only read-only DxAccess
+    # and the kube-system namespace, never Secrets.
+    [cluster] = by_kind(docs, "ClusterRole")
+    assert {r for rule in cluster["rules"] for r in rule["resources"]} == {"dxaccesses", "namespaces"}
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in by_kind(docs, "Role")}
+    assert set(roles) == {("network", NAME), ("network-lab", NAME)}
+    assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]} in roles[("network", NAME)]["rules"]
+    bindings = [b for b in by_kind(docs, "RoleBinding") if b["metadata"]["namespace"] in ("network", "network-lab")]
+    assert all(b["subjects"][0] == {"kind": "ServiceAccount", "name": "dxm", "namespace": NAMESPACE} for b in bindings)
+    assert len(bindings) == 2
     assert [r["metadata"]["name"] for r in by_kind(docs, "ClusterRole")] == [NAME], "no aggregated roles"
     assert c["args"] == ["run", "--aws-timeout", "45s"]
     assert pod["serviceAccountName"] == "dxm"
@@ -124,7 +136,7 @@ def test_non_default_values_reach_the_objects():
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     sa = by_kind(docs, "ServiceAccount")[0]
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/dxm")
-    assert not by_kind(docs, "Role"), "no Lease RBAC without leader election"
+    assert not [r for r in by_kind(docs, "Role") if r["metadata"]["namespace"] == NAMESPACE], "no Lease RBAC without leader election"
     sm = by_kind(docs, "ServiceMonitor")[0]
     assert sm["metadata"]["labels"]["release"] == "prom" and sm["metadata"]["namespace"] == "monitoring"
     assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}, "it still finds the release's Service"
@@ -219,6 +231,7 @@ def test_default_render_is_restricted_and_least_privilege():
     {"grafanaDashboard": {"enabled": "true"}},
     {"access": {"defaultNamespaces": "*"}},
     {"clusterName": "has spaces"},
+    {"watchNamespaces": "network"},
     {"access": {"defaultNamespaces": ["Net Prod"]}},
     {"unknownTopLevel": 1},
 ])
