@@ -254,7 +254,7 @@ impl Engine {
                         match (api.associate(target, &by_arn).await, fallback) {
                             // The managed secret is gone: by CKN/CAK from the MacSecKey.
                             (Err(e), Some(pair)) if e.class == ErrorClass::Terminal => {
-                                tracing::warn!(target = %target.id, error = %e, "the removed key's managed secret was refused; associating it by CKN/CAK");
+                                tracing::warn!(target = %target.id, error = %e, "the removed key's managed secret was refused; associating it by the pair its MacSecKey holds");
                                 api.associate(target, pair).await
                             }
                             (outcome, _) => outcome,
