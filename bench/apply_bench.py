@@ -6,8 +6,8 @@ emulator's global rate limit to R requests per second; and converges N + N/10 Dx
 (must_encrypt with one key) with one `apply`. Key delays are zero, so the floor below is what
 bounds the run:
 
-  floor          = mutating calls needed / R   (3 per resource: associate, should_encrypt,
-                                                must_encrypt)
+  floor          = mutating calls needed / R   (4 per resource: the owner tag, associate,
+                                                should_encrypt, must_encrypt)
   time / floor   = wall time of apply / floor
   describes per resync = Describe calls of one `plan` over all of them once converged
   calls to converge    = every successful AWS call apply made (Describes included)
@@ -33,7 +33,8 @@ OPERATOR = ROOT / "target" / "release" / "dx-macsec-operator"
 SIM = ROOT / "target" / "release" / "dx-sim"
 CKN = "be" * 32
 CAK = "ef" * 32
-MUTATING = ("AssociateMacSecKey", "DisassociateMacSecKey", "UpdateConnection", "UpdateLag")
+MUTATING = ("AssociateMacSecKey", "DisassociateMacSecKey", "UpdateConnection", "UpdateLag",
+            "TagResource", "UntagResource")
 
 
 def seed(n, lags, rate):
@@ -117,7 +118,7 @@ def run_one(n, rate, workdir):
             "exit": exit_code,
             "wall_s": round(wall, 2),
             "mutating": len(mutating),
-            "expected_mutating": 3 * resources,
+            "expected_mutating": 4 * resources,
             "calls_ok": len(ok),
             "throttled": throttled,
             "floor_s": round(floor, 2),

@@ -103,7 +103,7 @@ def run_one(n, rate, workdir):
         floor = len(mutating) / rate
         return {
             "n": n, "lags": lags, "resources": resources, "rate": rate,
-            "wall_s": round(wall, 2), "mutating": len(mutating), "expected_mutating": 3 * resources,
+            "wall_s": round(wall, 2), "mutating": len(mutating), "expected_mutating": 4 * resources,
             "calls_ok": len(ok), "throttled": throttled, "floor_s": round(floor, 2),
             "time_over_floor": round(wall / floor, 2),
             "resync_describes": resync_describes, "resync_describes_per_n": round(resync_describes / resources, 4),

@@ -154,7 +154,7 @@ fn preconditions<'a>(
         return Err(Box::new(Step::Blocked(
             Reason::NotFound,
             format!(
-                "Direct Connect has no connection or LAG {id}; check spec.connectionId, spec.region and spec.roleArn"
+                "Direct Connect has no connection or LAG {id}; check spec.connectionId, spec.region and the account of spec.accessRef's DxAccess (its roleArn)"
             ),
         )));
     };
