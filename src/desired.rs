@@ -21,13 +21,10 @@ pub fn owner_tag(cluster: &str, dxc: &DxConnection) -> String {
 /// Everything but key material and conflicts, which `desired` adds.
 fn base(dxc: &DxConnection) -> Desired {
     Desired {
-        connection_id: dxc.spec.connection_id.clone(),
         encryption_mode: dxc.spec.encryption_mode,
-        keys: None,
         overlap: Duration::from_secs(u64::from(dxc.spec.rotation.overlap_seconds)),
         require_encryption_up: dxc.spec.require_encryption_up,
         policy: dxc.spec.management_policy,
-        conflict_with: None,
         guard: Duration::from_secs(u64::from(dxc.spec.rotation.guard_seconds)),
         manual_confirmation: dxc.spec.rotation.confirm == RemovalConfirmation::Manual,
         confirmation: dxc
@@ -37,9 +34,8 @@ fn base(dxc: &DxConnection) -> Desired {
             .and_then(|a| a.get(CONFIRM_REMOVAL_ANNOTATION))
             .cloned(),
         generation: dxc.metadata.generation,
-        owner: None,
         adopt: dxc.spec.adopt,
-        restorable: Vec::new(),
+        ..Desired::new(&dxc.spec.connection_id)
     }
 }
 

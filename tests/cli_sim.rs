@@ -278,7 +278,13 @@ async fn rotation_to_b(router: &[&str], rotation: &str) -> (Sim, PathBuf) {
         router.join(", ")
     ))
     .await;
-    let f = write(&format!(
+    (sim, write(&rotate_conn_to_b(rotation)))
+}
+
+/// Key `k-b`, and DxConnection default/conn on dxcon-c1 with only `k-b`, rotating as
+/// `rotation` says.
+fn rotate_conn_to_b(rotation: &str) -> String {
+    format!(
         "{}{}",
         key_manifest("k-b", CKN_B, CAK_B),
         dxc_manifest(
@@ -288,8 +294,7 @@ async fn rotation_to_b(router: &[&str], rotation: &str) -> (Sim, PathBuf) {
             &["k-b"],
             &format!(", rotation: {rotation}")
         )
-    ));
-    (sim, f)
+    )
 }
 
 /// Rotation: the new key is associated first and the old one is removed only after the
@@ -481,17 +486,7 @@ async fn killed_at_every_step_converges_without_harm() {
         (
             "rotate",
             format!("{{ id: dxcon-c1, macSecCapable: true, {with_a}, {router} }}"),
-            format!(
-                "{}{}",
-                key_manifest("k-b", CKN_B, CAK_B),
-                dxc_manifest(
-                    "conn",
-                    "dxcon-c1",
-                    "must_encrypt",
-                    &["k-b"],
-                    ", rotation: {overlapSeconds: 1}"
-                )
-            ),
+            rotate_conn_to_b("{overlapSeconds: 1}"),
             vec!["AssociateMacSecKey", "DisassociateMacSecKey"],
             ("must_encrypt", vec![CKN_B]),
         ),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::{Desired, KeyMaterial, KeyProblem, WantedKey};
-use crate::crd::{EncryptionMode, ManagementPolicy, ResourceType};
+use crate::crd::{EncryptionMode, ResourceType};
 use crate::keys::{Cak, Ckn};
 use crate::observed::{ObservedKey, ObservedMember, ObservedResource, PORT_UP};
 
@@ -119,19 +119,10 @@ pub fn broken(name: &str, message: &str) -> WantedKey {
 
 pub fn desired(id: &str, mode: Option<EncryptionMode>, keys: Option<Vec<WantedKey>>) -> Desired {
     Desired {
-        connection_id: id.into(),
         encryption_mode: mode,
         keys,
         overlap: Duration::from_secs(300),
         require_encryption_up: true,
-        policy: ManagementPolicy::Manage,
-        conflict_with: None,
-        guard: Duration::ZERO,
-        manual_confirmation: false,
-        confirmation: None,
-        generation: None,
-        owner: None,
-        adopt: false,
-        restorable: Vec::new(),
+        ..Desired::new(id)
     }
 }

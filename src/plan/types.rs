@@ -48,6 +48,27 @@ pub struct Desired {
 }
 
 impl Desired {
+    /// Nothing managed on `connection_id` and nothing remembered: what each caller starts
+    /// from before it sets what its DxConnection asks for.
+    pub fn new(connection_id: &str) -> Self {
+        Desired {
+            connection_id: connection_id.to_string(),
+            encryption_mode: None,
+            keys: None,
+            overlap: Duration::ZERO,
+            require_encryption_up: false,
+            policy: ManagementPolicy::Manage,
+            conflict_with: None,
+            guard: Duration::ZERO,
+            manual_confirmation: false,
+            confirmation: None,
+            generation: None,
+            owner: None,
+            adopt: false,
+            restorable: Vec::new(),
+        }
+    }
+
     /// The planner input of a deletion under `deletionPolicy: Disassociate`: the keys this
     /// DxConnection managed (`managed`, the `keys[]` of its status that name a MacSecKey)
     /// are to go; every other key on AWS stays as it is, and must_encrypt is lowered to
@@ -85,20 +106,9 @@ impl Desired {
         let mode = (keep.is_empty() && observed.mode() == Some(EncryptionMode::MustEncrypt))
             .then_some(EncryptionMode::ShouldEncrypt);
         Desired {
-            connection_id: connection_id.to_string(),
             encryption_mode: mode,
             keys: Some(keep),
-            overlap: Duration::ZERO,
-            require_encryption_up: false,
-            policy: ManagementPolicy::Manage,
-            conflict_with: None,
-            guard: Duration::ZERO,
-            manual_confirmation: false,
-            confirmation: None,
-            generation: None,
-            owner: None,
-            adopt: false,
-            restorable: Vec::new(),
+            ..Desired::new(connection_id)
         }
     }
 }
