@@ -83,22 +83,17 @@ pub fn removed_ckns(dxc: &DxConnection) -> Vec<String> {
         .collect()
 }
 
-/// The material of the outgoing keys `dxc` removed within its guard window, read from
-/// `candidates` (MacSecKeys that may hold them): what a rollback sends as CKN/CAK if the
-/// managed secret is gone. Keys that cannot be read are left out; the managed secret is
-/// tried first anyway.
+/// The material of the outgoing keys whose CKNs are `removed`, read from `candidates`
+/// (MacSecKeys that may hold them): what a rollback sends as CKN/CAK if the managed secret
+/// is gone. Keys that cannot be read are left out; the managed secret is tried first anyway.
 pub async fn restorable(
-    dxc: &DxConnection,
+    removed: &[String],
     candidates: Vec<MacSecKey>,
     secrets: &dyn SecretReader,
     aws: &dyn AwsProvider,
     scope: &Scope,
 ) -> Vec<crate::plan::KeyMaterial> {
-    let removed = removed_ckns(dxc);
     let mut out = Vec::new();
-    if removed.is_empty() {
-        return out;
-    }
     for key in candidates {
         if let Ok(m) = material::resolve(&key, secrets, aws, scope).await
             && m.cak.is_some()

@@ -135,15 +135,24 @@ impl Reconciled for DxConnection {
         .await;
         desired.conflict_with = conflict_owner(dxc, &scope, &ctx.all_connections(), &access);
         desired.owner = Some(desired::owner_tag(&ctx.settings.cluster_name, dxc));
+        // Only within a guard window: the MacSecKeys that may hold the removed keys.
         let removed = desired::removed_ckns(dxc);
-        let outgoing = ctx.keys_in(&ns, |k| {
-            k.status
-                .as_ref()
-                .and_then(|s| s.ckn.as_ref())
-                .is_some_and(|c| removed.contains(c))
-        });
-        desired.restorable =
-            desired::restorable(dxc, outgoing, &secrets, ctx.engine.aws.as_ref(), &scope).await;
+        if !removed.is_empty() {
+            let outgoing = ctx.keys_in(&ns, |k| {
+                k.status
+                    .as_ref()
+                    .and_then(|s| s.ckn.as_ref())
+                    .is_some_and(|c| removed.contains(c))
+            });
+            desired.restorable = desired::restorable(
+                &removed,
+                outgoing,
+                &secrets,
+                ctx.engine.aws.as_ref(),
+                &scope,
+            )
+            .await;
+        }
 
         let now = Timestamp::now();
         let result = ctx
