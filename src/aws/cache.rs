@@ -13,7 +13,7 @@
 //! refresh serves every resource marked meanwhile. So while mutations stream in, re-reads
 //! cost a few pages per second instead of one Describe per mutation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -72,8 +72,9 @@ struct Entry {
     fetched: Option<Instant>,
     /// Resources read alone since then, with the start of that read.
     read_alone: HashMap<String, Instant>,
-    /// Resources whose data must be read again before it is used.
-    marked: HashSet<String>,
+    /// Resources whose data must be read again before it is used, with when they were
+    /// marked: a read that started before the mark does not clear it.
+    marked: HashMap<String, Instant>,
     /// Describe calls a full refresh costs, as of the last one.
     pages: usize,
     budget: Budget,
@@ -83,6 +84,9 @@ struct Entry {
     /// The last full refresh that failed, and when: readers that waited for it share the
     /// failure for [`FAILURE_SHARED_FOR`] instead of each calling again.
     failed: Option<(Instant, AwsError)>,
+    /// Full refreshes ended so far, failed ones included: a reader that waited for the one
+    /// in flight knows by this that it need not make its own.
+    refreshes: u64,
 }
 
 /// How long a failed full refresh answers the readers that waited for it. Without this,
@@ -96,10 +100,11 @@ impl Entry {
             resources: HashMap::new(),
             fetched: None,
             read_alone: HashMap::new(),
-            marked: HashSet::new(),
+            marked: HashMap::new(),
             pages: refresh_pages(&HashMap::new()),
             managed_arns: HashMap::new(),
             failed: None,
+            refreshes: 0,
             // Starts full: the first re-reads after start-up need not wait.
             budget: Budget {
                 tokens: rate,
@@ -134,10 +139,34 @@ fn refresh_pages(resources: &HashMap<String, ObservedResource>) -> usize {
     connections.div_ceil(100).max(1) + lags.div_ceil(100).max(1)
 }
 
+/// One scope's snapshot and the lock its full refreshes take.
+struct Scoped {
+    /// Held only between awaits: never across an AWS call, so a reader whose data is
+    /// current, a mark after a mutation and a managed-secret lookup never wait for AWS.
+    data: Mutex<Entry>,
+    /// Held across a full refresh: readers that need one wait here for the one in flight
+    /// and share its result, a failure included.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl Scoped {
+    fn data(&self) -> std::sync::MutexGuard<'_, Entry> {
+        self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a reader must do, decided on the snapshot.
+enum Step {
+    Answer(Result<Observation, AwsError>),
+    /// A full refresh, unless one ends first: the count of refreshes ended when decided.
+    Whole(u64),
+    ReadAlone,
+}
+
 pub struct ObservationCache {
     max_age: Duration,
     reread_rate: f64,
-    entries: Mutex<HashMap<Scope, Arc<tokio::sync::Mutex<Entry>>>>,
+    entries: Mutex<HashMap<Scope, Arc<Scoped>>>,
     full_refreshes: AtomicU64,
     single_reads: AtomicU64,
     deferrals: AtomicU64,
@@ -160,13 +189,67 @@ impl ObservationCache {
         }
     }
 
-    fn entry(&self, scope: &Scope) -> Arc<tokio::sync::Mutex<Entry>> {
+    fn entry(&self, scope: &Scope) -> Arc<Scoped> {
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(scope.clone())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Entry::new(self.reread_rate))))
+            .or_insert_with(|| {
+                Arc::new(Scoped {
+                    data: Mutex::new(Entry::new(self.reread_rate)),
+                    refreshing: tokio::sync::Mutex::new(()),
+                })
+            })
             .clone()
+    }
+
+    fn is_stale(&self, e: &Entry) -> bool {
+        e.fetched.is_none_or(|t| t.elapsed() >= self.max_age)
+    }
+
+    /// Takes `cost` Describe calls from the budget (a stale snapshot's refresh always
+    /// overdraws it), or says how long to wait.
+    fn spend(&self, e: &mut Entry, cost: f64, stale: bool) -> Result<(), Observation> {
+        if stale {
+            // Always made; later re-reads wait for the budget to recover.
+            e.budget.tokens -= cost;
+            Ok(())
+        } else {
+            e.budget.take(cost, self.reread_rate).map_err(|wait| {
+                self.deferrals.fetch_add(1, Ordering::Relaxed);
+                Observation::Deferred(wait)
+            })
+        }
+    }
+
+    /// Decides on the snapshot what reading `id` takes.
+    fn step(&self, e: &mut Entry, id: &str) -> Step {
+        let pages = e.pages;
+        // The bucket holds at least one full refresh.
+        let capacity = self.reread_rate.max(pages as f64);
+        e.budget.refill(self.reread_rate, capacity);
+        let stale = self.is_stale(e);
+        if !stale && !e.marked.contains_key(id) {
+            let read_at = e.read_at(id).unwrap_or_else(Instant::now);
+            return Step::Answer(Ok(Observation::Current(
+                e.resources.get(id).cloned(),
+                read_at,
+            )));
+        }
+        // Many marked resources are cheaper to read with one paginated refresh than one
+        // by one: refresh whole once they are as many as the pages a refresh costs.
+        if stale || e.marked.len() >= pages {
+            if let Some((at, error)) = &e.failed
+                && at.elapsed() < FAILURE_SHARED_FOR
+            {
+                return Step::Answer(Err(error.clone()));
+            }
+            return Step::Whole(e.refreshes);
+        }
+        match self.spend(e, 1.0, false) {
+            Ok(()) => Step::ReadAlone,
+            Err(deferred) => Step::Answer(Ok(deferred)),
+        }
     }
 
     /// The connection or LAG `id`, refreshing as needed, or a deferral when it needs a
@@ -177,64 +260,67 @@ impl ObservationCache {
         api: &dyn DirectConnectApi,
         id: &str,
     ) -> Result<Observation, AwsError> {
-        let entry = self.entry(scope);
-        {
-            let mut e = entry.lock().await;
-            let pages = e.pages;
-            // The bucket holds at least one full refresh.
-            let capacity = self.reread_rate.max(pages as f64);
-            e.budget.refill(self.reread_rate, capacity);
-            let stale = e.fetched.is_none_or(|t| t.elapsed() >= self.max_age);
-            let marked = e.marked.contains(id);
-            if !stale && !marked {
-                let read_at = e.read_at(id).unwrap_or_else(Instant::now);
-                return Ok(Observation::Current(e.resources.get(id).cloned(), read_at));
+        let scoped = self.entry(scope);
+        loop {
+            let step = self.step(&mut scoped.data(), id);
+            let ended = match step {
+                Step::Answer(answer) => return answer,
+                Step::ReadAlone => return self.read_alone(&scoped, api, id).await,
+                Step::Whole(ended) => ended,
+            };
+            let _refreshing = scoped.refreshing.lock().await;
+            let started = {
+                let mut e = scoped.data();
+                if e.refreshes != ended {
+                    // A refresh ended while this reader waited: decide again on its result.
+                    continue;
+                }
+                let (pages, stale) = (e.pages, self.is_stale(&e));
+                if let Err(deferred) = self.spend(&mut e, pages as f64, stale) {
+                    return Ok(deferred);
+                }
+                Instant::now()
+            };
+            let result = api.describe_all().await;
+            let mut e = scoped.data();
+            e.refreshes += 1;
+            let all = match result {
+                Ok(all) => all,
+                Err(error) => {
+                    e.failed = Some((Instant::now(), error.clone()));
+                    return Err(error);
+                }
+            };
+            e.failed = None;
+            self.full_refreshes.fetch_add(1, Ordering::Relaxed);
+            e.learn_arns(all.iter());
+            e.resources = all.into_iter().map(|r| (r.id.clone(), r)).collect();
+            e.pages = refresh_pages(&e.resources);
+            e.fetched = Some(started);
+            e.read_alone.clear();
+            // Marks made while the refresh ran may postdate what it read: they stay.
+            e.marked.retain(|_, at| *at > started);
+            if e.marked.contains_key(id) {
+                continue;
             }
-            // Many marked resources are cheaper to read with one paginated refresh than one
-            // by one: refresh whole once they are as many as the pages a refresh costs.
-            let whole = stale || e.marked.len() >= pages;
-            if whole
-                && let Some((at, error)) = &e.failed
-                && at.elapsed() < FAILURE_SHARED_FOR
-            {
-                return Err(error.clone());
-            }
-            let cost = if whole { pages as f64 } else { 1.0 };
-            if stale {
-                // Always made; later re-reads wait for the budget to recover.
-                e.budget.tokens -= cost;
-            } else if let Err(wait) = e.budget.take(cost, self.reread_rate) {
-                self.deferrals.fetch_add(1, Ordering::Relaxed);
-                return Ok(Observation::Deferred(wait));
-            }
-            if whole {
-                let started = Instant::now();
-                // Held across the call: concurrent readers wait and then share the result,
-                // a failure included.
-                let all = match api.describe_all().await {
-                    Ok(all) => all,
-                    Err(error) => {
-                        e.failed = Some((Instant::now(), error.clone()));
-                        return Err(error);
-                    }
-                };
-                e.failed = None;
-                self.full_refreshes.fetch_add(1, Ordering::Relaxed);
-                e.learn_arns(all.iter());
-                e.resources = all.into_iter().map(|r| (r.id.clone(), r)).collect();
-                e.pages = refresh_pages(&e.resources);
-                e.fetched = Some(started);
-                e.read_alone.clear();
-                e.marked.clear();
-                return Ok(Observation::Current(e.resources.get(id).cloned(), started));
-            }
+            return Ok(Observation::Current(e.resources.get(id).cloned(), started));
         }
-        // Re-read one marked resource without holding up readers of the others.
+    }
+
+    /// Re-reads one marked resource without holding up readers of the others.
+    async fn read_alone(
+        &self,
+        scoped: &Scoped,
+        api: &dyn DirectConnectApi,
+        id: &str,
+    ) -> Result<Observation, AwsError> {
         let started = Instant::now();
         let fresh = api.describe_one(id).await?;
         self.single_reads.fetch_add(1, Ordering::Relaxed);
-        let mut e = entry.lock().await;
-        e.marked.remove(id);
+        let mut e = scoped.data();
+        if e.marked.get(id).is_some_and(|at| *at <= started) {
+            e.marked.remove(id);
+        }
         e.read_alone.insert(id.to_string(), started);
         match &fresh {
             Some(r) => {
@@ -267,16 +353,21 @@ impl ObservationCache {
     /// After a mutation (or a failed one, whose effect is unknown): read `id` again before
     /// its data is used.
     pub async fn mark_changed(&self, scope: &Scope, id: &str) {
-        self.entry(scope).lock().await.marked.insert(id.to_string());
+        self.entry(scope)
+            .data()
+            .marked
+            .insert(id.to_string(), Instant::now());
     }
 
     /// A pass waits for AWS on `id` with data read at `read_at`: the next pass needs newer
     /// data. Nothing to do when newer data is already held.
     pub async fn look_again(&self, scope: &Scope, id: &str, read_at: Instant) {
-        let entry = self.entry(scope);
-        let mut e = entry.lock().await;
+        let scoped = self.entry(scope);
+        let mut e = scoped.data();
         if e.read_at(id).is_none_or(|t| t <= read_at) {
-            e.marked.insert(id.to_string());
+            // A refresh that starts after `read_at` is new enough.
+            let at = e.marked.entry(id.to_string()).or_insert(read_at);
+            *at = (*at).max(read_at);
         }
     }
 
@@ -285,9 +376,11 @@ impl ObservationCache {
     /// start-up: then the CAK need not be sent again. The one source of that ARN: a secret
     /// of another region or account would not associate.
     pub async fn managed_secret_arn(&self, scope: &Scope, ckn: &Ckn) -> Option<String> {
-        let entry = self.entry(scope);
-        let e = entry.lock().await;
-        e.managed_arns.get(ckn.as_str()).cloned()
+        self.entry(scope)
+            .data()
+            .managed_arns
+            .get(ckn.as_str())
+            .cloned()
     }
 
     /// (full refreshes, single-resource reads) so far, for metrics and benchmarks.
@@ -638,5 +731,52 @@ mod tests {
         cache.look_again(&scope(), "dxcon-1", second).await;
         cache.observe(&scope(), &api, "dxcon-1").await.unwrap();
         assert_eq!(counts(&api), (1, 2));
+    }
+
+    /// A full refresh in flight (slow under latency and throttling) holds up only the
+    /// readers that need it: a reader whose data is current is answered and a mutation is
+    /// marked at once, and a mark made while the refresh runs outlives it, since the refresh
+    /// may have read the resource before the mutation.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refresh_in_flight_holds_up_only_those_who_need_it() {
+        let cache = Arc::new(ObservationCache::new(Duration::from_secs(60)));
+        let api = Arc::new(CountingApi {
+            delay: Duration::from_millis(600),
+            ..Default::default()
+        });
+        cache
+            .observe(&scope(), api.as_ref(), "dxcon-0")
+            .await
+            .unwrap();
+        // Two marks: as many as a refresh has pages, so the next read of either is whole.
+        cache.mark_changed(&scope(), "dxcon-1").await;
+        cache.mark_changed(&scope(), "dxcon-2").await;
+        let refresh = {
+            let (cache, api) = (cache.clone(), api.clone());
+            tokio::spawn(async move { cache.observe(&scope(), api.as_ref(), "dxcon-1").await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let quick = Duration::from_millis(200);
+        let answer = tokio::time::timeout(quick, cache.observe(&scope(), api.as_ref(), "dxcon-50"))
+            .await
+            .expect("a current reader does not wait for the refresh");
+        assert!(current(answer.unwrap()).is_some());
+        tokio::time::timeout(quick, cache.mark_changed(&scope(), "dxcon-3"))
+            .await
+            .expect("marking does not wait for the refresh");
+        assert!(current(refresh.await.unwrap().unwrap()).is_some());
+        assert_eq!(counts(&api), (2, 0));
+        // dxcon-3 changed while the refresh ran: it is read again, alone.
+        cache
+            .observe(&scope(), api.as_ref(), "dxcon-3")
+            .await
+            .unwrap();
+        assert_eq!(counts(&api), (2, 1));
+        // dxcon-2 was marked before the refresh started: served from it.
+        cache
+            .observe(&scope(), api.as_ref(), "dxcon-2")
+            .await
+            .unwrap();
+        assert_eq!(counts(&api), (2, 1));
     }
 }
