@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::access::Access;
 use crate::aws::{AwsProvider, Scope};
 use crate::crd::{CONFIRM_REMOVAL_ANNOTATION, DxConnection, MacSecKey, RemovalConfirmation};
+use crate::keys::Ckn;
 use crate::material::{self, SecretReader};
 use crate::plan::{Desired, KeyProblem, WantedKey};
 
@@ -40,10 +41,13 @@ fn base(dxc: &DxConnection) -> Desired {
 }
 
 /// Resolves every MacSecKey named in `spec.keys`; `find_key` looks one up by name in the
-/// DxConnection's namespace.
+/// DxConnection's namespace. A key whose CAK cannot be needed (see [`material::settled`];
+/// `known_arn` gives the managed secret ARN of a CKN in `scope`) is not read at all, so a
+/// steady-state resync reads no Secret and calls no GetSecretValue.
 pub async fn desired(
     dxc: &DxConnection,
     find_key: impl Fn(&str) -> Option<MacSecKey>,
+    known_arn: impl Fn(&Ckn) -> Option<String>,
     secrets: &dyn SecretReader,
     aws: &dyn AwsProvider,
     scope: &Scope,
@@ -54,7 +58,10 @@ pub async fn desired(
         let mut keys = Vec::with_capacity(refs.len());
         for (i, r) in refs.iter().enumerate() {
             let material = match find_key(&r.name) {
-                Some(key) => material::resolve(&key, secrets, aws, scope).await,
+                Some(key) => match material::settled(&key, &known_arn) {
+                    Some(material) => Ok(material),
+                    None => material::resolve(&key, secrets, aws, scope).await,
+                },
                 None => Err(KeyProblem {
                     reason: "MacSecKeyNotFound",
                     message: format!(

@@ -304,7 +304,7 @@ impl Engine {
                 && m.secret_arn.is_none()
                 && let Some(ckn) = &m.ckn
             {
-                m.secret_arn = self.cache.managed_secret_arn(scope, ckn).await;
+                m.secret_arn = self.cache.managed_secret_arn(scope, ckn);
             }
         }
         desired

@@ -145,11 +145,20 @@ struct RunArgs {
     /// Roles in them only (the chart's `watchNamespaces`), no cluster-wide read of Secrets.
     #[arg(long, default_value = "", env = "DXM_WATCH_NAMESPACES")]
     watch_namespaces: String,
+    /// Notice a change to a MacSecKey's Secret with a metadata-only watch of Secrets (needs
+    /// list and watch on Secrets; names and versions only are kept, never data or
+    /// annotations): a MacSecKey then re-reads its Secret only when it changed, at once, and a
+    /// steady-state resync reads no Secret. Off by default: the operator then only gets
+    /// Secrets by name and each MacSecKey re-reads its Secret at every resync.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, env = "DXM_WATCH_SECRETS")]
+    watch_secrets: bool,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080", env = "DXM_HTTP_ADDR")]
     http_addr: std::net::SocketAddr,
 }
 
+// Parsed once at start-up: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (in a cluster, or against a kubeconfig).
@@ -266,6 +275,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 .filter(|n| !n.is_empty())
                 .map(str::to_string)
                 .collect(),
+            watch_secrets: args.watch_secrets,
         },
         http_addr: args.http_addr,
         lease: leader.leader_election.then(|| LeaseConfig {

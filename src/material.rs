@@ -91,6 +91,20 @@ pub fn check_one_source(spec: &MacSecKeySpec) -> Result<(), String> {
     }
 }
 
+/// The material of `key` without reading its source, when nothing needs the CAK: its
+/// MacSecKey has validated the source for the current spec (`Ready`, with the CKN in its
+/// status) and `known_arn` gives the Direct Connect-managed secret of that CKN in the
+/// DxConnection's scope, so an association goes by that ARN and never sends the CAK. `None`:
+/// read the source with [`resolve`].
+pub fn settled(key: &MacSecKey, known_arn: impl Fn(&Ckn) -> Option<String>) -> Option<KeyMaterial> {
+    if !key.validated() {
+        return None;
+    }
+    let ckn = Ckn::parse("status.ckn", key.status.as_ref()?.ckn.as_deref()?).ok()?;
+    let arn = known_arn(&ckn)?;
+    Some(KeyMaterial::managed_secret(arn, Some(ckn)))
+}
+
 /// Resolves the material of `key` for a DxConnection in `scope`.
 pub async fn resolve(
     key: &MacSecKey,

@@ -1,5 +1,5 @@
-//! The AWS layer against moto (connection calls only): a second opinion on the wire format
-//! from a peer this project did not write. moto is started by `scripts/test` through
+//! The AWS layer against moto (connection and Secrets Manager calls): a second opinion on
+//! the wire format from a peer this project did not write. moto is started by `scripts/test` through
 //! tests/moto/launcher.py; its address is in MOTO_ENDPOINT.
 
 use std::sync::Arc;
@@ -95,4 +95,58 @@ async fn connection_calls_against_moto() {
     assert_eq!(err.class, ErrorClass::Terminal, "{err}");
     assert_eq!(err.code.as_deref(), Some("ConnectionNotFound"));
     assert!(!err.to_string().contains(CAK));
+}
+
+/// A customer-owned key secret through the operator's own client: its value, and its current
+/// version, which moves when a new value is put (what tells a MacSecKey to read it again).
+#[tokio::test]
+async fn secret_calls_against_moto() {
+    let Some(moto) = dx_sim::moto_endpoint("secret_calls_against_moto") else {
+        return;
+    };
+    let conf = aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDMOTO", "x", None, None, "test"))
+        .endpoint_url(&moto)
+        .load()
+        .await;
+    let raw = aws_sdk_secretsmanager::Client::new(&conf);
+    let name = format!("dx-macsec/op-{}", std::process::id());
+    let value = format!(r#"{{"ckn":"{CKN}","cak":"{CAK}"}}"#);
+    raw.create_secret()
+        .name(&name)
+        .secret_string(&value)
+        .send()
+        .await
+        .unwrap();
+    let provider: Arc<dyn AwsProvider> = Arc::new(SdkProvider::from_sdk_config(conf));
+    let scope = Scope {
+        region: "us-east-1".into(),
+        role_arn: None,
+    };
+    let api = provider.secrets(&scope).await.unwrap();
+    assert_eq!(api.secret_string(&name).await.unwrap(), value);
+    let first = api
+        .current_version(&name)
+        .await
+        .unwrap()
+        .expect("a version");
+    assert_eq!(
+        api.current_version(&name).await.unwrap().as_ref(),
+        Some(&first)
+    );
+    raw.put_secret_value()
+        .secret_id(&name)
+        .secret_string(value.replace("0123", "3210"))
+        .send()
+        .await
+        .unwrap();
+    let second = api
+        .current_version(&name)
+        .await
+        .unwrap()
+        .expect("a version");
+    assert_ne!(first, second, "a new value is a new current version");
+    let err = api.current_version("dx-macsec/none").await.unwrap_err();
+    assert_eq!(err.code.as_deref(), Some("ResourceNotFoundException"));
 }

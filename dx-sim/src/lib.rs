@@ -209,6 +209,7 @@ impl Inner {
             ("OvertureService", "UntagResource") => acc.untag_resource(req),
             ("OvertureService", "DescribeTags") => acc.describe_tags(req),
             ("secretsmanager", "CreateSecret") => secrets::create_secret(acc, req),
+            ("secretsmanager", "PutSecretValue") => secrets::put_secret_value(acc, req),
             ("secretsmanager", "GetSecretValue") => secrets::get_secret_value(acc, req),
             ("secretsmanager", "DescribeSecret") => secrets::describe_secret(acc, req),
             _ => Err(AwsError {

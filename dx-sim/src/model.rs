@@ -92,6 +92,8 @@ pub struct Secret {
     /// `directconnect` for Direct Connect-managed secrets.
     pub owning_service: Option<String>,
     pub created: jiff::Timestamp,
+    /// Values put since creation (PutSecretValue): each is a new AWSCURRENT version.
+    pub puts: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -375,6 +377,7 @@ impl Account {
                 secret_string: json!({"ckn": ckn, "cak": cak}).to_string(),
                 owning_service: Some("directconnect".into()),
                 created: jiff::Timestamp::now(),
+                puts: 0,
             },
         );
         arn

@@ -1,5 +1,6 @@
-//! The Secrets Manager calls the operator uses: CreateSecret (customer-owned key secrets),
-//! GetSecretValue and DescribeSecret (customer-owned and Direct Connect-managed secrets).
+//! The Secrets Manager calls the operator uses: CreateSecret and PutSecretValue
+//! (customer-owned key secrets), GetSecretValue and DescribeSecret (customer-owned and Direct
+//! Connect-managed secrets).
 
 use serde_json::{Value, json};
 
@@ -31,7 +32,11 @@ fn find<'a>(acc: &'a Account, req: &Value) -> Result<&'a Secret, AwsError> {
 }
 
 fn version_id(s: &Secret) -> String {
-    format!("{:032x}", s.created.as_nanosecond() as u128)
+    format!(
+        "{:024x}{:08x}",
+        s.created.as_nanosecond() as u128 & ((1 << 96) - 1),
+        s.puts
+    )
 }
 
 pub fn create_secret(acc: &mut Account, req: &Value) -> OpResult {
@@ -68,10 +73,33 @@ pub fn create_secret(acc: &mut Account, req: &Value) -> OpResult {
         secret_string,
         owning_service: None,
         created: jiff::Timestamp::now(),
+        puts: 0,
     };
     let version = version_id(&secret);
     acc.secrets.insert(arn.clone(), secret);
     Ok(json!({"ARN": arn, "Name": name, "VersionId": version}))
+}
+
+/// A new value, and with it a new AWSCURRENT version, for a customer-owned secret.
+pub fn put_secret_value(acc: &mut Account, req: &Value) -> OpResult {
+    let id = find(acc, req)?.arn.clone();
+    let secret_string = req
+        .get("SecretString")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("SecretString is required"))?
+        .to_string();
+    let s = acc.secrets.get_mut(&id).ok_or_else(not_found)?;
+    if s.owning_service.is_some() {
+        return Err(AwsError {
+            code: "AccessDeniedException",
+            message: format!("{} is managed by another service", s.name),
+        });
+    }
+    s.secret_string = secret_string;
+    s.puts += 1;
+    Ok(
+        json!({"ARN": s.arn, "Name": s.name, "VersionId": version_id(s), "VersionStages": ["AWSCURRENT"]}),
+    )
 }
 
 pub fn get_secret_value(acc: &Account, req: &Value) -> OpResult {

@@ -156,6 +156,8 @@ impl Scoped {
 }
 
 /// What a reader must do, decided on the snapshot.
+// An answer from the snapshot is the common case; boxing it would allocate on every pass.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Answer(Result<Observation, AwsError>),
     /// A full refresh, unless one ends first: the count of refreshes ended when decided.
@@ -209,15 +211,14 @@ impl ObservationCache {
 
     /// Takes `cost` Describe calls from the budget (a stale snapshot's refresh always
     /// overdraws it), or says how long to wait.
-    fn spend(&self, e: &mut Entry, cost: f64, stale: bool) -> Result<(), Observation> {
+    fn spend(&self, e: &mut Entry, cost: f64, stale: bool) -> Result<(), Duration> {
         if stale {
             // Always made; later re-reads wait for the budget to recover.
             e.budget.tokens -= cost;
             Ok(())
         } else {
-            e.budget.take(cost, self.reread_rate).map_err(|wait| {
+            e.budget.take(cost, self.reread_rate).inspect_err(|_| {
                 self.deferrals.fetch_add(1, Ordering::Relaxed);
-                Observation::Deferred(wait)
             })
         }
     }
@@ -248,7 +249,7 @@ impl ObservationCache {
         }
         match self.spend(e, 1.0, false) {
             Ok(()) => Step::ReadAlone,
-            Err(deferred) => Step::Answer(Ok(deferred)),
+            Err(wait) => Step::Answer(Ok(Observation::Deferred(wait))),
         }
     }
 
@@ -276,8 +277,8 @@ impl ObservationCache {
                     continue;
                 }
                 let (pages, stale) = (e.pages, self.is_stale(&e));
-                if let Err(deferred) = self.spend(&mut e, pages as f64, stale) {
-                    return Ok(deferred);
+                if let Err(wait) = self.spend(&mut e, pages as f64, stale) {
+                    return Ok(Observation::Deferred(wait));
                 }
                 Instant::now()
             };
@@ -375,7 +376,7 @@ impl ObservationCache {
     /// account), when any connection or LAG of the scope has carried that key since
     /// start-up: then the CAK need not be sent again. The one source of that ARN: a secret
     /// of another region or account would not associate.
-    pub async fn managed_secret_arn(&self, scope: &Scope, ckn: &Ckn) -> Option<String> {
+    pub fn managed_secret_arn(&self, scope: &Scope, ckn: &Ckn) -> Option<String> {
         self.entry(scope)
             .data()
             .managed_arns

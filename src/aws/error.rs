@@ -231,7 +231,7 @@ impl AwsError {
 /// The IAM action of an operation (`directconnect:DescribeConnections`).
 fn iam_action(operation: &str) -> String {
     let service = match operation {
-        "GetSecretValue" => "secretsmanager",
+        "GetSecretValue" | "DescribeSecret" => "secretsmanager",
         "AssumeRole" => "sts",
         _ => "directconnect",
     };

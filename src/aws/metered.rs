@@ -25,6 +25,7 @@ pub const METERED_OPERATIONS: &[&str] = &[
     "TagResource",
     "UntagResource",
     "GetSecretValue",
+    "DescribeSecret",
 ];
 
 impl MeteredProvider {
@@ -179,6 +180,17 @@ impl SecretsApi for Metered<dyn SecretsApi> {
         Box::pin(async move {
             let r = self.inner.secret_string(secret_id).await;
             record(&self.metrics, "GetSecretValue", &r);
+            r
+        })
+    }
+
+    fn current_version<'a>(
+        &'a self,
+        secret_id: &'a str,
+    ) -> BoxFut<'a, Result<Option<String>, AwsError>> {
+        Box::pin(async move {
+            let r = self.inner.current_version(secret_id).await;
+            record(&self.metrics, "DescribeSecret", &r);
             r
         })
     }

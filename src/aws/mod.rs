@@ -82,6 +82,11 @@ pub trait DirectConnectApi: Send + Sync {
 pub trait SecretsApi: Send + Sync {
     /// The SecretString of a secret, by name or ARN.
     fn secret_string<'a>(&'a self, secret_id: &'a str) -> BoxFut<'a, Result<String, AwsError>>;
+    /// The ID of the version labelled `AWSCURRENT` (DescribeSecret: the value is not read).
+    fn current_version<'a>(
+        &'a self,
+        secret_id: &'a str,
+    ) -> BoxFut<'a, Result<Option<String>, AwsError>>;
 }
 
 /// Hands out clients per scope.

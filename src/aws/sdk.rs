@@ -482,4 +482,25 @@ impl SecretsApi for SdkSecrets {
             })
         })
     }
+
+    fn current_version<'a>(
+        &'a self,
+        secret_id: &'a str,
+    ) -> BoxFut<'a, Result<Option<String>, AwsError>> {
+        Box::pin(async move {
+            let out = self
+                .0
+                .describe_secret()
+                .secret_id(secret_id)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DescribeSecret", &e))?;
+            Ok(out.version_ids_to_stages().and_then(|versions| {
+                versions
+                    .iter()
+                    .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+                    .map(|(id, _)| id.clone())
+            }))
+        })
+    }
 }

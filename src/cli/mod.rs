@@ -110,7 +110,8 @@ async fn prepare(
                         .get(&(ns.clone(), key.to_string()))
                         .map(|k| k.value.clone())
                 };
-                let mut d = desired::desired(dxc, find, &secrets, aws, scope).await;
+                // Files carry no status: every key is read.
+                let mut d = desired::desired(dxc, find, |_| None, &secrets, aws, scope).await;
                 d.conflict_with = desired::conflict_owner(dxc, position, scope, all(), &access);
                 d.owner = Some(desired::owner_tag(cluster, dxc));
                 Some(d)

@@ -128,6 +128,7 @@ impl Reconciled for DxConnection {
         let mut desired = desired::desired(
             dxc,
             |name| ctx.find_key(&ns, name),
+            |ckn| ctx.engine.cache.managed_secret_arn(&scope, ckn),
             &secrets,
             ctx.engine.aws.as_ref(),
             &scope,
@@ -135,9 +136,13 @@ impl Reconciled for DxConnection {
         .await;
         desired.conflict_with = conflict_owner(dxc, &scope, &ctx.all_connections(), &access);
         desired.owner = Some(desired::owner_tag(&ctx.settings.cluster_name, dxc));
-        // Only within a guard window: the MacSecKeys that may hold the removed keys.
+        // Only within a guard window, and only where the last pass saw what a rollback needs
+        // (keys wanted, the port encrypting and not Encryption Up): the MacSecKeys that may
+        // hold the removed keys, read for a rollback by CKN/CAK should the managed secret be
+        // gone. A rollback goes by the managed secret first, so while the port stays up (the
+        // usual case) the window reads no Secret.
         let removed = desired::removed_ckns(dxc);
-        if !removed.is_empty() {
+        if !removed.is_empty() && may_roll_back(dxc) {
             let outgoing = ctx.keys_in(&ns, |k| {
                 k.status
                     .as_ref()
@@ -290,4 +295,16 @@ impl Reconciled for DxConnection {
             )),
         }
     }
+}
+
+/// Whether a rotation's guard could roll `dxc` back, as its last status saw the port: keys
+/// wanted, the mode encrypting (or not seen yet) and the port not Encryption Up.
+fn may_roll_back(dxc: &DxConnection) -> bool {
+    let status = dxc.status.as_ref();
+    let wants_keys = dxc.spec.keys.as_ref().is_some_and(|k| !k.is_empty());
+    let encrypting = status
+        .and_then(|s| s.encryption_mode.as_deref())
+        .is_none_or(|m| m == "should_encrypt" || m == "must_encrypt");
+    let up = status.and_then(|s| s.port_encryption_status.as_deref()) == Some("Encryption Up");
+    wants_keys && encrypting && !up
 }

@@ -14,7 +14,8 @@ use super::{Context, Error, KubeSecrets};
 use crate::aws::Scope;
 use crate::crd::{DxConnection, MacSecKey, MacSecKeyStatus};
 use crate::engine::{ConditionValue, Standing};
-use crate::plan::Requeue;
+use crate::keys::Ckn;
+use crate::plan::{KeyMaterial, Requeue};
 use crate::status::{set_condition, set_ready};
 
 impl Reconciled for MacSecKey {
@@ -123,30 +124,79 @@ async fn check_material(
             Requeue::Resync,
         );
     };
+    let message = if users.is_empty() {
+        "key material is valid; no DxConnection uses this key".to_string()
+    } else {
+        format!("key material is valid; used by {}", users.join(", "))
+    };
+    let valid = ConditionValue {
+        status: true,
+        reason: "KeyMaterialValid",
+        message,
+    };
+    let version = source_version(key, ctx, &scope).await;
+    if let Some(v) = &version
+        && read_before(key, v)
+    {
+        // Validated for this spec at this version: nothing to read.
+        let ckn = status
+            .ckn
+            .as_deref()
+            .and_then(|c| Ckn::parse("status.ckn", c).ok());
+        let material = KeyMaterial {
+            ckn,
+            cak: None,
+            secret_arn: None,
+        };
+        learn(key, status, &material, all);
+        return (valid, Requeue::Resync);
+    }
     let secrets = KubeSecrets(ctx.client.clone());
     match crate::material::resolve(key, &secrets, ctx.engine.aws.as_ref(), &scope).await {
         Ok(material) => {
             learn(key, status, &material, all);
-            let message = if users.is_empty() {
-                "key material is valid; no DxConnection uses this key".to_string()
-            } else {
-                format!("key material is valid; used by {}", users.join(", "))
-            };
-            let valid = ConditionValue {
-                status: true,
-                reason: "KeyMaterialValid",
-                message,
-            };
+            status.source_version = version;
             (valid, Requeue::Resync)
         }
         // A missing Secret may be created at any time: look again soon.
-        Err(problem) => (
-            ConditionValue {
-                status: false,
-                reason: problem.reason,
-                message: problem.message,
-            },
-            Requeue::Soon,
-        ),
+        Err(problem) => {
+            status.source_version = None;
+            (
+                ConditionValue {
+                    status: false,
+                    reason: problem.reason,
+                    message: problem.message,
+                },
+                Requeue::Soon,
+            )
+        }
     }
+}
+
+/// The version of the key's source now, without reading the key: the Secret's
+/// resourceVersion from the metadata watch, or the Secrets Manager secret's current version
+/// ID (DescribeSecret). `None` when unknown (no watch, not seen yet, a failed call): the
+/// source is read.
+async fn source_version(key: &MacSecKey, ctx: &Context, scope: &Scope) -> Option<String> {
+    let namespace = key.metadata.namespace.as_deref().unwrap_or("default");
+    if let Some(r) = &key.spec.secret_ref {
+        return ctx.secret_version(namespace, &r.name);
+    }
+    let sm = key.spec.secrets_manager.as_ref()?;
+    let sm_scope = Scope {
+        region: sm.region.clone().unwrap_or_else(|| scope.region.clone()),
+        role_arn: scope.role_arn.clone(),
+    };
+    let api = ctx.engine.aws.secrets(&sm_scope).await.ok()?;
+    api.current_version(&sm.secret_id).await.ok().flatten()
+}
+
+/// Whether `key`'s status already holds a valid reading of this spec at `version`.
+fn read_before(key: &MacSecKey, version: &str) -> bool {
+    key.validated()
+        && key
+            .status
+            .as_ref()
+            .and_then(|s| s.source_version.as_deref())
+            == Some(version)
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -85,6 +85,8 @@ pub struct Settings {
     pub cluster_name: String,
     /// The namespaces whose DxConnections and MacSecKeys are watched; empty: all.
     pub watch_namespaces: Vec<String>,
+    /// Watch Secrets' metadata, so MacSecKeys re-read a Secret only when it changed.
+    pub watch_secrets: bool,
 }
 
 /// The reflector stores of one kind: one for the whole cluster, or one per watched
@@ -112,6 +114,8 @@ pub struct Context {
     pub connections: Stores<DeserializeGuard<DxConnection>>,
     pub keys: Stores<DeserializeGuard<MacSecKey>>,
     pub grants: Store<DxAccess>,
+    /// The Secrets' names and resourceVersions (nothing else is kept), when watched.
+    pub secret_versions: Option<Stores<PartialObjectMeta<Secret>>>,
 }
 
 impl Context {
@@ -139,6 +143,15 @@ impl Context {
             .filter(|k| k.metadata.namespace.as_deref() == Some(namespace) && pick(k))
             .cloned()
             .collect()
+    }
+
+    /// The resourceVersion of Secret `namespace/name` as the metadata watch last saw it;
+    /// `None` without the watch or before it saw the Secret.
+    pub fn secret_version(&self, namespace: &str, name: &str) -> Option<String> {
+        self.secret_versions
+            .as_ref()?
+            .get(&ObjectRef::new(name).within(namespace))
+            .and_then(|m| m.metadata.resource_version.clone())
     }
 
     pub fn find_key(&self, namespace: &str, name: &str) -> Option<MacSecKey> {
@@ -190,6 +203,7 @@ impl SecretReader for KubeSecrets {
         name: &'a str,
     ) -> BoxFut<'a, Result<Option<SecretData>, String>> {
         Box::pin(async move {
+            tracing::debug!(namespace, name, "reading Secret");
             let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
             let secret = api.get_opt(name).await.map_err(|e| match e {
                 kube::Error::Api(s) if s.code == 403 => {
@@ -281,6 +295,19 @@ pub fn reference<K: Resource<DynamicType = ()>>(
     obj.object_ref(&())
 }
 
+/// One item per message sent on `tx` from now on, for `reconcile_all_on`; a receiver that
+/// lagged gets one item for all it missed, since one "reconcile all" covers them.
+fn triggers(
+    tx: &tokio::sync::broadcast::Sender<()>,
+) -> impl futures_util::Stream<Item = ()> + Send + 'static {
+    futures_util::stream::unfold(tx.subscribe(), |mut rx| async move {
+        match rx.recv().await {
+            Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    })
+}
+
 /// Runs both controllers until `shutdown` resolves.
 pub async fn run_controllers(
     client: Client,
@@ -342,16 +369,55 @@ pub async fn run_controllers(
     };
     let access_watch = tokio::spawn(access_watch);
 
+    // Secrets' names and versions (metadata only; data, labels and annotations, which may
+    // hold a copy of the data, are dropped on arrival). A change to a Secret that a MacSecKey
+    // names re-reconciles the MacSecKeys; each re-reads its Secret only if its version moved.
+    let (secret_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut secret_stores = Vec::new();
+    if settings.watch_secrets {
+        for ns in &scopes {
+            let (store, writer) = kube::runtime::reflector::store::<PartialObjectMeta<Secret>>();
+            secret_stores.push(store);
+            // An Api of PartialObjectMeta makes metadata-only list and watch requests.
+            let stream = watcher(
+                api_in::<PartialObjectMeta<Secret>>(&client, ns.as_deref()),
+                wc.clone(),
+            )
+            .default_backoff()
+            .modify(|m| {
+                m.metadata = kube::core::ObjectMeta {
+                    name: m.metadata.name.take(),
+                    namespace: m.metadata.namespace.take(),
+                    resource_version: m.metadata.resource_version.take(),
+                    ..Default::default()
+                };
+            });
+            let (keys, secret_tx) = (keys.clone(), secret_tx.clone());
+            let watch = kube::runtime::reflector(writer, stream)
+                .touched_objects()
+                .for_each(move |event| {
+                    match event {
+                        Ok(secret) => {
+                            let (ns, name) = (secret.namespace(), secret.name_any());
+                            let named = keys.state().iter().filter_map(|g| g.0.as_ref().ok()).any(|k| {
+                                k.namespace() == ns
+                                    && k.spec.secret_ref.as_ref().is_some_and(|r| r.name == name)
+                            });
+                            if named {
+                                let _ = secret_tx.send(());
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot watch Secrets (metadata only): grant list and watch on secrets, or run with --watch-secrets=false (the chart's watchSecrets)"),
+                    }
+                    std::future::ready(())
+                });
+            tokio::spawn(watch);
+        }
+    }
+
     let mut runs = Vec::new();
     for (dxc_api, key_api, dxc_controller, key_controller) in pairs {
-        let changed = futures_util::stream::unfold(changed_tx.subscribe(), |mut rx| async move {
-            match rx.recv().await {
-                // A lagging receiver missed changes: one "reconcile all" covers them.
-                Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
-            }
-        });
-        let dxc_controller = dxc_controller.reconcile_all_on(changed);
+        let dxc_controller = dxc_controller.reconcile_all_on(triggers(&changed_tx));
         // A MacSecKey change that matters to DxConnections re-reconciles every DxConnection
         // that references it. Status writes that only touch usedBy or conditions are
         // skipped: with one key shared by N DxConnections each would cost N reconciles.
@@ -378,6 +444,7 @@ pub async fn run_controllers(
                 })
                 .collect::<Vec<_>>()
         });
+        let key_controller = key_controller.reconcile_all_on(triggers(&secret_tx));
         // A DxConnection change (including deletion) updates the usedBy of its MacSecKeys.
         let key_controller = key_controller.watches(dxc_api, wc.clone(), |guard| {
             let ns = guard.namespace().unwrap_or_default();
@@ -394,6 +461,7 @@ pub async fn run_controllers(
         runs.push((dxc_controller, key_controller));
     }
 
+    let settings_watch_secrets = settings.watch_secrets;
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
@@ -403,6 +471,7 @@ pub async fn run_controllers(
         connections,
         keys,
         grants: grants.clone(),
+        secret_versions: settings_watch_secrets.then(|| Stores(secret_stores)),
     });
     let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
     let _ = grants.wait_until_ready().await;

@@ -71,7 +71,7 @@ impl Expect {
 
 /// Serves the expected requests in order and returns the bodies it received. A missing or
 /// unexpected request fails the test within a second.
-async fn verify(mut handle: Handle, script: Vec<Expect>) -> Vec<Value> {
+async fn verify(mut handle: Handle, script: Vec<Expect>) -> (Vec<Value>, Handle) {
     let mut bodies = Vec::new();
     for e in script {
         let (req, send) = tokio::time::timeout(Duration::from_secs(1), handle.next_request())
@@ -106,7 +106,7 @@ async fn verify(mut handle: Handle, script: Vec<Expect>) -> Vec<Value> {
     {
         panic!("unexpected request {} {}", req.method(), req.uri());
     }
-    bodies
+    (bodies, handle)
 }
 
 fn dxc(name: &str, created_secs: i64, spec: DxConnectionSpec) -> DxConnection {
@@ -220,10 +220,12 @@ async fn harness_with(
             default_access_namespaces: Namespaces::all(),
             cluster_name: "test-cluster".into(),
             watch_namespaces: Vec::new(),
+            watch_secrets: false,
         },
         connections: Stores(vec![conn_store]),
         keys: Stores(vec![key_store]),
         grants: grant_store,
+        secret_versions: None,
     });
     Harness {
         ctx,
@@ -241,7 +243,10 @@ impl Harness {
     ) -> (Result<Action, Error>, Vec<Value>) {
         let verifier = tokio::spawn(verify(self.handle.take().unwrap(), script));
         let result = shell::reconcile(Arc::new(DeserializeGuard(Ok(obj))), self.ctx.clone()).await;
-        (result, verifier.await.unwrap())
+        let (bodies, handle) = verifier.await.unwrap();
+        // The same API server answers the next reconcile.
+        self.handle = Some(handle);
+        (result, bodies)
     }
 
     fn mutations(&self) -> Vec<String> {
@@ -640,11 +645,8 @@ fn new_handle(h: &mut Harness) -> Handle {
     handle
 }
 
-/// A MacSecKey read from Secrets Manager with `spec.secretsManager.region` set, used by no
-/// DxConnection, on an operator without a default region: the key is read in its own region
-/// (it used to be told to set the region it had set).
-#[tokio::test]
-async fn secrets_manager_key_is_read_in_its_own_region() {
+/// `k1` from Secrets Manager secret `dx-macsec/k1` in us-east-1.
+fn secrets_manager_key() -> MacSecKey {
     let mut key = mskey("k1");
     key.spec.secret_ref = None;
     key.spec.secrets_manager = Some(crate::crd::SecretsManagerSource {
@@ -653,11 +655,11 @@ async fn secrets_manager_key_is_read_in_its_own_region() {
         ckn_field: "ckn".into(),
         cak_field: "cak".into(),
     });
-    let mut h = harness(SEED, vec![], vec![key.clone()]).await;
-    Arc::get_mut(&mut h.ctx)
-        .expect("no other reference yet")
-        .settings
-        .default_region = None;
+    key
+}
+
+/// A Secrets Manager client on the harness's dx-sim, to set secrets up.
+async fn secrets_manager(h: &Harness) -> aws_sdk_secretsmanager::Client {
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(
@@ -667,6 +669,21 @@ async fn secrets_manager_key_is_read_in_its_own_region() {
         .load()
         .await;
     aws_sdk_secretsmanager::Client::new(&conf)
+}
+
+/// A MacSecKey read from Secrets Manager with `spec.secretsManager.region` set, used by no
+/// DxConnection, on an operator without a default region: the key is read in its own region
+/// (it used to be told to set the region it had set).
+#[tokio::test]
+async fn secrets_manager_key_is_read_in_its_own_region() {
+    let key = secrets_manager_key();
+    let mut h = harness(SEED, vec![], vec![key.clone()]).await;
+    Arc::get_mut(&mut h.ctx)
+        .expect("no other reference yet")
+        .settings
+        .default_region = None;
+    secrets_manager(&h)
+        .await
         .create_secret()
         .name("dx-macsec/k1")
         .secret_string(json!({"ckn": CKN, "cak": CAK}).to_string())
@@ -678,6 +695,54 @@ async fn secrets_manager_key_is_read_in_its_own_region() {
     let ready = &bodies[0]["status"]["conditions"][0];
     assert_eq!(ready["reason"], "KeyMaterialValid", "{ready}");
     assert_eq!(bodies[0]["status"]["ckn"], CKN);
+    assert!(!bodies[0].to_string().contains(CAK));
+}
+
+/// A Secrets Manager key is read (GetSecretValue) once per version: a resync asks only for
+/// the current version (DescribeSecret, no value); a new value is read at once.
+#[tokio::test]
+async fn a_secrets_manager_key_is_read_once_per_version() {
+    let mut key = secrets_manager_key();
+    let mut h = harness(SEED, vec![], vec![key.clone()]).await;
+    let sm = secrets_manager(&h).await;
+    sm.create_secret()
+        .name("dx-macsec/k1")
+        .secret_string(json!({"ckn": CKN, "cak": CAK}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let reads = |h: &Harness, op: &str| {
+        h.sim
+            .shared
+            .calls()
+            .iter()
+            .filter(|c| c.operation == op)
+            .count()
+    };
+    let (result, bodies) = h.reconcile(key.clone(), vec![status_patch(&key)]).await;
+    result.unwrap();
+    let first = bodies[0]["status"]["sourceVersion"].clone();
+    assert!(first.is_string(), "{}", bodies[0]);
+    assert_eq!(reads(&h, "GetSecretValue"), 1);
+    key.status = Some(serde_json::from_value(bodies[0]["status"].clone()).unwrap());
+
+    let (result, _) = h.reconcile(key.clone(), vec![]).await;
+    result.unwrap();
+    assert_eq!(reads(&h, "GetSecretValue"), 1, "not read again");
+    assert_eq!(reads(&h, "DescribeSecret"), 2);
+
+    let other_ckn = CKN.replace("abcd", "dcba");
+    sm.put_secret_value()
+        .secret_id("dx-macsec/k1")
+        .secret_string(json!({"ckn": other_ckn, "cak": CAK}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let (result, bodies) = h.reconcile(key.clone(), vec![status_patch(&key)]).await;
+    result.unwrap();
+    assert_eq!(reads(&h, "GetSecretValue"), 2);
+    assert_eq!(bodies[0]["status"]["ckn"], other_ckn);
+    assert_ne!(bodies[0]["status"]["sourceVersion"], first);
     assert!(!bodies[0].to_string().contains(CAK));
 }
 
@@ -811,6 +876,94 @@ async fn a_dxconnection_does_not_use_a_cak_changed_under_its_ckn() {
     assert!(h.mutations().is_empty(), "{:?}", h.mutations());
 }
 
+/// `k1` as its MacSecKey controller leaves it once it has read a valid Secret.
+fn validated_key() -> MacSecKey {
+    let mut key = mskey("k1");
+    key.status = Some(crate::crd::MacSecKeyStatus {
+        observed_generation: Some(1),
+        ckn: Some(CKN.to_lowercase()),
+        conditions: vec![crate::crd::Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "KeyMaterialValid".into(),
+            message: "key material is valid; used by c1".into(),
+            last_transition_time: "2027-01-01T00:00:00Z".into(),
+            observed_generation: Some(1),
+        }],
+        ..Default::default()
+    });
+    key
+}
+
+/// Once its MacSecKey has validated the key and the connection's scope shows the key's
+/// managed secret, a DxConnection's resync reads no Secret: only an association by CKN/CAK
+/// needs the CAK. The first pass (the managed secret not seen yet) reads it.
+#[tokio::test]
+async fn a_resync_reads_no_secret_once_the_managed_secret_is_known() {
+    let seed = format!(
+        "connections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN}\", cak: \"{CAK}\"}}], router: [\"{CKN}\"], tags: {{dxmacsec.io/owner: test-cluster/net/c1}} }}\n"
+    );
+    let d = dxc(
+        "c1",
+        0,
+        spec("dxcon-c1", Some(EncryptionMode::MustEncrypt), &["k1"]),
+    );
+    let mut h = harness(&seed, vec![d.clone()], vec![validated_key()]).await;
+    let (result, bodies) = h
+        .reconcile(d.clone(), read_secret_write_status(&d, 1))
+        .await;
+    result.unwrap();
+    assert_eq!(condition(&bodies[1], "Ready")["status"], "True");
+    assert_eq!(bodies[2]["reason"], "Converged");
+    let mut resynced = d.clone();
+    resynced.status = Some(serde_json::from_value(bodies[1]["status"].clone()).unwrap());
+    // No request at all: no Secret read, nothing to write.
+    let (result, _) = h.reconcile(resynced, vec![]).await;
+    result.unwrap();
+    assert!(h.mutations().is_empty(), "{:?}", h.mutations());
+}
+
+/// With the metadata watch of Secrets, a MacSecKey reads its Secret once per version: a
+/// resync of a validated key at the same resourceVersion reads nothing, and a new
+/// resourceVersion is read (and recorded) at once.
+#[tokio::test]
+async fn a_key_reads_its_secret_only_when_the_secret_changed() {
+    let mut h = harness(SEED, vec![], vec![mskey("k1")]).await;
+    let (store, mut writer) = kube::runtime::reflector::store::<PartialObjectMeta<Secret>>();
+    let version = |rv: &str| {
+        let mut m = PartialObjectMeta::<Secret>::default();
+        m.metadata.name = Some("k1".into());
+        m.metadata.namespace = Some("net".into());
+        m.metadata.resource_version = Some(rv.into());
+        watcher::Event::Apply(m)
+    };
+    writer.apply_watcher_event(&version("7"));
+    Arc::get_mut(&mut h.ctx)
+        .expect("no other reference yet")
+        .secret_versions = Some(Stores(vec![store]));
+    let read = |key: &MacSecKey| {
+        vec![
+            expect("GET", "/api/v1/namespaces/net/secrets/k1")
+                .answer(StatusCode::OK, secret_json("k1")),
+            status_patch(key),
+        ]
+    };
+    let (result, bodies) = h.reconcile(mskey("k1"), read(&mskey("k1"))).await;
+    result.unwrap();
+    assert_eq!(bodies[1]["status"]["sourceVersion"], "7");
+    let mut key = mskey("k1");
+    key.status = Some(serde_json::from_value(bodies[1]["status"].clone()).unwrap());
+
+    let (result, _) = h.reconcile(key.clone(), vec![]).await;
+    result.unwrap();
+
+    writer.apply_watcher_event(&version("8"));
+    let (result, bodies) = h.reconcile(key.clone(), read(&key)).await;
+    result.unwrap();
+    assert_eq!(bodies[1]["status"]["sourceVersion"], "8");
+    assert_eq!(bodies[1]["status"]["ckn"], CKN);
+}
+
 /// A MacSecKey whose Secret is missing is neither Ready nor Synced, and says which Secret.
 #[tokio::test]
 async fn key_without_its_secret_is_not_synced() {
@@ -867,7 +1020,7 @@ async fn try_hold_against(
     let then = std::time::Instant::now() - seen_for;
     leader::decide(Some(&spec), "me", &mut observed, then);
     let held = leader::try_hold(&api, &cfg, &mut observed).await.unwrap();
-    (held, verifier.await.unwrap())
+    (held, verifier.await.unwrap().0)
 }
 
 /// A replica that saw the Lease recently reads it and writes nothing, even when the

@@ -128,10 +128,30 @@ pub struct MacSecKeyStatus {
     /// Connect cannot change the CAK of a CKN and router and AWS would disagree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cak_fingerprint: Option<String>,
+    /// The version of the key's source when it was last read: the Secret's
+    /// `resourceVersion` or the Secrets Manager secret's `AWSCURRENT` version ID. While it and
+    /// the spec stay the same, the source is not read again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_version: Option<String>,
     /// DxConnections (same namespace) that reference this key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub used_by: Vec<String>,
     /// `Ready` (the key material is valid), and kstatus's `Reconciling` and `Stalled`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+impl MacSecKey {
+    /// Its status says the key material was read and found valid for the current spec (the
+    /// CKN is in the status).
+    pub fn validated(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| {
+            s.observed_generation.is_some()
+                && s.observed_generation == self.metadata.generation
+                && s.ckn.is_some()
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    }
 }

@@ -34,6 +34,7 @@ NON_DEFAULT = {
     "aws": {"region": "eu-west-1", "endpointUrl": "http://dx-sim.test:4599", "timeout": "1m"},
     "clusterName": "prod-eu-1",
     "watchNamespaces": ["network", "network-lab"],
+    "watchSecrets": True,
     "access": {"defaultNamespaces": ["network", "network-lab"]},
     "rbac": {"aggregateToDefaultRoles": False},
     "operator": {"logFormat": "text", "logLevel": "debug", "resync": "10m", "requeue": "5s",
@@ -124,7 +125,9 @@ def test_non_default_values_reach_the_objects():
     assert {r for rule in cluster["rules"] for r in rule["resources"]} == {"dxaccesses", "namespaces"}
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in by_kind(docs, "Role")}
     assert set(roles) == {("network", NAME), ("network-lab", NAME)}
-    assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]} in roles[("network", NAME)]["rules"]
+    # watchSecrets: list and watch on Secrets for the metadata-only watch, and the operator told so.
+    assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]} in roles[("network", NAME)]["rules"]
+    assert env["DXM_WATCH_SECRETS"] == "true"
     bindings = [b for b in by_kind(docs, "RoleBinding") if b["metadata"]["namespace"] in ("network", "network-lab")]
     assert all(b["subjects"][0] == {"kind": "ServiceAccount", "name": "dxm", "namespace": NAMESPACE} for b in bindings)
     assert len(bindings) == 2
@@ -177,6 +180,7 @@ def test_default_render_is_restricted_and_least_privilege():
     rules = roles[NAME]["rules"]
     secrets = [r for r in rules if "secrets" in r["resources"]]
     assert secrets == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}], "Secrets: get only"
+    assert env["DXM_WATCH_SECRETS"]["value"] == "false"
     granted = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
     assert granted == {
         ("dxmacsec.io", "dxconnections"), ("dxmacsec.io", "macseckeys"),
