@@ -8,7 +8,8 @@ use std::time::Duration;
 mod common;
 
 use common::{
-    connection, dxc_manifest, key_ckns, key_manifest, lag, mode_of, must_encrypt_with_key_a,
+    MUTATING, connection, dxc_manifest, key_ckns, key_manifest, lag, mode_of,
+    must_encrypt_with_key_a,
 };
 use dx_sim::{CallRecord, Fault, Seed, Sim};
 use serde_json::Value;
@@ -18,15 +19,6 @@ const CKN_B: &str = "bbbb0000000000000000000000000000000000000000000000000000000
 /// Distinct, easily searched CAKs (no test output may contain them).
 const CAK_A: &str = "cafe0000000000000000000000000000000000000000000000000000deadbee1";
 const CAK_B: &str = "cafe0000000000000000000000000000000000000000000000000000deadbee2";
-
-const MUTATING: &[&str] = &[
-    "AssociateMacSecKey",
-    "DisassociateMacSecKey",
-    "UpdateConnection",
-    "UpdateLag",
-    "TagResource",
-    "UntagResource",
-];
 
 /// The owner tag `apply` gives DxConnection default/conn: a seed connection with keys that
 /// carries it was set up by an earlier `apply` (one without it would need `adopt`).

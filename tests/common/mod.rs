@@ -10,6 +10,26 @@ use std::time::Duration;
 use dx_sim::CallRecord;
 use serde_json::Value;
 
+/// The Direct Connect operations that change something.
+pub const MUTATING: &[&str] = &[
+    "AssociateMacSecKey",
+    "DisassociateMacSecKey",
+    "UpdateConnection",
+    "UpdateLag",
+    "TagResource",
+    "UntagResource",
+];
+
+/// The successful mutating calls on `target`, by operation, in order.
+pub fn mutations<'a>(calls: &'a [CallRecord], target: &str) -> Vec<&'a str> {
+    calls
+        .iter()
+        .filter(|c| c.outcome == "ok" && c.target.as_deref() == Some(target))
+        .filter(|c| MUTATING.contains(&c.operation.as_str()))
+        .map(|c| c.operation.as_str())
+        .collect()
+}
+
 /// A Secret and a MacSecKey, both named `name`, holding `ckn`/`cak`.
 pub fn key_manifest(name: &str, ckn: &str, cak: &str) -> String {
     format!(
