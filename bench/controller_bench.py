@@ -111,13 +111,18 @@ def run_one(n, rate, workdir):
             "peak_rss_mib": rss, "cpu_s": cpu, "change_to_call_ms": latency_ms,
         }
     finally:
-        # Let the operator drop its finalizers (deletionPolicy Retain), then stop it.
-        subprocess.run(["kubectl", "delete", "dxc,mskey", "--all", "-n", ns, "--timeout=120s"],
-                       env=dict(os.environ, KUBECONFIG=os.environ["E2E_ADMIN_KUBECONFIG"]), capture_output=True)
-        op.terminate()
-        op.wait()
-        sim.terminate()
-        sim.wait()
+        teardown(ns, op, sim)
+
+
+def teardown(ns, op, sim):
+    """Lets the operator drop its finalizers in `ns` (deletionPolicy Retain), then stops it
+    and the emulator."""
+    subprocess.run(["kubectl", "delete", "dxc,mskey", "--all", "-n", ns, "--timeout=120s"],
+                   env=dict(os.environ, KUBECONFIG=os.environ["E2E_ADMIN_KUBECONFIG"]), capture_output=True)
+    op.terminate()
+    op.wait()
+    sim.terminate()
+    sim.wait()
 
 
 def main():

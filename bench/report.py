@@ -71,8 +71,40 @@ def main():
             r = max(results, key=lambda r: r["n"]) if results else None
             cells.append(check(r) if r else "not measured")
         out.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    out += reliability(load("bench-faults.json"))
     out += HISTORY
     (ROOT / "docs" / "benchmarks.md").write_text("\n".join(out))
+
+
+def reliability(faults):
+    """The section of bench/faults_bench.py's figures: kills survived, faults injected, and
+    seconds of down and clear-text time."""
+    if not faults:
+        return ["", "## Reliability under faults", "", "Not measured in this run."]
+    k = faults["kills"]
+    out = [
+        "",
+        "## Reliability under faults",
+        "",
+        "dx-sim counts *down* time (a must_encrypt port with no key both sides hold: traffic dropped)",
+        "and *clear-text* time (a port that had been Encryption Up, its DxConnection asking for",
+        "encryption, now unencrypted) per port; both must stay 0 (bench/faults_bench.py).",
+        "",
+        f"- Kills: `apply` killed (SIGKILL) right after each mutating call of enabling (4), rotating (2)",
+        f"  and disabling (2) a connection, then run again: {k['converged_after_kill']} of {k['kills']} runs converged,",
+        f"  {k['repeated_mutations']} mutations repeated, {k['down_s']} s down, {k['clear_text_s']} s clear text.",
+        "  (The controller variant, 8 kills of the operator process, runs in the e2e.)",
+        "- Storm: 100 resources (90 connections, 10 LAGs) from no_encrypt to must_encrypt while every",
+        "  call takes 500 ms more, half are throttled and the first 20 fail with",
+        "  DirectConnectServerException.",
+        "",
+        "| variant | resources | converge s | calls | ThrottlingException | DirectConnectServerException | most associations per resource | down s | clear text s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in faults["storm"]:
+        out.append(f"| {r['variant']} | {r['resources']} | {r['wall_s']} | {r['calls']} | {r['throttled']} | "
+                   f"{r['server_errors']} | {r['max_associations_per_resource']} | {r['down_s']} | {r['clear_text_s']} |")
+    return out
 
 
 def pages(r):
