@@ -138,10 +138,23 @@ pub fn load(paths: &[PathBuf]) -> Result<Inputs, Vec<String>> {
     }
 }
 
+/// Most documents one file may hold. serde-saphyr's default (1,024) refused a file of 1,100
+/// DxConnections; a GitOps render of a large estate is one stream. Its other limits (nodes,
+/// depth, aliases) still bound what a hostile file can cost.
+const MAX_DOCUMENTS: usize = 100_000;
+
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: MAX_DOCUMENTS,
+        },
+    }
+}
+
 /// Adds the documents of one file's text to `inputs`, or its problems to `errors`.
 fn read_text(inputs: &mut Inputs, errors: &mut Vec<String>, file: &str, text: &str) {
     // A syntax error anywhere makes the whole file untrusted: nothing of it is used.
-    let docs: Vec<Value> = match serde_saphyr::from_multiple(text) {
+    let docs: Vec<Value> = match serde_saphyr::from_multiple_with_options(text, yaml_options()) {
         Ok(docs) => docs,
         Err(e) => {
             errors.push(format!("{file}: not valid YAML: {e}"));
@@ -335,6 +348,23 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// One file of 2,000 DxConnections (past serde-saphyr's default of 1,024 documents) is read
+    /// whole.
+    #[test]
+    fn a_file_of_thousands_of_documents_is_read() {
+        let d = tempdir();
+        let text: String = (0..2000)
+            .map(|i| {
+                format!(
+                    "apiVersion: dxmacsec.io/v1alpha1\nkind: DxConnection\nmetadata: {{name: c{i}}}\nspec: {{connectionId: dxcon-{i:05}}}\n---\n"
+                )
+            })
+            .collect();
+        let f = write(&d, "many.yaml", &text);
+        let inputs = load(std::slice::from_ref(&f)).unwrap();
+        assert_eq!(inputs.connections.len(), 2000);
     }
 
     /// Secrets take `data` (base64) and `stringData`; folders are read; defaults apply.
