@@ -90,11 +90,15 @@ def run_one(n, rate, workdir):
                AWS_EC2_METADATA_DISABLED="true", AWS_ENDPOINT_URL=endpoint)
     try:
         started = time.monotonic()
+        log = workdir / f"apply-{n}.log"
         apply = subprocess.Popen([str(OPERATOR), "apply", "-f", str(manifest_file), "--timeout", "30m", "--interval", "1s"],
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
         _, status, usage = os.wait4(apply.pid, 0)
         wall = time.monotonic() - started
         exit_code = os.waitstatus_to_exitcode(status)
+        if exit_code != 0:
+            # A failed run is no figure: say so rather than write a table of zeros.
+            raise SystemExit(f"N={n}: apply exited {exit_code}:\n{log.read_text()[-2000:]}")
         calls = get(endpoint, "/_sim/calls")["calls"]
         ok = [c for c in calls if c["outcome"] == "ok"]
         mutating = [c for c in ok if c["operation"] in MUTATING]
