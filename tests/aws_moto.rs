@@ -15,6 +15,16 @@ use dx_macsec_operator::plan::{Association, Target};
 const CKN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const CAK: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 
+/// An SDK configuration for moto at `endpoint`, in us-east-1.
+async fn moto_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDMOTO", "x", None, None, "test"))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
 /// Describe, associate, set the mode and disassociate on a moto connection through the
 /// operator's own SDK clients; unknown IDs are "not found" and errors are classified.
 #[tokio::test]
@@ -22,12 +32,7 @@ async fn connection_calls_against_moto() {
     let Some(moto) = dx_sim::moto_endpoint("connection_calls_against_moto") else {
         return;
     };
-    let conf = aws_config::defaults(BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDMOTO", "x", None, None, "test"))
-        .endpoint_url(&moto)
-        .load()
-        .await;
+    let conf = moto_config(&moto).await;
     let raw = dc::Client::new(&conf);
     let created = raw
         .create_connection()
@@ -104,12 +109,7 @@ async fn secret_calls_against_moto() {
     let Some(moto) = dx_sim::moto_endpoint("secret_calls_against_moto") else {
         return;
     };
-    let conf = aws_config::defaults(BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDMOTO", "x", None, None, "test"))
-        .endpoint_url(&moto)
-        .load()
-        .await;
+    let conf = moto_config(&moto).await;
     let raw = aws_sdk_secretsmanager::Client::new(&conf);
     let name = format!("dx-macsec/op-{}", std::process::id());
     let value = format!(r#"{{"ckn":"{CKN}","cak":"{CAK}"}}"#);
