@@ -373,7 +373,7 @@ pub async fn run_controllers(
     // hold a copy of the data, are dropped on arrival). A change to a Secret that a MacSecKey
     // names re-reconciles the MacSecKeys; each re-reads its Secret only if its version moved.
     let (secret_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let mut secret_stores = Vec::new();
+    let (mut secret_stores, mut secret_watches) = (Vec::new(), Vec::new());
     if settings.watch_secrets {
         for ns in &scopes {
             let (store, writer) = kube::runtime::reflector::store::<PartialObjectMeta<Secret>>();
@@ -411,7 +411,7 @@ pub async fn run_controllers(
                     }
                     std::future::ready(())
                 });
-            tokio::spawn(watch);
+            secret_watches.push(tokio::spawn(watch));
         }
     }
 
@@ -461,7 +461,7 @@ pub async fn run_controllers(
         runs.push((dxc_controller, key_controller));
     }
 
-    let settings_watch_secrets = settings.watch_secrets;
+    let secret_versions = settings.watch_secrets.then(|| Stores(secret_stores));
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
@@ -471,7 +471,7 @@ pub async fn run_controllers(
         connections,
         keys,
         grants: grants.clone(),
-        secret_versions: settings_watch_secrets.then(|| Stores(secret_stores)),
+        secret_versions,
     });
     let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
     let _ = grants.wait_until_ready().await;
@@ -502,6 +502,9 @@ pub async fn run_controllers(
     }
     futures_util::future::join_all(all).await;
     access_watch.abort();
+    for watch in secret_watches {
+        watch.abort();
+    }
 }
 
 /// One info line per resync period while acting: the DxConnections by Ready and reason, and
