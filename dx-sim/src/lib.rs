@@ -197,6 +197,14 @@ impl Inner {
         match (service, operation) {
             ("OvertureService", "DescribeConnections") => acc.describe_connections(req),
             ("OvertureService", "DescribeLags") => acc.describe_lags(req),
+            ("OvertureService", "DescribeInterconnects") => acc.describe_interconnects(req),
+            ("OvertureService", "CreateInterconnect") => acc.create_interconnect(req),
+            ("OvertureService", "AssociateConnectionWithLag") => {
+                acc.associate_connection_with_lag(req)
+            }
+            ("OvertureService", "DisassociateConnectionFromLag") => {
+                acc.disassociate_connection_from_lag(req)
+            }
             ("OvertureService", "DescribeLocations") => acc.describe_locations(),
             ("OvertureService", "AssociateMacSecKey") => acc.associate_mac_sec_key(req),
             ("OvertureService", "DisassociateMacSecKey") => acc.disassociate_mac_sec_key(req),
@@ -321,6 +329,20 @@ impl Shared {
         result
     }
 
+    /// A Direct Connect call made outside the operator (the console, Terraform, a Partner's
+    /// tooling): dispatched as over HTTP, without faults, and logged with caller
+    /// `out-of-band`.
+    pub fn call(&self, operation: &str, req: Value) -> Result<Value, String> {
+        let mut inner = self.lock();
+        let result = inner.dispatch("OvertureService", operation, &req);
+        let outcome = result.as_ref().map_or_else(|e| e.code, |_| "ok");
+        let target = ["connectionId", "interconnectId", "lagId"]
+            .iter()
+            .find_map(|f| req.get(*f).and_then(Value::as_str).map(str::to_string));
+        inner.record(operation, "out-of-band".into(), target, outcome);
+        result.map_err(|e| format!("{}: {}", e.code, e.message))
+    }
+
     /// Back to the seed: account, calls, faults and rate limit.
     pub fn reset(&self) {
         let mut inner = self.lock();
@@ -385,14 +407,20 @@ async fn aws_call(State(sim): State<Shared>, headers: HeaderMap, body: Bytes) ->
             }
         }
     };
-    let target = ["connectionId", "lagId", "SecretId", "Name"]
-        .iter()
-        .find_map(|f| req.get(*f).and_then(Value::as_str).map(str::to_string))
-        .or_else(|| {
-            // TagResource and UntagResource name a connection or LAG by its ARN.
-            let arn = req.get("resourceArn").and_then(Value::as_str)?;
-            arn.rsplit('/').next().map(str::to_string)
-        });
+    let target = [
+        "connectionId",
+        "interconnectId",
+        "lagId",
+        "SecretId",
+        "Name",
+    ]
+    .iter()
+    .find_map(|f| req.get(*f).and_then(Value::as_str).map(str::to_string))
+    .or_else(|| {
+        // TagResource and UntagResource name a connection or LAG by its ARN.
+        let arn = req.get("resourceArn").and_then(Value::as_str)?;
+        arn.rsplit('/').next().map(str::to_string)
+    });
     let (pre_error, latency) = sim.lock().pre_call(&operation);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;

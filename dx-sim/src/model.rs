@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::seed::{Delays, Seed, SeedKey};
+use crate::seed::{AfterLeavingLag, Delays, Seed, SeedConnection, SeedKey};
 
 /// An error as AWS returns it: `__type` and `message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +70,49 @@ pub struct Connection {
     pub lag_id: Option<String>,
     /// Own keys; a LAG member reports its LAG's keys instead.
     pub keys: Vec<Key>,
+    /// The AWS device (Direct Connect endpoint) the port is on.
+    pub device: String,
+    /// A Partner's interconnect: listed by DescribeInterconnects, not DescribeConnections.
+    pub interconnect: bool,
+    /// Owned by a Direct Connect Partner: leaving a LAG turns it into an interconnect.
+    pub partner: bool,
+    /// The end of an interruption (joining or leaving a LAG): `pending` until then.
+    pub back_at: Option<Instant>,
+}
+
+impl Connection {
+    /// A dedicated connection with no keys, on the default device of its location.
+    fn new(id: &str, location: &str, bandwidth: &str, state: &str, macsec: bool) -> Connection {
+        Connection {
+            id: id.to_string(),
+            name: id.to_string(),
+            location: location.to_string(),
+            bandwidth: bandwidth.to_string(),
+            state: state.to_string(),
+            mac_sec_capable: macsec,
+            encryption_mode: macsec.then(|| "no_encrypt".to_string()),
+            lag_id: None,
+            keys: Vec::new(),
+            device: device_at(location),
+            interconnect: false,
+            partner: false,
+            back_at: None,
+        }
+    }
+
+    /// At most this many members in a LAG of this bandwidth.
+    fn lag_capacity(bandwidth: &str) -> usize {
+        if matches!(bandwidth, "100Gbps" | "400Gbps") {
+            2
+        } else {
+            4
+        }
+    }
+}
+
+/// The AWS device dx-sim puts ports at `location` on, unless the seed names one.
+fn device_at(location: &str) -> String {
+    format!("{location}-abcdefgh")
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +125,11 @@ pub struct Lag {
     pub mac_sec_capable: bool,
     pub encryption_mode: Option<String>,
     pub keys: Vec<Key>,
+    /// The AWS device (Direct Connect endpoint): members must be on it.
+    pub device: String,
+    /// Operational members below which DisassociateConnectionFromLag refuses (but for the
+    /// last member).
+    pub minimum_links: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +168,8 @@ pub struct Account {
     pub outages: BTreeMap<String, Outage>,
     /// Connection or LAG ID → its tags.
     pub tags: BTreeMap<String, BTreeMap<String, String>>,
+    /// What a connection has after leaving a LAG.
+    pub after_leaving_lag: AfterLeavingLag,
 }
 
 /// What a port's traffic is doing, as far as MACsec decides it.
@@ -201,36 +251,13 @@ impl Account {
             routers: BTreeMap::new(),
             outages: BTreeMap::new(),
             tags: BTreeMap::new(),
+            after_leaving_lag: seed.after_leaving_lag,
         };
         for c in &seed.connections {
-            if !(c.id.starts_with("dxcon-")) {
-                return Err(format!("seed connection {}: IDs start with dxcon-", c.id));
-            }
-            let keys = acc.seed_keys(&c.keys, &c.id)?;
-            if !c.tags.is_empty() {
-                acc.tags.insert(c.id.clone(), c.tags.clone());
-            }
-            acc.connections.insert(
-                c.id.clone(),
-                Connection {
-                    id: c.id.clone(),
-                    name: c.name.clone().unwrap_or_else(|| c.id.clone()),
-                    location: c.location.clone(),
-                    bandwidth: c.bandwidth.clone(),
-                    state: c.state.clone(),
-                    mac_sec_capable: c.mac_sec_capable,
-                    encryption_mode: c
-                        .encryption_mode
-                        .clone()
-                        .or_else(|| c.mac_sec_capable.then(|| "no_encrypt".to_string())),
-                    lag_id: None,
-                    keys,
-                },
-            );
-            acc.routers.insert(
-                c.id.clone(),
-                c.router.iter().map(|k| k.to_ascii_lowercase()).collect(),
-            );
+            acc.seed_port(c, false)?;
+        }
+        for c in &seed.interconnects {
+            acc.seed_port(c, true)?;
         }
         for l in &seed.lags {
             if !l.id.starts_with("dxlag-") {
@@ -267,6 +294,8 @@ impl Account {
                         .clone()
                         .or_else(|| l.mac_sec_capable.then(|| "no_encrypt".to_string())),
                     keys,
+                    device: l.device.clone().unwrap_or_else(|| device_at(&l.location)),
+                    minimum_links: l.minimum_links,
                 },
             );
         }
@@ -279,40 +308,19 @@ impl Account {
                 .collect();
             for i in 0..g.connections {
                 let id = format!("dxcon-gen{i:05}");
-                acc.connections.insert(
-                    id.clone(),
-                    Connection {
-                        id: id.clone(),
-                        name: id.clone(),
-                        location: "EqDC2".into(),
-                        bandwidth: "10Gbps".into(),
-                        state: "available".into(),
-                        mac_sec_capable: true,
-                        encryption_mode: mode.clone(),
-                        lag_id: None,
-                        keys: Vec::new(),
-                    },
-                );
+                let mut c = Connection::new(&id, "EqDC2", "10Gbps", "available", true);
+                c.encryption_mode = mode.clone();
+                acc.connections.insert(id.clone(), c);
                 acc.routers.insert(id, router.clone());
             }
             for i in 0..g.lags {
                 let lag_id = format!("dxlag-gen{i:05}");
                 for m in 0..g.members_per_lag {
                     let id = format!("dxcon-gen{i:05}m{m}");
-                    acc.connections.insert(
-                        id.clone(),
-                        Connection {
-                            id: id.clone(),
-                            name: id.clone(),
-                            location: "EqDC2".into(),
-                            bandwidth: "100Gbps".into(),
-                            state: "available".into(),
-                            mac_sec_capable: true,
-                            encryption_mode: mode.clone(),
-                            lag_id: Some(lag_id.clone()),
-                            keys: Vec::new(),
-                        },
-                    );
+                    let mut c = Connection::new(&id, "EqDC2", "100Gbps", "available", true);
+                    c.encryption_mode = mode.clone();
+                    c.lag_id = Some(lag_id.clone());
+                    acc.connections.insert(id.clone(), c);
                     acc.routers.insert(id, router.clone());
                 }
                 acc.lags.insert(
@@ -326,11 +334,47 @@ impl Account {
                         mac_sec_capable: true,
                         encryption_mode: mode.clone(),
                         keys: Vec::new(),
+                        device: device_at("EqDC2"),
+                        minimum_links: 0,
                     },
                 );
             }
         }
         Ok(acc)
+    }
+
+    /// A seeded connection or interconnect, with its keys, tags and router.
+    fn seed_port(&mut self, c: &SeedConnection, interconnect: bool) -> Result<(), String> {
+        if !c.id.starts_with("dxcon-") {
+            return Err(format!("seed connection {}: IDs start with dxcon-", c.id));
+        }
+        let keys = self.seed_keys(&c.keys, &c.id)?;
+        if !c.tags.is_empty() {
+            self.tags.insert(c.id.clone(), c.tags.clone());
+        }
+        let mut port = Connection::new(
+            &c.id,
+            &c.location,
+            &c.bandwidth,
+            &c.state,
+            c.mac_sec_capable,
+        );
+        port.name = c.name.clone().unwrap_or_else(|| c.id.clone());
+        if c.encryption_mode.is_some() {
+            port.encryption_mode = c.encryption_mode.clone();
+        }
+        port.keys = keys;
+        if let Some(device) = &c.device {
+            port.device = device.clone();
+        }
+        port.interconnect = interconnect;
+        port.partner = interconnect || c.partner;
+        self.connections.insert(c.id.clone(), port);
+        self.routers.insert(
+            c.id.clone(),
+            c.router.iter().map(|k| k.to_ascii_lowercase()).collect(),
+        );
+        Ok(())
     }
 
     fn seed_keys(&mut self, keys: &[SeedKey], owner: &str) -> Result<Vec<Key>, String> {
@@ -385,6 +429,12 @@ impl Account {
 
     /// Applies every asynchronous transition that is due.
     pub fn tick(&mut self, now: Instant) {
+        for c in self.connections.values_mut() {
+            if c.back_at.is_some_and(|at| at <= now) {
+                c.back_at = None;
+                c.state = "available".into();
+            }
+        }
         let mut emptied_lags = Vec::new();
         let mut emptied_conns = Vec::new();
         for (id, keys) in self
@@ -538,8 +588,42 @@ impl Account {
             "region": self.region,
             "location": c.location,
             "bandwidth": c.bandwidth,
-            "awsDevice": format!("{}-abcdefgh", c.location),
-            "awsDeviceV2": format!("{}-abcdefgh", c.location),
+            "awsDevice": c.device,
+            "awsDeviceV2": c.device,
+            "awsLogicalDeviceId": format!("{}-1a2b3c4d", c.location),
+            "jumboFrameCapable": true,
+            "hasLogicalRedundancy": "unknown",
+            "tags": self.tags_json(&c.id),
+            "macSecCapable": c.mac_sec_capable,
+        });
+        if c.partner {
+            v["partnerName"] = json!("dx-sim partner");
+        }
+        let obj = v.as_object_mut().expect("a JSON object");
+        if let Some(lag) = &c.lag_id {
+            obj.insert("lagId".into(), json!(lag));
+        }
+        if c.mac_sec_capable {
+            obj.insert("encryptionMode".into(), json!(mode));
+            obj.insert("portEncryptionStatus".into(), json!(self.port_status(c)));
+            obj.insert("macSecKeys".into(), Self::keys_json(&keys));
+        }
+        v
+    }
+
+    /// An interconnect as DescribeInterconnects shows it: the `Interconnect` shape, which
+    /// has no `ownerAccount`.
+    pub fn interconnect_json(&self, c: &Connection) -> Value {
+        let (mode, keys) = self.effective(c);
+        let mut v = json!({
+            "interconnectId": c.id,
+            "interconnectName": c.name,
+            "interconnectState": c.state,
+            "region": self.region,
+            "location": c.location,
+            "bandwidth": c.bandwidth,
+            "awsDevice": c.device,
+            "awsDeviceV2": c.device,
             "awsLogicalDeviceId": format!("{}-1a2b3c4d", c.location),
             "jumboFrameCapable": true,
             "hasLogicalRedundancy": "unknown",
@@ -574,9 +658,9 @@ impl Account {
             "lagState": l.state,
             "location": l.location,
             "region": self.region,
-            "minimumLinks": 0,
-            "awsDevice": format!("{}-abcdefgh", l.location),
-            "awsDeviceV2": format!("{}-abcdefgh", l.location),
+            "minimumLinks": l.minimum_links,
+            "awsDevice": l.device,
+            "awsDeviceV2": l.device,
             "awsLogicalDeviceId": format!("{}-1a2b3c4d", l.location),
             "connections": members,
             "allowsHostedConnections": false,
@@ -720,15 +804,49 @@ impl Account {
     pub fn describe_connections(&self, req: &Value) -> OpResult {
         if let Some(id) = str_field(req, "connectionId") {
             let c = self.connection(id)?;
+            if c.interconnect {
+                return Err(client(format!("Could not find Connection with ID {id}")));
+            }
             return Ok(json!({"connections": [self.connection_json(c)]}));
         }
-        let all: Vec<&Connection> = self.connections.values().collect();
+        let all: Vec<&Connection> = self
+            .connections
+            .values()
+            .filter(|c| !c.interconnect)
+            .collect();
         let (start, end) = Self::page(req, all.len())?;
         let items: Vec<Value> = all[start..end]
             .iter()
             .map(|c| self.connection_json(c))
             .collect();
         let mut out = json!({"connections": items});
+        if let t @ Value::String(_) = Self::next_token(end, all.len()) {
+            out["nextToken"] = t;
+        }
+        Ok(out)
+    }
+
+    /// DescribeInterconnects: one by `interconnectId`, or all, paginated like the others.
+    pub fn describe_interconnects(&self, req: &Value) -> OpResult {
+        if let Some(id) = str_field(req, "interconnectId") {
+            let c = self
+                .connections
+                .get(id)
+                .filter(|c| c.interconnect)
+                .ok_or_else(|| client(format!("Could not find Interconnect with ID {id}")))?;
+            return Ok(json!({"interconnects": [self.interconnect_json(c)]}));
+        }
+        let all: Vec<&Connection> = self
+            .connections
+            .values()
+            .filter(|c| c.interconnect)
+            .collect();
+        let (start, end) = Self::page(req, all.len())?;
+        let items: Vec<Value> = all[start..end]
+            .iter()
+            .map(|c| self.interconnect_json(c))
+            .collect();
+        let mut out = json!({"interconnects": items});
         if let t @ Value::String(_) = Self::next_token(end, all.len()) {
             out["nextToken"] = t;
         }
@@ -1036,20 +1154,47 @@ impl Account {
             }
         }
         let id = random_id("dxcon");
-        let c = Connection {
-            id: id.clone(),
-            name,
-            location,
-            bandwidth,
-            state: "requested".into(),
-            mac_sec_capable: macsec,
-            encryption_mode: macsec.then(|| "no_encrypt".to_string()),
-            lag_id,
-            keys: Vec::new(),
-        };
+        let mut c = Connection::new(&id, &location, &bandwidth, "requested", macsec);
+        c.name = name;
+        c.lag_id = lag_id;
         self.routers.insert(id.clone(), BTreeSet::new());
         self.connections.insert(id, c.clone());
         Ok(self.connection_json(&c))
+    }
+
+    /// CreateInterconnect: a Partner's port, `requestMACSec` as for a connection.
+    pub fn create_interconnect(&mut self, req: &Value) -> OpResult {
+        let location = required(req, "location")?.to_string();
+        let bandwidth = required(req, "bandwidth")?.to_string();
+        let name = required(req, "interconnectName")?.to_string();
+        let macsec = req
+            .get("requestMACSec")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if macsec && !matches!(bandwidth.as_str(), "10Gbps" | "100Gbps" | "400Gbps") {
+            return Err(client(format!(
+                "MACsec is only available on 10, 100 and 400 Gbps interconnects, not {bandwidth}"
+            )));
+        }
+        self.check_location(&location, &bandwidth, macsec)?;
+        let lag_id = str_field(req, "lagId").map(str::to_string);
+        if let Some(lag) = &lag_id {
+            let l = self.lag(lag)?;
+            if l.mac_sec_capable != macsec {
+                return Err(client(format!(
+                    "Interconnect {name} and lag should be requested MacSec at the same time"
+                )));
+            }
+        }
+        let id = random_id("dxcon");
+        let mut c = Connection::new(&id, &location, &bandwidth, "requested", macsec);
+        c.name = name;
+        c.lag_id = lag_id;
+        c.interconnect = true;
+        c.partner = true;
+        self.routers.insert(id.clone(), BTreeSet::new());
+        self.connections.insert(id, c.clone());
+        Ok(self.interconnect_json(&c))
     }
 
     pub fn create_lag(&mut self, req: &Value) -> OpResult {
@@ -1080,33 +1225,164 @@ impl Account {
         for i in 0..count {
             let id = random_id("dxcon");
             self.routers.insert(id.clone(), BTreeSet::new());
-            self.connections.insert(
-                id.clone(),
-                Connection {
-                    id,
-                    name: format!("{name}-{i}"),
-                    location: location.clone(),
-                    bandwidth: bandwidth.clone(),
-                    state: "requested".into(),
-                    mac_sec_capable: macsec,
-                    encryption_mode: macsec.then(|| "no_encrypt".to_string()),
-                    lag_id: Some(lag_id.clone()),
-                    keys: Vec::new(),
-                },
-            );
+            let mut c = Connection::new(&id, &location, &bandwidth, "requested", macsec);
+            c.name = format!("{name}-{i}");
+            c.lag_id = Some(lag_id.clone());
+            self.connections.insert(id, c);
         }
         let l = Lag {
             id: lag_id.clone(),
             name,
+            device: device_at(&location),
             location,
             bandwidth,
             state: "requested".into(),
             mac_sec_capable: macsec,
             encryption_mode: macsec.then(|| "no_encrypt".to_string()),
             keys: Vec::new(),
+            minimum_links: req.get("minimumLinks").and_then(Value::as_u64).unwrap_or(0) as u32,
         };
         self.lags.insert(lag_id, l.clone());
         Ok(self.lag_json(&l))
+    }
+
+    /// Members of `lag` in state `available`.
+    fn operational_members(&self, lag: &str) -> usize {
+        self.connections
+            .values()
+            .filter(|c| c.lag_id.as_deref() == Some(lag) && c.state == "available")
+            .count()
+    }
+
+    /// AWS's rule for a member leaving `lag` (to stand alone or for another LAG): not below
+    /// the LAG's minimum of operational links, unless it is the last member.
+    fn check_may_leave(&self, c: &Connection, lag: &Lag) -> Result<(), AwsError> {
+        let members = self
+            .connections
+            .values()
+            .filter(|m| m.lag_id.as_deref() == Some(lag.id.as_str()))
+            .count();
+        let after = self.operational_members(&lag.id) - usize::from(c.state == "available");
+        if members > 1 && (after as u32) < lag.minimum_links {
+            return Err(client(format!(
+                "Removing connection {} from LAG {} would leave {after} operational connections, below its minimum links of {}",
+                c.id, lag.id, lag.minimum_links
+            )));
+        }
+        Ok(())
+    }
+
+    /// The interruption a membership change causes: `pending`, then `available` again.
+    fn interrupt(&mut self, id: &str) {
+        let delay = Duration::from_millis(self.delays.membership_ms);
+        let c = self
+            .connections
+            .get_mut(id)
+            .expect("looked up by the caller");
+        if !delay.is_zero() && c.state == "available" {
+            c.state = "pending".into();
+            c.back_at = Some(Instant::now() + delay);
+        }
+    }
+
+    /// The answer of the membership calls: an interconnect or a connection.
+    fn port_json(&self, id: &str) -> Value {
+        let c = &self.connections[id];
+        if c.interconnect {
+            self.interconnect_json(c)
+        } else {
+            self.connection_json(c)
+        }
+    }
+
+    /// AssociateConnectionWithLag: the connection (or interconnect) joins the LAG, from
+    /// standing alone or from another LAG. Same device, same bandwidth, MACsec on both or
+    /// neither, at most 2 members at 100G and 400G and 4 below. The port is interrupted; it
+    /// drops its own keys and carries the LAG's.
+    pub fn associate_connection_with_lag(&mut self, req: &Value) -> OpResult {
+        let id = required(req, "connectionId")?.to_string();
+        let lag_id = required(req, "lagId")?.to_string();
+        let c = self.connection(&id)?.clone();
+        let l = self.lag(&lag_id)?.clone();
+        if c.lag_id.as_deref() == Some(lag_id.as_str()) {
+            return Err(client(format!(
+                "Connection {id} is already associated with LAG {lag_id}"
+            )));
+        }
+        if c.device != l.device {
+            return Err(client(format!(
+                "Connection {id} is on AWS device {} and LAG {lag_id} on {}: a connection joins only a LAG on the same AWS Direct Connect endpoint",
+                c.device, l.device
+            )));
+        }
+        if c.bandwidth != l.bandwidth {
+            return Err(client(format!(
+                "The bandwidth of connection {id} ({}) does not match the bandwidth of LAG {lag_id} ({})",
+                c.bandwidth, l.bandwidth
+            )));
+        }
+        if c.mac_sec_capable != l.mac_sec_capable {
+            return Err(client(format!(
+                "Connection {id} and lag should be requested MacSec at the same time"
+            )));
+        }
+        let members = self
+            .connections
+            .values()
+            .filter(|m| m.lag_id.as_deref() == Some(lag_id.as_str()))
+            .count();
+        let capacity = Connection::lag_capacity(&l.bandwidth);
+        if members >= capacity {
+            return Err(client(format!(
+                "LAG {lag_id} already has the maximum of {capacity} connections of {}",
+                l.bandwidth
+            )));
+        }
+        if let Some(old) = c.lag_id.as_deref() {
+            let old = self.lag(old)?.clone();
+            self.check_may_leave(&c, &old)?;
+        }
+        if !matches!(c.state.as_str(), "available" | "pending" | "down") {
+            return Err(client(format!(
+                "Connection {id} is in state {}; it cannot join a LAG",
+                c.state
+            )));
+        }
+        let port = self.connections.get_mut(&id).expect("looked up above");
+        port.lag_id = Some(lag_id);
+        port.keys.clear();
+        self.interrupt(&id);
+        Ok(self.port_json(&id))
+    }
+
+    /// DisassociateConnectionFromLag: the member leaves and stands alone (a Partner's
+    /// becomes an interconnect). Refused below the LAG's minimum links, except for the last
+    /// member; the LAG may be left empty. The port is interrupted; what keys and mode it
+    /// keeps is the seed's `afterLeavingLag`.
+    pub fn disassociate_connection_from_lag(&mut self, req: &Value) -> OpResult {
+        let id = required(req, "connectionId")?.to_string();
+        let lag_id = required(req, "lagId")?.to_string();
+        let c = self.connection(&id)?.clone();
+        let l = self.lag(&lag_id)?.clone();
+        if c.lag_id.as_deref() != Some(lag_id.as_str()) {
+            return Err(client(format!(
+                "Connection {id} is not associated with LAG {lag_id}"
+            )));
+        }
+        self.check_may_leave(&c, &l)?;
+        let keep = self.after_leaving_lag == AfterLeavingLag::Keep;
+        let port = self.connections.get_mut(&id).expect("looked up above");
+        port.lag_id = None;
+        port.interconnect |= port.partner;
+        if keep {
+            port.encryption_mode = l.encryption_mode.clone();
+            port.keys = l.keys.clone();
+        } else {
+            port.encryption_mode = port.mac_sec_capable.then(|| "no_encrypt".to_string());
+            port.keys.clear();
+        }
+        self.interrupt(&id);
+        Ok(self.port_json(&id))
     }
 
     pub fn delete_connection(&mut self, req: &Value) -> OpResult {
@@ -1171,7 +1447,8 @@ impl Account {
         json!({
             "account": self.account,
             "region": self.region,
-            "connections": self.connections.values().map(|c| self.connection_json(c)).collect::<Vec<_>>(),
+            "connections": self.connections.values().filter(|c| !c.interconnect).map(|c| self.connection_json(c)).collect::<Vec<_>>(),
+            "interconnects": self.connections.values().filter(|c| c.interconnect).map(|c| self.interconnect_json(c)).collect::<Vec<_>>(),
             "lags": self.lags.values().map(|l| self.lag_json(l)).collect::<Vec<_>>(),
             "secrets": secrets,
             "routers": routers,

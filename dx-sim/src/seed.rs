@@ -21,6 +21,12 @@ pub struct Seed {
     pub connections: Vec<SeedConnection>,
     #[serde(default)]
     pub lags: Vec<SeedLag>,
+    /// A Direct Connect Partner's interconnects (`dxcon-…`), listed by DescribeInterconnects.
+    #[serde(default)]
+    pub interconnects: Vec<SeedConnection>,
+    /// What a connection has after DisassociateConnectionFromLag (AWS does not document it).
+    #[serde(default)]
+    pub after_leaving_lag: AfterLeavingLag,
     /// Extra MACsec-capable connections and LAGs made up in bulk (benchmarks).
     #[serde(default)]
     pub generate: Option<Generate>,
@@ -36,6 +42,22 @@ pub struct Delays {
     /// `disassociating` → gone.
     #[serde(default = "default_disassociate_ms")]
     pub disassociate_ms: u64,
+    /// How long joining or leaving a LAG interrupts a connection (`pending`, then
+    /// `available`).
+    #[serde(default = "default_membership_ms")]
+    pub membership_ms: u64,
+}
+
+/// The MACsec keys and mode of a connection that has just left a LAG. AWS documents only
+/// that the connection is interrupted and re-established as a standalone connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AfterLeavingLag {
+    /// It keeps what it had as a member: the LAG's mode and a copy of the LAG's keys.
+    #[default]
+    Keep,
+    /// It starts bare: no keys, `no_encrypt`.
+    Reset,
 }
 
 impl Default for Delays {
@@ -43,6 +65,7 @@ impl Default for Delays {
         Delays {
             associate_ms: default_associate_ms(),
             disassociate_ms: default_disassociate_ms(),
+            membership_ms: default_membership_ms(),
         }
     }
 }
@@ -94,6 +117,12 @@ pub struct SeedConnection {
     /// Tags on the connection.
     #[serde(default)]
     pub tags: std::collections::BTreeMap<String, String>,
+    /// The AWS device (Direct Connect endpoint); default `<location>-abcdefgh`.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Owned by a Direct Connect Partner: it becomes an interconnect when it leaves a LAG.
+    #[serde(default)]
+    pub partner: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +149,12 @@ pub struct SeedLag {
     /// Tags on the LAG.
     #[serde(default)]
     pub tags: std::collections::BTreeMap<String, String>,
+    /// The AWS device (Direct Connect endpoint); default `<location>-abcdefgh`.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Operational members below which a member may not leave (the last one may).
+    #[serde(default)]
+    pub minimum_links: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +183,9 @@ fn default_associate_ms() -> u64 {
     1000
 }
 fn default_disassociate_ms() -> u64 {
+    1000
+}
+fn default_membership_ms() -> u64 {
     1000
 }
 fn default_port_speeds() -> Vec<String> {

@@ -903,3 +903,244 @@ async fn tags_on_connections_and_lags() {
     );
     assert!(message.contains("Invalid tag key"), "{message}");
 }
+
+const PARTNER_SEED: &str = r#"
+delays: { associateMs: 0, disassociateMs: 0, membershipMs: 150 }
+connections:
+  - { id: dxcon-p0000001, bandwidth: 10Gbps, macSecCapable: true, partner: true }
+  - { id: dxcon-p0000002, bandwidth: 10Gbps, macSecCapable: true, partner: true }
+  - { id: dxcon-p0000003, bandwidth: 10Gbps, macSecCapable: true }
+  - { id: dxcon-far00001, bandwidth: 10Gbps, macSecCapable: true, device: EqDC2-zzzzzzzz }
+  - { id: dxcon-big00001, bandwidth: 100Gbps, macSecCapable: true }
+  - { id: dxcon-plain001, bandwidth: 10Gbps, macSecCapable: false }
+interconnects:
+  - { id: dxcon-ic000001, bandwidth: 10Gbps, macSecCapable: true, router: [AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA] }
+lags:
+  - { id: dxlag-p0000001, bandwidth: 10Gbps, macSecCapable: true, minimumLinks: 1, members: [dxcon-p0000001, dxcon-p0000002] }
+"#;
+
+/// Interconnects are listed by DescribeInterconnects (paginated, one by ID) and not by
+/// DescribeConnections; they take MACsec keys and the mode by their dxcon ID, and
+/// CreateInterconnect honours requestMACSec.
+#[tokio::test]
+async fn interconnects_carry_macsec_by_their_connection_id() {
+    let sim = start(PARTNER_SEED).await;
+    let c = dx(&sim).await;
+    let listed = c.describe_connections().send().await.unwrap();
+    assert!(
+        listed
+            .connections()
+            .iter()
+            .all(|x| x.connection_id() != Some("dxcon-ic000001")),
+        "an interconnect is not a connection"
+    );
+    let (code, msg) = err_of(
+        c.describe_connections()
+            .connection_id("dxcon-ic000001")
+            .send()
+            .await,
+    );
+    assert_eq!(code, "DirectConnectClientException");
+    assert!(msg.contains("Could not find Connection"), "{msg}");
+
+    let made = c
+        .create_interconnect()
+        .interconnect_name("partner-2")
+        .bandwidth("10Gbps")
+        .location("EqDC2")
+        .request_mac_sec(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.mac_sec_capable(), Some(true));
+    assert_eq!(made.encryption_mode(), Some("no_encrypt"));
+    let page = c
+        .describe_interconnects()
+        .max_results(1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.interconnects().len(), 1);
+    let rest = c
+        .describe_interconnects()
+        .max_results(1)
+        .next_token(page.next_token().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.interconnects().len(), 1);
+    assert!(rest.next_token().is_none());
+
+    let arn = associate(&c, "dxcon-ic000001", CKN_A).await;
+    c.update_connection()
+        .connection_id("dxcon-ic000001")
+        .encryption_mode("must_encrypt")
+        .send()
+        .await
+        .unwrap();
+    let one = c
+        .describe_interconnects()
+        .interconnect_id("dxcon-ic000001")
+        .send()
+        .await
+        .unwrap();
+    let ic = &one.interconnects()[0];
+    assert_eq!(ic.encryption_mode(), Some("must_encrypt"));
+    assert_eq!(ic.port_encryption_status(), Some("Encryption Up"));
+    assert_eq!(ic.mac_sec_keys()[0].secret_arn(), Some(arn.as_str()));
+    let (_, msg) = err_of(
+        c.describe_interconnects()
+            .interconnect_id("dxcon-p0000003")
+            .send()
+            .await,
+    );
+    assert!(msg.contains("Could not find Interconnect"), "{msg}");
+}
+
+/// AssociateConnectionWithLag and DisassociateConnectionFromLag with AWS's rules: same
+/// device and bandwidth, MACsec on both, the member limit, minimum links but for the last
+/// member, an empty LAG, a Partner's member leaving as an interconnect, and the interruption.
+#[tokio::test]
+async fn lag_membership_follows_the_documented_rules() {
+    let sim = start(PARTNER_SEED).await;
+    let c = dx(&sim).await;
+    let join = |id: &'static str| {
+        c.associate_connection_with_lag()
+            .connection_id(id)
+            .lag_id("dxlag-p0000001")
+            .send()
+    };
+    let (_, msg) = err_of(join("dxcon-far00001").await);
+    assert!(msg.contains("same AWS Direct Connect endpoint"), "{msg}");
+    let (_, msg) = err_of(join("dxcon-big00001").await);
+    assert!(msg.contains("does not match the bandwidth"), "{msg}");
+    let (_, msg) = err_of(join("dxcon-plain001").await);
+    assert!(msg.contains("requested MacSec at the same time"), "{msg}");
+
+    // The LAG has a key and must_encrypt; a joining connection drops its own key.
+    let lag_arn = associate(&c, "dxlag-p0000001", CKN_B).await;
+    associate(&c, "dxcon-p0000003", CKN_C).await;
+    c.update_lag()
+        .lag_id("dxlag-p0000001")
+        .encryption_mode("must_encrypt")
+        .send()
+        .await
+        .unwrap();
+    let joined = join("dxcon-p0000003").await.unwrap();
+    assert_eq!(joined.lag_id(), Some("dxlag-p0000001"));
+    assert_eq!(
+        joined.connection_state().map(|s| s.as_str()),
+        Some("pending"),
+        "joining interrupts the port"
+    );
+    let keys = keys_of(&c, "dxcon-p0000003").await;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].ckn(), Some(CKN_B), "it carries the LAG's key only");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let back = c
+        .describe_connections()
+        .connection_id("dxcon-p0000003")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        back.connections()[0].connection_state().map(|s| s.as_str()),
+        Some("available")
+    );
+    let (_, msg) = err_of(join("dxcon-p0000003").await);
+    assert!(msg.contains("already associated"), "{msg}");
+
+    let leave = |id: &'static str| {
+        c.disassociate_connection_from_lag()
+            .connection_id(id)
+            .lag_id("dxlag-p0000001")
+            .send()
+    };
+    // Minimum links 1: with the other two members still pending, p1 cannot leave; once
+    // they are available again it can.
+    sim.shared.set_state("dxcon-p0000002", "down").unwrap();
+    sim.shared.set_state("dxcon-p0000003", "down").unwrap();
+    let (_, msg) = err_of(leave("dxcon-p0000001").await);
+    assert!(msg.contains("below its minimum links of 1"), "{msg}");
+    sim.shared.set_state("dxcon-p0000002", "available").unwrap();
+    sim.shared.set_state("dxcon-p0000003", "available").unwrap();
+    let left = leave("dxcon-p0000001").await.unwrap();
+    assert!(left.lag_id().is_none());
+    // A Partner's connection comes back as an interconnect, with the LAG's key and mode
+    // (the seed's default afterLeavingLag: keep).
+    let ic = c
+        .describe_interconnects()
+        .interconnect_id("dxcon-p0000001")
+        .send()
+        .await
+        .unwrap();
+    let ic = &ic.interconnects()[0];
+    assert_eq!(ic.encryption_mode(), Some("must_encrypt"));
+    assert_eq!(ic.mac_sec_keys()[0].secret_arn(), Some(lag_arn.as_str()));
+    // Its own keys now: removing it leaves the LAG's alone.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.disassociate_mac_sec_key()
+        .connection_id("dxcon-p0000001")
+        .secret_arn(&lag_arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keys_of(&c, "dxlag-p0000001").await.len(), 1);
+
+    // The last member may leave although that is below minimum links; the LAG stays empty.
+    leave("dxcon-p0000002").await.unwrap();
+    let (_, msg) = err_of(leave("dxcon-p0000002").await);
+    assert!(msg.contains("not associated with LAG"), "{msg}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    leave("dxcon-p0000003").await.unwrap();
+    let lag = c
+        .describe_lags()
+        .lag_id("dxlag-p0000001")
+        .send()
+        .await
+        .unwrap();
+    assert!(lag.lags()[0].connections().is_empty(), "an empty LAG stays");
+    assert_eq!(sim.shared.counts()["DisassociateConnectionFromLag"], 5);
+}
+
+/// With `afterLeavingLag: reset` a connection leaves bare; and at 100G a LAG holds two.
+#[tokio::test]
+async fn leaving_a_lag_can_reset_and_100g_lags_hold_two() {
+    let sim = start(
+        r#"
+afterLeavingLag: reset
+delays: { associateMs: 0, disassociateMs: 0, membershipMs: 0 }
+connections:
+  - { id: dxcon-a, bandwidth: 100Gbps, macSecCapable: true }
+  - { id: dxcon-b, bandwidth: 100Gbps, macSecCapable: true }
+  - { id: dxcon-c, bandwidth: 100Gbps, macSecCapable: true }
+lags:
+  - { id: dxlag-a, bandwidth: 100Gbps, macSecCapable: true, encryptionMode: should_encrypt, members: [dxcon-a, dxcon-b] }
+"#,
+    )
+    .await;
+    let c = dx(&sim).await;
+    associate(&c, "dxlag-a", CKN_A).await;
+    let (_, msg) = err_of(
+        c.associate_connection_with_lag()
+            .connection_id("dxcon-c")
+            .lag_id("dxlag-a")
+            .send()
+            .await,
+    );
+    assert!(msg.contains("maximum of 2 connections"), "{msg}");
+    let left = c
+        .disassociate_connection_from_lag()
+        .connection_id("dxcon-a")
+        .lag_id("dxlag-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.encryption_mode(), Some("no_encrypt"));
+    assert!(left.mac_sec_keys().is_empty());
+    assert_eq!(
+        left.connection_state().map(|s| s.as_str()),
+        Some("available"),
+        "no interruption with membershipMs 0"
+    );
+}
