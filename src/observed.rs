@@ -99,7 +99,9 @@ impl ObservedResource {
     /// members is not up).
     pub fn port_up(&self) -> bool {
         match self.kind {
-            ResourceType::Connection => is_port_up(self.port_encryption_status.as_deref()),
+            ResourceType::Connection | ResourceType::Interconnect => {
+                is_port_up(self.port_encryption_status.as_deref())
+            }
             ResourceType::Lag => {
                 !self.members.is_empty()
                     && self
@@ -122,7 +124,9 @@ impl ObservedResource {
     /// Port status for display: the connection's own, or for a LAG a summary of its members.
     pub fn port_summary(&self) -> Option<String> {
         match self.kind {
-            ResourceType::Connection => self.port_encryption_status.clone(),
+            ResourceType::Connection | ResourceType::Interconnect => {
+                self.port_encryption_status.clone()
+            }
             ResourceType::Lag if self.members.is_empty() => None,
             ResourceType::Lag => {
                 let up = self.members.len() - self.members_down().len();

@@ -3,7 +3,7 @@
 
 use jiff::Timestamp;
 
-use crate::crd::{Condition, DxConnectionStatus, MemberStatus};
+use crate::crd::{Condition, DxConnectionStatus, MemberStatus, OWNER_TAG};
 use crate::engine::{ConditionValue, PassOutcome, Standing};
 use crate::observed::KeyState;
 
@@ -97,6 +97,14 @@ pub fn dxconnection_status(
             Some(o) => {
                 status.resource_type = Some(o.kind);
                 status.connection_state = Some(o.state.clone());
+                status.left_lag = match (&o.lag_id, &status.lag_id) {
+                    (Some(_), _) => None,
+                    (None, Some(left)) => Some(left.clone()),
+                    // Remembered until the owner tag is on it.
+                    (None, None) if !o.tags.contains_key(OWNER_TAG) => status.left_lag.take(),
+                    (None, None) => None,
+                };
+                status.lag_id = o.lag_id.clone();
                 status.mac_sec_capable = Some(o.mac_sec_capable);
                 status.encryption_mode = o.encryption_mode.clone();
                 status.port_encryption_status = o.port_summary();
@@ -120,6 +128,8 @@ pub fn dxconnection_status(
             None => {
                 status.resource_type = None;
                 status.connection_state = None;
+                status.lag_id = None;
+                status.left_lag = None;
                 status.mac_sec_capable = None;
                 status.encryption_mode = None;
                 status.port_encryption_status = None;
@@ -568,5 +578,36 @@ mod tests {
             docs.contains(data.trim_end()),
             "docs/gitops.md differs from examples/argocd-cm-health.yaml"
         );
+    }
+
+    /// The status remembers the LAG a connection was in until this DxConnection has tagged
+    /// the connection as its own, across passes that wait (the interruption after leaving).
+    #[test]
+    fn the_lag_a_connection_left_is_remembered_until_it_is_claimed() {
+        let d = desired("dxcon-abc123", None, None);
+        let status_after = |previous: Option<&DxConnectionStatus>, o: ObservedResource| {
+            dxconnection_status(previous, &planned(&d, Some(o)), Some(1), t(0))
+        };
+        let mut member = connection("must_encrypt", true, vec![]);
+        member.lag_id = Some("dxlag-ffff01".into());
+        let in_lag = status_after(None, member);
+        assert_eq!(in_lag.lag_id.as_deref(), Some("dxlag-ffff01"));
+        assert_eq!(in_lag.left_lag, None);
+        let mut pending = connection("must_encrypt", false, vec![]);
+        pending.state = "pending".into();
+        let left = status_after(Some(&in_lag), pending.clone());
+        assert_eq!(left.lag_id, None);
+        assert_eq!(left.left_lag.as_deref(), Some("dxlag-ffff01"));
+        let still = status_after(Some(&left), pending);
+        assert_eq!(still.left_lag.as_deref(), Some("dxlag-ffff01"));
+        assert_eq!(
+            PriorState::from_status(&still, false).left_lag.as_deref(),
+            Some("dxlag-ffff01")
+        );
+        let mut tagged = connection("must_encrypt", true, vec![]);
+        tagged.tags.insert(OWNER_TAG.into(), "c/net/x".into());
+        let claimed = status_after(Some(&still), tagged);
+        assert_eq!(claimed.left_lag, None);
+        assert_eq!(PriorState::from_status(&claimed, false).left_lag, None);
     }
 }

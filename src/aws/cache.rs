@@ -1,7 +1,8 @@
-//! The shared observation cache: one snapshot of every connection and LAG per scope.
+//! The shared observation cache: one snapshot of every connection, LAG and interconnect per
+//! scope.
 //!
-//! A full refresh (paginated DescribeConnections + DescribeLags) serves every resource of a
-//! scope; readers arriving while one is in flight wait for it instead of starting their own.
+//! A full refresh (paginated DescribeConnections, DescribeLags and DescribeInterconnects)
+//! serves every resource of a scope; readers arriving while one is in flight wait for it instead of starting their own.
 //! Snapshots older than `max_age` are refreshed whole.
 //!
 //! A resource is marked for re-reading after a mutation (its data is out of date) or when a
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{AwsError, DirectConnectApi, Scope};
+use crate::crd::ResourceType;
 use crate::keys::Ckn;
 use crate::observed::ObservedResource;
 
@@ -128,15 +130,18 @@ impl Entry {
     }
 }
 
-/// Describe calls one full refresh of `resources` costs: pages of connections plus pages of
-/// LAGs (at least one call each).
+/// Describe calls one full refresh of `resources` costs: pages of connections, of LAGs and
+/// of interconnects (at least one call each).
 fn refresh_pages(resources: &HashMap<String, ObservedResource>) -> usize {
-    let lags = resources
-        .values()
-        .filter(|r| r.id.starts_with("dxlag-"))
-        .count();
-    let connections = resources.len() - lags;
-    connections.div_ceil(100).max(1) + lags.div_ceil(100).max(1)
+    let count = |kind: ResourceType| resources.values().filter(|r| r.kind == kind).count();
+    [
+        ResourceType::Connection,
+        ResourceType::Lag,
+        ResourceType::Interconnect,
+    ]
+    .into_iter()
+    .map(|kind| count(kind).div_ceil(100).max(1))
+    .sum()
 }
 
 /// One scope's snapshot and the lock its full refreshes take.
@@ -655,12 +660,13 @@ mod tests {
     /// the refresh made when it recovers serves every one of them.
     #[tokio::test]
     async fn rereads_beyond_the_budget_are_deferred_to_one_refresh() {
-        // 10 calls per second; 100 connections: a refresh is 2 pages.
-        let cache = ObservationCache::with_reread_rate(Duration::from_secs(60), 10.0);
+        // 15 calls per second; 100 connections: a refresh is 3 pages (connections, LAGs and
+        // interconnects, one each).
+        let cache = ObservationCache::with_reread_rate(Duration::from_secs(60), 15.0);
         let api = CountingApi::default();
         cache.observe(&scope(), &api, "dxcon-0").await.unwrap();
         let mut deferred = None;
-        // The budget (10, less 2 for the first fill) pays for 4 rounds of refreshes.
+        // The budget (15, less 3 for the first fill) pays for 4 rounds of refreshes.
         for round in 0..5 {
             for i in 0..50 {
                 cache.mark_changed(&scope(), &format!("dxcon-{i}")).await;
@@ -682,7 +688,7 @@ mod tests {
         }
         assert_eq!(counts(&api), (5, 0));
         assert_eq!(cache.deferrals(), 50);
-        // 2 calls at 10 per second: about 0.2 s.
+        // 3 calls at 15 per second: about 0.2 s.
         let wait = deferred.expect("the fifth round is deferred");
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_millis(200),
@@ -696,8 +702,9 @@ mod tests {
         assert_eq!(counts(&api), (6, 0));
         // observe_now waits a deferral out instead of returning it.
         for round in 0..2 {
-            cache.mark_changed(&scope(), "dxcon-1").await;
-            cache.mark_changed(&scope(), "dxcon-2").await;
+            for i in 1..=3 {
+                cache.mark_changed(&scope(), &format!("dxcon-{i}")).await;
+            }
             let (found, _) = cache.observe_now(&scope(), &api, "dxcon-1").await.unwrap();
             assert!(found.is_some(), "round {round}");
         }
@@ -749,9 +756,10 @@ mod tests {
             .observe(&scope(), api.as_ref(), "dxcon-0")
             .await
             .unwrap();
-        // Two marks: as many as a refresh has pages, so the next read of either is whole.
+        // Three marks: as many as a refresh has pages, so the next read of any is whole.
         cache.mark_changed(&scope(), "dxcon-1").await;
         cache.mark_changed(&scope(), "dxcon-2").await;
+        cache.mark_changed(&scope(), "dxcon-4").await;
         let refresh = {
             let (cache, api) = (cache.clone(), api.clone());
             tokio::spawn(async move { cache.observe(&scope(), api.as_ref(), "dxcon-1").await })

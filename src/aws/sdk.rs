@@ -1,8 +1,8 @@
 //! The real AWS clients, on the official SDK crates, and the conversion of their shapes
 //! into [`ObservedResource`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -17,7 +17,8 @@ use crate::crd::{EncryptionMode, ResourceType};
 use crate::observed::{ObservedKey, ObservedMember, ObservedResource};
 use crate::plan::{Association, Target};
 
-/// Page size for DescribeConnections / DescribeLags (the API's maximum).
+/// Page size for DescribeConnections / DescribeLags / DescribeInterconnects (the API's
+/// maximum).
 const PAGE_SIZE: i32 = 100;
 
 /// How the SDK clients are built.
@@ -130,7 +131,10 @@ impl SdkProvider {
         }
         let conf = builder.build();
         let pair = (
-            Arc::new(SdkDirectConnect(dc::Client::new(&conf))),
+            Arc::new(SdkDirectConnect::new(
+                dc::Client::new(&conf),
+                scope.role_arn.as_deref(),
+            )),
             Arc::new(SdkSecrets(sm::Client::new(&conf))),
         );
         self.clients
@@ -164,7 +168,123 @@ impl AwsProvider for SdkProvider {
     }
 }
 
-pub struct SdkDirectConnect(dc::Client);
+/// Direct Connect in one scope.
+pub struct SdkDirectConnect {
+    client: dc::Client,
+    /// The scope's account: from its role ARN, else the first `ownerAccount` an answer
+    /// names. Interconnect answers carry no `ownerAccount`, and the ARN that tags an
+    /// interconnect with its owner needs the account.
+    account: OnceLock<String>,
+    /// Interconnects the last full read found: a read of one of them alone asks
+    /// DescribeInterconnects first.
+    interconnects: Mutex<HashSet<String>>,
+}
+
+impl SdkDirectConnect {
+    pub fn new(client: dc::Client, role_arn: Option<&str>) -> SdkDirectConnect {
+        let account = OnceLock::new();
+        // arn:aws:iam::123456789012:role/name
+        if let Some(a) = role_arn
+            .and_then(|r| r.split(':').nth(4))
+            .filter(|a| !a.is_empty())
+        {
+            let _ = account.set(a.to_string());
+        }
+        SdkDirectConnect {
+            client,
+            account,
+            interconnects: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn learn_account(&self, account: Option<&str>) {
+        if let Some(a) = account.filter(|a| !a.is_empty()) {
+            let _ = self.account.set(a.to_string());
+        }
+    }
+
+    fn is_known_interconnect(&self, id: &str) -> bool {
+        self.interconnects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    /// Every interconnect, all pages.
+    async fn all_interconnects(&self) -> Result<Vec<ObservedResource>, AwsError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .describe_interconnects()
+                .max_results(PAGE_SIZE)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DescribeInterconnects", &e))?;
+            let account = self.account.get().map(String::as_str);
+            out.extend(
+                page.interconnects()
+                    .iter()
+                    .filter_map(|i| observe_interconnect(i, account)),
+            );
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        *self.interconnects.lock().unwrap_or_else(|e| e.into_inner()) =
+            out.iter().map(|r| r.id.clone()).collect();
+        Ok(out)
+    }
+
+    /// One connection by DescribeConnections; `None` when it does not know it.
+    async fn one_connection(&self, id: &str) -> Result<Option<ObservedResource>, AwsError> {
+        let found = self
+            .client
+            .describe_connections()
+            .connection_id(id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeConnections", &e))
+            .map(|o| {
+                o.connections().iter().find_map(|c| {
+                    self.learn_account(c.owner_account());
+                    observe_connection(c).filter(|r| r.id == id)
+                })
+            });
+        not_found_is_none(found)
+    }
+
+    /// One interconnect by DescribeInterconnects; `None` when it does not know it.
+    async fn one_interconnect(&self, id: &str) -> Result<Option<ObservedResource>, AwsError> {
+        let found = self
+            .client
+            .describe_interconnects()
+            .interconnect_id(id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeInterconnects", &e))
+            .map(|o| {
+                let account = self.account.get().map(String::as_str);
+                o.interconnects()
+                    .iter()
+                    .filter_map(|i| observe_interconnect(i, account))
+                    .find(|r| r.id == id)
+            });
+        not_found_is_none(found)
+    }
+}
+
+fn not_found_is_none(
+    found: Result<Option<ObservedResource>, AwsError>,
+) -> Result<Option<ObservedResource>, AwsError> {
+    match found {
+        Err(e) if is_not_found(&e) => Ok(None),
+        other => other,
+    }
+}
 
 fn key_of(k: &dc::types::MacSecKey) -> ObservedKey {
     ObservedKey {
@@ -226,6 +346,30 @@ pub fn observe_connection(c: &dc::types::Connection) -> Option<ObservedResource>
     })
 }
 
+/// An interconnect as the domain sees it; `None` without an ID. Its answer names no
+/// account: `account` is the scope's, when known.
+pub fn observe_interconnect(
+    i: &dc::types::Interconnect,
+    account: Option<&str>,
+) -> Option<ObservedResource> {
+    Some(ObservedResource {
+        id: i.interconnect_id()?.to_string(),
+        kind: ResourceType::Interconnect,
+        state: i
+            .interconnect_state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        mac_sec_capable: i.mac_sec_capable().unwrap_or(false),
+        encryption_mode: i.encryption_mode().map(str::to_string),
+        port_encryption_status: i.port_encryption_status().map(str::to_string),
+        lag_id: i.lag_id().filter(|l| !l.is_empty()).map(str::to_string),
+        keys: i.mac_sec_keys().iter().map(key_of).collect(),
+        members: Vec::new(),
+        arn: resource_arn(i.interconnect_id()?, account, i.region()),
+        tags: tags_of(i.tags()),
+    })
+}
+
 /// A LAG with its members as the domain sees it; `None` without an ID.
 pub fn observe_lag(l: &dc::types::Lag) -> Option<ObservedResource> {
     Some(ObservedResource {
@@ -278,13 +422,16 @@ impl DirectConnectApi for SdkDirectConnect {
             let mut token: Option<String> = None;
             loop {
                 let page = self
-                    .0
+                    .client
                     .describe_connections()
                     .max_results(PAGE_SIZE)
                     .set_next_token(token.take())
                     .send()
                     .await
                     .map_err(|e| AwsError::from_sdk("DescribeConnections", &e))?;
+                for c in page.connections() {
+                    self.learn_account(c.owner_account());
+                }
                 out.extend(page.connections().iter().filter_map(observe_connection));
                 match page.next_token() {
                     Some(t) if !t.is_empty() => token = Some(t.to_string()),
@@ -293,19 +440,23 @@ impl DirectConnectApi for SdkDirectConnect {
             }
             loop {
                 let page = self
-                    .0
+                    .client
                     .describe_lags()
                     .max_results(PAGE_SIZE)
                     .set_next_token(token.take())
                     .send()
                     .await
                     .map_err(|e| AwsError::from_sdk("DescribeLags", &e))?;
+                for l in page.lags() {
+                    self.learn_account(l.owner_account());
+                }
                 out.extend(page.lags().iter().filter_map(observe_lag));
                 match page.next_token() {
                     Some(t) if !t.is_empty() => token = Some(t.to_string()),
                     _ => break,
                 }
             }
+            out.extend(self.all_interconnects().await?);
             Ok(out)
         })
     }
@@ -315,31 +466,28 @@ impl DirectConnectApi for SdkDirectConnect {
         id: &'a str,
     ) -> BoxFut<'a, Result<Option<ObservedResource>, AwsError>> {
         Box::pin(async move {
-            let found = if id.starts_with("dxlag-") {
-                self.0
+            if id.starts_with("dxlag-") {
+                let found = self
+                    .client
                     .describe_lags()
                     .lag_id(id)
                     .send()
                     .await
                     .map_err(|e| AwsError::from_sdk("DescribeLags", &e))
-                    .map(|o| o.lags().iter().filter_map(observe_lag).find(|r| r.id == id))
+                    .map(|o| o.lags().iter().filter_map(observe_lag).find(|r| r.id == id));
+                return not_found_is_none(found);
+            }
+            // A dxcon ID is a connection or an interconnect: ask first where it was last.
+            if self.is_known_interconnect(id) {
+                match self.one_interconnect(id).await? {
+                    Some(found) => Ok(Some(found)),
+                    None => self.one_connection(id).await,
+                }
             } else {
-                self.0
-                    .describe_connections()
-                    .connection_id(id)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("DescribeConnections", &e))
-                    .map(|o| {
-                        o.connections()
-                            .iter()
-                            .filter_map(observe_connection)
-                            .find(|r| r.id == id)
-                    })
-            };
-            match found {
-                Err(e) if is_not_found(&e) => Ok(None),
-                other => other,
+                match self.one_connection(id).await? {
+                    Some(found) => Ok(Some(found)),
+                    None => self.one_interconnect(id).await,
+                }
             }
         })
     }
@@ -350,7 +498,10 @@ impl DirectConnectApi for SdkDirectConnect {
         with: &'a Association,
     ) -> BoxFut<'a, Result<(), AwsError>> {
         Box::pin(async move {
-            let req = self.0.associate_mac_sec_key().connection_id(&target.id);
+            let req = self
+                .client
+                .associate_mac_sec_key()
+                .connection_id(&target.id);
             let (req, secret) = match with {
                 Association::SecretArn(arn) => (req.secret_arn(arn), ""),
                 Association::CknCak(ckn, cak) => {
@@ -370,7 +521,7 @@ impl DirectConnectApi for SdkDirectConnect {
         secret_arn: &'a str,
     ) -> BoxFut<'a, Result<(), AwsError>> {
         Box::pin(async move {
-            self.0
+            self.client
                 .disassociate_mac_sec_key()
                 .connection_id(&target.id)
                 .secret_arn(secret_arn)
@@ -406,7 +557,7 @@ impl DirectConnectApi for SdkDirectConnect {
         Box::pin(async move {
             match target.kind {
                 ResourceType::Lag => self
-                    .0
+                    .client
                     .update_lag()
                     .lag_id(&target.id)
                     .encryption_mode(mode.as_aws_str())
@@ -414,8 +565,8 @@ impl DirectConnectApi for SdkDirectConnect {
                     .await
                     .map(|_| ())
                     .map_err(|e| AwsError::from_sdk("UpdateLag", &e)),
-                ResourceType::Connection => self
-                    .0
+                ResourceType::Connection | ResourceType::Interconnect => self
+                    .client
                     .update_connection()
                     .connection_id(&target.id)
                     .encryption_mode(mode.as_aws_str())
@@ -437,7 +588,7 @@ impl SdkDirectConnect {
             .map_err(|e| {
                 AwsError::terminal("TagResource", super::ErrorKind::Other, e.to_string())
             })?;
-        self.0
+        self.client
             .tag_resource()
             .resource_arn(arn)
             .tags(tag)
@@ -448,7 +599,7 @@ impl SdkDirectConnect {
     }
 
     async fn untag(&self, arn: &str, key: &str) -> Result<(), AwsError> {
-        self.0
+        self.client
             .untag_resource()
             .resource_arn(arn)
             .tag_keys(key)

@@ -150,8 +150,7 @@ async fn run_pass(engine: &Engine, item: &mut Item, mode: Mode, interval: Durati
         return;
     }
     let status = dxconnection_status(item.status.as_ref(), &result, None, now);
-    item.prior =
-        PriorState::from_key_status(&status.keys, false).with_rotation(status.rotation.as_ref());
+    item.prior = PriorState::from_status(&status, false);
     item.status = Some(status);
     item.last = Some(result);
 }

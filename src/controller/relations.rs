@@ -43,7 +43,7 @@ pub(crate) fn prior_of(dxc: &DxConnection) -> PriorState {
     let converged = dxc
         .condition("Ready")
         .is_some_and(|c| c.status == "True" && c.observed_generation == dxc.metadata.generation);
-    PriorState::from_key_status(&status.keys, converged).with_rotation(status.rotation.as_ref())
+    PriorState::from_status(status, converged)
 }
 
 /// The status of a DxConnection that cannot be acted on before reaching AWS.

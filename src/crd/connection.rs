@@ -9,14 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use super::Condition;
 
-/// Desired MACsec state of one Direct Connect dedicated connection (`dxcon-…`) or LAG
-/// (`dxlag-…`).
+/// Desired MACsec state of one Direct Connect dedicated connection or interconnect
+/// (`dxcon-…`) or LAG (`dxlag-…`).
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "dxmacsec.io",
     version = "v1alpha1",
     kind = "DxConnection",
-    doc = "MACsec state wanted on one Direct Connect dedicated connection or LAG",
+    doc = "MACsec state wanted on one Direct Connect dedicated connection, interconnect or LAG",
     namespaced,
     status = "DxConnectionStatus",
     shortname = "dxc",
@@ -63,7 +63,8 @@ use super::Condition;
     .message("keys may list at most 3 MacSecKeys: Direct Connect holds at most 3 keys per connection or LAG"))]
 #[serde(rename_all = "camelCase")]
 pub struct DxConnectionSpec {
-    /// The dedicated connection (`dxcon-…`) or LAG (`dxlag-…`). Immutable.
+    /// The dedicated connection or interconnect (`dxcon-…`, looked up with
+    /// DescribeConnections and DescribeInterconnects) or LAG (`dxlag-…`). Immutable.
     #[schemars(regex(pattern = r"^dx(con|lag)-[0-9a-z]+$"))]
     #[x_kube(validation = Rule::new("self == oldSelf")
         .message("connectionId is immutable; create a new DxConnection for another connection"))]
@@ -244,11 +245,20 @@ pub enum DeletionPolicy {
     Disassociate,
 }
 
-/// Whether the AWS resource is a dedicated connection or a LAG.
+/// Whether the AWS resource is a dedicated connection, a Partner's interconnect (found with
+/// DescribeInterconnects; MACsec calls take its `dxcon-…` ID like a connection's) or a LAG.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ResourceType {
     Connection,
+    Interconnect,
     Lag,
+}
+
+impl ResourceType {
+    /// A LAG: keys and mode on the LAG, the port status read from its members.
+    pub fn is_lag(self) -> bool {
+        self == ResourceType::Lag
+    }
 }
 
 /// What the operator last observed and decided.
@@ -278,7 +288,14 @@ pub struct DxConnectionStatus {
     /// Number of keys in state `associated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub associated_keys: Option<i32>,
-    /// LAG members.
+    /// For a connection or interconnect in a LAG: that LAG, where its MACsec is managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_id: Option<String>,
+    /// The LAG the connection left, until this DxConnection has tagged it as its owner: the
+    /// keys and mode it kept from the LAG are taken over without `adopt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_lag: Option<String>,
+    /// A LAG's current members, with the port encryption status of each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,
     /// Keys on the connection or LAG.

@@ -60,6 +60,15 @@ pub fn connection(mode: &str, port_up: bool, keys: Vec<ObservedKey>) -> Observed
     }
 }
 
+/// A Partner's interconnect: a connection in all but its type (and an answer without
+/// `ownerAccount`, so its ARN comes from the scope).
+pub fn interconnect(mode: &str, port_up: bool, keys: Vec<ObservedKey>) -> ObservedResource {
+    ObservedResource {
+        kind: ResourceType::Interconnect,
+        ..connection(mode, port_up, keys)
+    }
+}
+
 pub fn port(up: bool) -> String {
     if up {
         PORT_UP.into()

@@ -183,7 +183,9 @@ impl Model {
                 .any(|c| self.router.contains(c));
         let status = Some(fixtures::port(up));
         match self.resource.kind {
-            ResourceType::Connection => self.resource.port_encryption_status = status,
+            ResourceType::Connection | ResourceType::Interconnect => {
+                self.resource.port_encryption_status = status
+            }
             ResourceType::Lag => {
                 for m in &mut self.resource.members {
                     m.port_encryption_status = status.clone();

@@ -16,7 +16,7 @@ const MAX_PASSES: usize = 400;
 
 #[derive(Debug, Clone)]
 struct Case {
-    lag: bool,
+    kind: ResourceType,
     start_mode: &'static str,
     /// (pool index, associated?) for keys already on AWS.
     start_keys: Vec<(usize, bool)>,
@@ -50,7 +50,11 @@ fn distinct(max: usize, min: usize) -> impl Strategy<Value = Vec<usize>> {
 
 fn case_strategy() -> impl Strategy<Value = Case> {
     (
-        any::<bool>(),
+        prop_oneof![
+            Just(ResourceType::Connection),
+            Just(ResourceType::Interconnect),
+            Just(ResourceType::Lag)
+        ],
         prop_oneof![
             Just("no_encrypt"),
             Just("should_encrypt"),
@@ -75,7 +79,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
     )
         .prop_map(
             |(
-                lag,
+                kind,
                 start_mode,
                 (ids, assoc),
                 router_start,
@@ -87,7 +91,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 step_secs,
                 tape,
             )| Case {
-                lag,
+                kind,
                 start_mode,
                 start_keys: ids.into_iter().zip(assoc).collect(),
                 router_start,
@@ -114,10 +118,10 @@ fn setup(c: &Case) -> (Desired, Model) {
         .iter()
         .map(|(i, assoc)| key(POOL[*i], if *assoc { "associated" } else { "associating" }))
         .collect();
-    let resource = if c.lag {
-        lag(c.start_mode, &[false, false], keys)
-    } else {
-        connection(c.start_mode, false, keys)
+    let resource = match c.kind {
+        ResourceType::Lag => lag(c.start_mode, &[false, false], keys),
+        ResourceType::Connection => connection(c.start_mode, false, keys),
+        ResourceType::Interconnect => interconnect(c.start_mode, false, keys),
     };
     let mut model = Model::new(resource);
     model.router = c.router_start.iter().map(|i| ckn(POOL[*i])).collect();
@@ -180,10 +184,11 @@ fn encrypted_ports_down(d: &Desired, o: &ObservedResource) -> Vec<String> {
     };
     let up = |s: &Option<String>| s.as_deref() == Some(crate::observed::PORT_UP);
     match o.kind {
-        ResourceType::Connection => (matters(o.mode()) && !up(&o.port_encryption_status))
-            .then(|| o.id.clone())
-            .into_iter()
-            .collect(),
+        ResourceType::Connection | ResourceType::Interconnect => (matters(o.mode())
+            && !up(&o.port_encryption_status))
+        .then(|| o.id.clone())
+        .into_iter()
+        .collect(),
         ResourceType::Lag => o
             .members
             .iter()
@@ -346,7 +351,9 @@ proptest! {
         let modes = [None, Some("no_encrypt"), Some("should_encrypt"), Some("must_encrypt"), Some("unknown")];
         let r = &mut model.resource;
         match r.kind {
-            ResourceType::Connection => r.port_encryption_status = Some(port(ports[0].0)),
+            ResourceType::Connection | ResourceType::Interconnect => {
+                r.port_encryption_status = Some(port(ports[0].0))
+            }
             ResourceType::Lag => {
                 for (m, (up, mode)) in r.members.iter_mut().zip(&ports) {
                     m.port_encryption_status = Some(port(*up));

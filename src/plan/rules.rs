@@ -198,8 +198,8 @@ fn preconditions<'a>(
 /// Who owns the resource on AWS, by its `dxmacsec.io/owner` tag. Another owner's tag is a
 /// `Conflict` (another cluster or operator acts on it). An untagged resource is claimed with
 /// the next step when it has no MACsec state, when this DxConnection managed it before the
-/// tags, or when the spec says `adopt`; one with keys or encryption set by something else
-/// is a `Conflict` until then.
+/// tags, when it saw it in a LAG it has now left, or when the spec says `adopt`; one with
+/// keys or encryption set by something else is a `Conflict` until then.
 fn ownership(
     v: &Validated<'_>,
     obs: &ObservedResource,
@@ -230,7 +230,10 @@ fn ownership(
                     obs.mode(),
                     Some(EncryptionMode::ShouldEncrypt | EncryptionMode::MustEncrypt)
                 );
-            if has_state && !v.desired.adopt && !prior.managed_before {
+            // A connection that left a LAG kept (or not) the LAG's keys and mode: it was
+            // configured on the LAG, and this DxConnection saw it there.
+            let left_lag = prior.left_lag.is_some() && obs.lag_id.is_none();
+            if has_state && !v.desired.adopt && !prior.managed_before && !left_lag {
                 return Err(Box::new(Step::Blocked(
                     Reason::Conflict,
                     format!(
@@ -668,7 +671,7 @@ fn encryption_down(v: &Validated<'_>, s: &Situation<'_>) -> Option<String> {
         _ => false,
     };
     let down: Vec<(&str, EncryptionMode)> = match obs.kind {
-        ResourceType::Connection => (!obs.port_up())
+        ResourceType::Connection | ResourceType::Interconnect => (!obs.port_up())
             .then_some(obs.mode())
             .flatten()
             .filter(|m| matters(Some(*m)))
@@ -703,7 +706,9 @@ fn encryption_down(v: &Validated<'_>, s: &Situation<'_>) -> Option<String> {
         "under should_encrypt traffic flows in clear text (spec.requireEncryptionUp is true)"
     };
     let subject = match obs.kind {
-        ResourceType::Connection => format!("{ports} reports Encryption Down"),
+        ResourceType::Connection | ResourceType::Interconnect => {
+            format!("{ports} reports Encryption Down")
+        }
         ResourceType::Lag => format!("LAG {} members report Encryption Down: {ports}", obs.id),
     };
     Some(format!(
@@ -779,7 +784,7 @@ pub(super) fn associated_since(key: &ObservedKey, prior: &PriorState, now: Times
 
 fn port_down_text(obs: &ObservedResource) -> String {
     match obs.kind {
-        ResourceType::Connection => format!(
+        ResourceType::Connection | ResourceType::Interconnect => format!(
             "{} reports {}",
             obs.id,
             obs.port_encryption_status

@@ -904,3 +904,87 @@ fn the_owner_tag_decides_who_acts() {
     d.policy = ManagementPolicy::ObserveOnly;
     assert!(run(&d, Some(&fresh), 0).actions.is_empty());
 }
+
+/// An interconnect is managed like a dedicated connection: its keys and mode by its dxcon
+/// ID, the mode with UpdateConnection, the port its own.
+#[test]
+fn an_interconnect_is_enabled_like_a_connection() {
+    use Then::*;
+    let d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k1", 'a')]));
+    let ic = |mode: &str, up: bool, keys: &[(char, &str)]| {
+        interconnect(mode, up, keys.iter().map(|(c, s)| key(*c, s)).collect())
+    };
+    let a = [('a', "associated")];
+    let p = steps(
+        &d,
+        vec![
+            (0, ic("no_encrypt", false, &[]), Associates('a')),
+            (20, ic("no_encrypt", false, &a), Sets(ShouldEncrypt)),
+            (
+                25,
+                ic("should_encrypt", false, &a),
+                Waits(Reason::WaitingForEncryptionUp),
+            ),
+            (30, ic("should_encrypt", true, &a), Sets(MustEncrypt)),
+            (40, ic("must_encrypt", true, &a), Ready),
+        ],
+    );
+    assert_eq!(p[1].actions[0].operation(), "UpdateConnection");
+    let down = run(&d, Some(&ic("must_encrypt", false, &a)), 50);
+    assert_waits(&down, Reason::EncryptionDown);
+    assert!(down.message.contains(CON), "{}", down.message);
+}
+
+/// Membership changes are seen at the next observation: a standalone connection that joins
+/// a LAG becomes ManagedByLag; one that leaves is managed again on its own, and the keys and
+/// mode it kept from the LAG are taken over without `adopt` (nobody configured them on the
+/// connection), whereas the same state on a connection never seen in a LAG is a Conflict.
+#[test]
+fn a_connection_that_left_a_lag_is_managed_on_its_own() {
+    let me = "cluster-a/net/member";
+    let mut d = desired(CON, Some(MustEncrypt), Some(vec![wanted("k", 'a')]));
+    d.owner = Some(me.into());
+    let mut mine = con("must_encrypt", true, &[('a', "associated")]);
+    mine.tags.insert(crate::crd::OWNER_TAG.into(), me.into());
+    assert!(run(&d, Some(&mine), 0).ready);
+    let mut joined = mine.clone();
+    joined.lag_id = Some(LAG.into());
+    assert_waits(&run(&d, Some(&joined), 1), Reason::ManagedByLag);
+
+    // It left, keeping the LAG's key b and must_encrypt, without an owner tag.
+    let left = con("must_encrypt", true, &[('b', "associated")]);
+    assert_waits(&run(&d, Some(&left), 2), Reason::Conflict);
+    let was_member = PriorState {
+        left_lag: Some(LAG.into()),
+        ..PriorState::default()
+    };
+    let p = plan(&d, Some(&left), &was_member, t(2));
+    assert!(
+        matches!(p.actions.first(), Some(Action::Claim { owner, .. }) if owner == me),
+        "{:?}",
+        p.actions
+    );
+    assert_associates(
+        &Plan {
+            actions: p.actions[1..].to_vec(),
+            ..p.clone()
+        },
+        'a',
+    );
+    // Still in the LAG: nothing is claimed.
+    let mut still = left.clone();
+    still.lag_id = Some(LAG.into());
+    assert_waits(
+        &plan(&d, Some(&still), &was_member, t(3)),
+        Reason::ManagedByLag,
+    );
+    // Another owner's tag stays a Conflict, whatever the memory.
+    let mut foreign = left.clone();
+    foreign
+        .tags
+        .insert(crate::crd::OWNER_TAG.into(), "cluster-b/net/y".into());
+    assert_waits(
+        &plan(&d, Some(&foreign), &was_member, t(3)),
+        Reason::Conflict,
+    );
+}

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::crd::{EncryptionMode, KeyStatus, ManagementPolicy, ResourceType, RotationStatus};
+use crate::crd::{
+    DxConnectionStatus, EncryptionMode, KeyStatus, ManagementPolicy, ResourceType, RotationStatus,
+};
 use crate::keys::{Cak, Ckn};
 use crate::observed::{KeyState, ObservedKey, ObservedResource};
 
@@ -195,6 +197,11 @@ pub struct PriorState {
     /// An earlier status names a MacSecKey on the resource: this DxConnection managed it
     /// before owner tags existed, so it claims it without `adopt`.
     pub managed_before: bool,
+    /// The LAG an earlier status found the connection a member of (`lagId`), or that it
+    /// left and was not claimed since (`leftLag`). Once out of the LAG, the keys and mode it
+    /// kept are the LAG's, configured by no one on the connection itself: it is claimed
+    /// without `adopt`.
+    pub left_lag: Option<String>,
 }
 
 impl PriorState {
@@ -217,7 +224,16 @@ impl PriorState {
             converged,
             rotation: RotationStatus::default(),
             managed_before: keys.iter().any(|k| k.mac_sec_key.is_some()),
+            left_lag: None,
         }
+    }
+
+    /// The whole memory a status carries: keys, the rotation, the LAG it was a member of.
+    pub fn from_status(status: &DxConnectionStatus, converged: bool) -> Self {
+        let mut prior =
+            Self::from_key_status(&status.keys, converged).with_rotation(status.rotation.as_ref());
+        prior.left_lag = status.lag_id.clone().or_else(|| status.left_lag.clone());
+        prior
     }
 
     /// The same, with the rotation's memory.
@@ -239,7 +255,8 @@ impl Target {
     pub fn update_operation(&self) -> &'static str {
         match self.kind {
             ResourceType::Lag => "UpdateLag",
-            ResourceType::Connection => "UpdateConnection",
+            // An interconnect's mode is set by its dxcon ID, as a connection's.
+            ResourceType::Connection | ResourceType::Interconnect => "UpdateConnection",
         }
     }
 }
