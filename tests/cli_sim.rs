@@ -1159,3 +1159,210 @@ async fn the_owner_tag_keeps_two_owners_apart() {
         "only dxcon-new's"
     );
 }
+
+/// A Partner's interconnect, a 10G LAG with a minimum of one link, and a connection that
+/// joins it; `after` is dx-sim's choice for a connection leaving a LAG (`keep` or `reset`).
+fn partner_seed(after: &str) -> String {
+    let a = CKN_A;
+    format!(
+        r#"
+afterLeavingLag: {after}
+delays: {{ associateMs: 300, disassociateMs: 300, membershipMs: 300 }}
+connections:
+  - {{ id: dxcon-m1, macSecCapable: true, router: [{a}] }}
+  - {{ id: dxcon-m2, macSecCapable: true, router: [{a}] }}
+  - {{ id: dxcon-m3, macSecCapable: true, router: [{a}] }}
+interconnects:
+  - {{ id: dxcon-ic1, macSecCapable: true, router: [{a}] }}
+lags:
+  - {{ id: dxlag-l1, macSecCapable: true, minimumLinks: 1, members: [dxcon-m1, dxcon-m2] }}
+"#
+    )
+}
+
+/// The interconnect, the LAG and member dxcon-m2 (whose DxConnection `m2` has `m2_extra`),
+/// all must_encrypt with key `k-a`.
+fn partner_manifests(m2_extra: &str) -> String {
+    format!(
+        "{}{}{}",
+        must_encrypt_with_key_a("ic", "dxcon-ic1", CKN_A, CAK_A),
+        dxc_manifest("core", "dxlag-l1", "must_encrypt", &["k-a"], ""),
+        dxc_manifest("m2", "dxcon-m2", "must_encrypt", &["k-a"], m2_extra),
+    )
+}
+
+/// Waits until dx-sim has seen a successful `op` on `target`.
+async fn until_called(sim: &Sim, op: &str, target: &str) {
+    for _ in 0..300 {
+        if sim
+            .shared
+            .calls()
+            .iter()
+            .any(|c| c.operation == op && c.outcome == "ok" && c.target.as_deref() == Some(target))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {op} on {target}: {:?}", sim.shared.calls());
+}
+
+/// Runs `apply` on the partner's manifests while, once the LAG's key is associated, dxcon-m3
+/// joins the LAG and dxcon-m2 leaves it (out of band, as from the console). Returns the
+/// report of `apply -o json`.
+async fn apply_while_membership_changes(sim: &Sim) -> Value {
+    let f = write(&partner_manifests(""));
+    let plan = cli(sim, &["plan", "-f", f.to_str().unwrap()]).await;
+    // 1, not 2 (changes): m2 names a LAG member, which a person has to sort out.
+    assert_eq!(plan.code, 1, "{}", plan.all());
+    assert!(
+        plan.stdout
+            .contains("AWS: Interconnect available, mode no_encrypt"),
+        "{}",
+        plan.stdout
+    );
+    let args = ["apply", "-f", f.to_str().unwrap(), "-o", "json"];
+    let child = command(
+        sim,
+        &[&args[..], &["--timeout", "60s", "--interval", "200ms"]].concat(),
+    )
+    .output();
+    let change = async {
+        until_called(sim, "AssociateMacSecKey", "dxlag-l1").await;
+        let req = |id: &str| serde_json::json!({"connectionId": id, "lagId": "dxlag-l1"});
+        sim.shared
+            .call("AssociateConnectionWithLag", req("dxcon-m3"))
+            .unwrap();
+        sim.shared
+            .call("DisassociateConnectionFromLag", req("dxcon-m2"))
+            .unwrap();
+    };
+    let (out, ()) = tokio::join!(child, change);
+    let out = out.unwrap();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_no_cak(&run);
+    // m2 was a member when it was looked at: ManagedByLag, which needs a person.
+    assert_eq!(run.code, 1, "{}", run.all());
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+fn report_of<'a>(reports: &'a Value, name: &str) -> &'a Value {
+    reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no report for {name}: {reports}"))
+}
+
+/// The interconnect converges like a connection, and the LAG converges over the members it
+/// has after the change, each Encryption Up; the operator's calls were all accepted.
+fn assert_interconnect_and_lag_converged(sim: &Sim, reports: &Value) {
+    let ic = report_of(reports, "default/ic");
+    assert_eq!(ic["ready"], true, "{ic}");
+    assert_eq!(ic["status"]["resourceType"], "Interconnect");
+    let core = report_of(reports, "default/core");
+    assert_eq!(core["ready"], true, "{core}");
+    let listed: Vec<&str> = core["status"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["portEncryptionStatus"], "Encryption Up", "{m}");
+            m["connectionId"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(listed, ["dxcon-m1", "dxcon-m3"]);
+    let m2 = report_of(reports, "default/m2");
+    assert_eq!(m2["reason"], "ManagedByLag", "{m2}");
+    assert_eq!(m2["status"]["lagId"], "dxlag-l1");
+
+    let state = sim.shared.state();
+    let ic = common::interconnect(&state, "dxcon-ic1");
+    assert_eq!(ic["encryptionMode"], "must_encrypt");
+    assert_eq!(ic["portEncryptionStatus"], "Encryption Up");
+    assert_eq!(ic["macSecKeys"][0]["ckn"], CKN_A);
+    assert_eq!(
+        common::members_of(&state, "dxlag-l1"),
+        ["dxcon-m1", "dxcon-m3"]
+    );
+    assert_eq!(lag(&state, "dxlag-l1")["encryptionMode"], "must_encrypt");
+    let calls = sim.shared.calls();
+    let refused: Vec<_> = calls
+        .iter()
+        .filter(|c| c.caller == "AKIDCLI" && c.outcome != "ok")
+        .collect();
+    assert!(refused.is_empty(), "AWS refused: {refused:?}");
+    assert!(
+        !ok_calls(&calls, "DescribeInterconnects").is_empty(),
+        "{calls:?}"
+    );
+    assert_eq!(common::mutations(&calls, "dxcon-m3"), Vec::<&str>::new());
+}
+
+/// An interconnect and a LAG whose membership changes mid-way converge. The connection that
+/// left kept the LAG's key and mode (dx-sim's `keep`): `apply` has no memory of it having
+/// been a member, so it is a Conflict until `adopt: true`, and then it is only tagged and
+/// raised to must_encrypt: its key is not associated again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interconnect_and_a_lag_whose_members_change_converge() {
+    let sim = sim(&partner_seed("keep")).await;
+    let reports = apply_while_membership_changes(&sim).await;
+    assert_interconnect_and_lag_converged(&sim, &reports);
+
+    let left = connection(&sim.shared.state(), "dxcon-m2").clone();
+    assert!(left.get("lagId").is_none(), "{left}");
+    assert_eq!(left["macSecKeys"][0]["ckn"], CKN_A, "it kept the LAG's key");
+    let f = write(&partner_manifests(""));
+    let run = apply_json(&sim, &f, "20s").await;
+    let reports: Value = serde_json::from_str(&run.stdout).unwrap();
+    let m2 = report_of(&reports, "default/m2");
+    assert_eq!(m2["reason"], "Conflict", "{m2}");
+    assert!(
+        m2["message"].as_str().unwrap().contains("spec.adopt: true"),
+        "{m2}"
+    );
+    let before = sim.shared.calls().len();
+    let f = write(&partner_manifests(", adopt: true"));
+    let run = apply_json(&sim, &f, "30s").await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    let calls = sim.shared.calls();
+    let m2_calls = common::mutations(&calls[before..], "dxcon-m2");
+    assert_eq!(m2_calls[0], "TagResource", "{m2_calls:?}");
+    assert!(!m2_calls.contains(&"AssociateMacSecKey"), "{m2_calls:?}");
+    let m2 = connection(&sim.shared.state(), "dxcon-m2").clone();
+    assert_eq!(m2["encryptionMode"], "must_encrypt");
+    assert_eq!(m2["portEncryptionStatus"], "Encryption Up");
+    assert_no_outage(&sim);
+}
+
+/// The same under dx-sim's other answer: the connection leaves bare (no keys, no_encrypt).
+/// With no MACsec state it is claimed without asking and enabled from scratch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_leaves_a_lag_bare_is_enabled_on_its_own() {
+    let sim = sim(&partner_seed("reset")).await;
+    let reports = apply_while_membership_changes(&sim).await;
+    assert_interconnect_and_lag_converged(&sim, &reports);
+    let left = connection(&sim.shared.state(), "dxcon-m2").clone();
+    assert_eq!(left["encryptionMode"], "no_encrypt", "{left}");
+    let before = sim.shared.calls().len();
+    let run = apply_json(&sim, &write(&partner_manifests("")), "30s").await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    let calls = sim.shared.calls();
+    assert_eq!(
+        common::mutations(&calls[before..], "dxcon-m2"),
+        [
+            "TagResource",
+            "AssociateMacSecKey",
+            "UpdateConnection",
+            "UpdateConnection"
+        ]
+    );
+    let m2 = connection(&sim.shared.state(), "dxcon-m2").clone();
+    assert_eq!(m2["encryptionMode"], "must_encrypt");
+    assert_eq!(m2["portEncryptionStatus"], "Encryption Up");
+}

@@ -61,6 +61,23 @@ pub fn connection<'a>(state: &'a Value, id: &str) -> &'a Value {
     find(&state["connections"], "connectionId", id)
 }
 
+/// One interconnect of dx-sim's `/_sim/state`.
+pub fn interconnect<'a>(state: &'a Value, id: &str) -> &'a Value {
+    find(&state["interconnects"], "interconnectId", id)
+}
+
+/// The member connection IDs of a LAG of dx-sim's `/_sim/state`, sorted.
+pub fn members_of(state: &Value, lag_id: &str) -> Vec<String> {
+    let mut ids: Vec<String> = lag(state, lag_id)["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["connectionId"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// One LAG of dx-sim's `/_sim/state`.
 pub fn lag<'a>(state: &'a Value, id: &str) -> &'a Value {
     find(&state["lags"], "lagId", id)
