@@ -65,7 +65,15 @@ fn seed() -> String {
     s += &conn("dxcon-kill0001", "");
     // A router that holds key A only.
     s += &format!("  - {{ id: dxcon-down0001, macSecCapable: true, router: [\"{CKN_A}\"] }}\n");
+    // A 10G LAG whose membership changes, the connection that joins it, and an interconnect.
+    s += &conn("dxcon-lagm0003", "");
+    s += &conn("dxcon-lagm0004", "");
+    s += &conn("dxcon-lagm0005", "");
     s += "lags:\n  - { id: dxlag-e2elag01, bandwidth: 100Gbps, macSecCapable: true, members: [dxcon-lagm0001, dxcon-lagm0002] }\n";
+    s += "  - { id: dxlag-e2elag02, macSecCapable: true, minimumLinks: 1, members: [dxcon-lagm0003, dxcon-lagm0004] }\n";
+    s += &format!(
+        "interconnects:\n  - {{ id: dxcon-ic000001, macSecCapable: true, router: [\"{CKN_A}\"] }}\n"
+    );
     s
 }
 
@@ -290,6 +298,7 @@ async fn end_to_end() {
     rotation_respects_the_overlap(&e).await;
     encryption_down_is_not_ready(&e).await;
     lag_with_two_members(&e).await;
+    an_interconnect_and_lag_membership_changes(&e).await;
     monitoring_reads_what_the_operator_exports().await;
     cel_rejects_invalid_objects().await;
     deletion_policies_and_key_protection(&e).await;
@@ -656,6 +665,115 @@ async fn lag_with_two_members(e: &E2e) {
     assert_eq!(
         status.port_encryption_status.as_deref(),
         Some("Encryption Up")
+    );
+}
+
+/// An interconnect is enabled like a connection. Then, with everything Ready, dxcon-lagm0005
+/// joins LAG e2elag02 and dxcon-lagm0004 leaves it (out of band, as from the console). At the
+/// next observation the LAG's status lists its new members, Encryption Up; the joined
+/// connection's DxConnection says ManagedByLag and names the LAG; the one that left is managed
+/// on its own again: it kept the LAG's key and mode, which it takes over without `adopt`
+/// (only the owner tag is written). No call the operator made was refused.
+async fn an_interconnect_and_lag_membership_changes(e: &E2e) {
+    namespace("partner").await;
+    apply(
+        "partner",
+        &format!(
+            "{}{}{}{}",
+            must_encrypt_with_key_a("ic", "dxcon-ic000001", CKN_A, CAK_A),
+            dxc_manifest("core", "dxlag-e2elag02", "must_encrypt", &["k-a"], ""),
+            dxc_manifest("m4", "dxcon-lagm0004", "must_encrypt", &["k-a"], ""),
+            dxc_manifest("m5", "dxcon-lagm0005", "must_encrypt", &["k-a"], ""),
+        ),
+    )
+    .await;
+    for name in ["ic", "core", "m5"] {
+        wait_ready("partner", name).await;
+    }
+    let dxcs: Api<DxConnection> = Api::namespaced(e.admin.clone(), "partner");
+    let status = |name: &'static str| {
+        let dxcs = dxcs.clone();
+        async move { dxcs.get(name).await.unwrap().status.unwrap_or_default() }
+    };
+    let reason = |name: &'static str| async move {
+        ready_condition(e, "partner", name)
+            .await
+            .map(|(_, reason, _)| reason)
+    };
+    assert_eq!(
+        status("ic").await.resource_type,
+        Some(dx_macsec_operator::crd::ResourceType::Interconnect)
+    );
+    let ic = common::interconnect(&e.sim.shared.state(), "dxcon-ic000001").clone();
+    assert_eq!(ic["encryptionMode"], "must_encrypt");
+    assert_eq!(ic["portEncryptionStatus"], "Encryption Up");
+    wait_for("m4 ManagedByLag", Duration::from_secs(30), || async {
+        reason("m4").await.as_deref() == Some("ManagedByLag")
+    })
+    .await;
+    assert_eq!(status("m4").await.lag_id.as_deref(), Some("dxlag-e2elag02"));
+
+    let before = e.calls().len();
+    let req = |id: &str| serde_json::json!({"connectionId": id, "lagId": "dxlag-e2elag02"});
+    e.sim
+        .shared
+        .call("AssociateConnectionWithLag", req("dxcon-lagm0005"))
+        .unwrap();
+    e.sim
+        .shared
+        .call("DisassociateConnectionFromLag", req("dxcon-lagm0004"))
+        .unwrap();
+
+    wait_for("m5 ManagedByLag", Duration::from_secs(60), || async {
+        reason("m5").await.as_deref() == Some("ManagedByLag")
+    })
+    .await;
+    assert_eq!(status("m5").await.lag_id.as_deref(), Some("dxlag-e2elag02"));
+    wait_for("m4 Ready on its own", Duration::from_secs(60), || async {
+        reason("m4").await.as_deref() == Some("Converged")
+    })
+    .await;
+    let m4 = status("m4").await;
+    assert_eq!(m4.lag_id, None);
+    assert_eq!(
+        m4.resource_type,
+        Some(dx_macsec_operator::crd::ResourceType::Connection)
+    );
+    wait_for("the LAG's new members", Duration::from_secs(60), || async {
+        let s = status("core").await;
+        let ids: Vec<&str> = s.members.iter().map(|m| m.connection_id.as_str()).collect();
+        ids == ["dxcon-lagm0003", "dxcon-lagm0005"]
+            && s.members
+                .iter()
+                .all(|m| m.port_encryption_status.as_deref() == Some("Encryption Up"))
+    })
+    .await;
+    wait_ready("partner", "core").await;
+
+    let calls = e.calls();
+    let after = &calls[before..];
+    assert_eq!(mutations(after, "dxcon-lagm0004"), ["TagResource"]);
+    assert!(mutations(after, "dxcon-lagm0005").is_empty());
+    let ours = [
+        "dxcon-ic000001",
+        "dxlag-e2elag02",
+        "dxcon-lagm0004",
+        "dxcon-lagm0005",
+    ];
+    let refused: Vec<_> = calls
+        .iter()
+        .filter(|c| c.caller != "out-of-band" && c.outcome != "ok")
+        .filter(|c| c.target.as_deref().is_some_and(|t| ours.contains(&t)))
+        .collect();
+    assert!(refused.is_empty(), "AWS refused: {refused:?}");
+    let state = e.sim.shared.state();
+    assert_eq!(
+        connection(&state, "dxcon-lagm0004")["encryptionMode"],
+        "must_encrypt"
+    );
+    assert_eq!(
+        connection(&state, "dxcon-lagm0004")["portEncryptionStatus"],
+        "Encryption Up"
     );
 }
 

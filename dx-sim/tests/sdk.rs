@@ -794,6 +794,8 @@ async fn example_seed_loads() {
     );
     let lags = c.describe_lags().send().await.unwrap();
     assert_eq!(lags.lags()[0].connections().len(), 2);
+    let ics = c.describe_interconnects().send().await.unwrap();
+    assert_eq!(ics.interconnects()[0].mac_sec_capable(), Some(true));
 }
 
 /// TagResource, UntagResource and DescribeTags on connection and LAG ARNs: tags show in the
@@ -1144,3 +1146,4 @@ lags:
         "no interruption with membershipMs 0"
     );
 }
+
