@@ -10,6 +10,7 @@ pub mod model;
 mod peers;
 pub mod secrets;
 pub mod seed;
+pub mod sts;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,6 +39,12 @@ pub struct CallRecord {
     pub operation: String,
     /// The access key ID from the SigV4 `Authorization` header.
     pub caller: String,
+    /// The account the call acted in: the caller's, or the one of the role it assumed.
+    #[serde(default)]
+    pub account: String,
+    /// The region the call was signed for.
+    #[serde(default)]
+    pub region: String,
     /// `connectionId`, `lagId` or `SecretId` of the request (the ID in `resourceArn` for
     /// tagging), when it has one.
     pub target: Option<String>,
@@ -110,9 +117,16 @@ impl TokenBucket {
     }
 }
 
+/// An (account, region) pair: one emulated Direct Connect and Secrets Manager.
+type ScopeKey = (String, String);
+
 struct Inner {
     seed: Seed,
-    account: Account,
+    /// Every (account, region) called so far or seeded.
+    accounts: BTreeMap<ScopeKey, Account>,
+    /// The seed's top-level account and region: where long-term credentials act.
+    home: ScopeKey,
+    sts: sts::Sts,
     calls: Vec<CallRecord>,
     counts: BTreeMap<String, u64>,
     faults: Vec<Fault>,
@@ -122,11 +136,31 @@ struct Inner {
 
 impl Inner {
     fn new(seed: Seed) -> Result<Inner, String> {
-        let account = Account::from_seed(&seed)?;
+        let home = (seed.account.clone(), seed.region.clone());
+        let mut accounts = BTreeMap::from([(home.clone(), Account::from_seed(&seed)?)]);
+        for s in &seed.accounts {
+            if !s.accounts.is_empty() || !s.roles.is_empty() {
+                return Err(format!(
+                    "seed accounts: {} {} lists accounts or roles; only the top level does",
+                    s.account, s.region
+                ));
+            }
+            let key = (s.account.clone(), s.region.clone());
+            if accounts.contains_key(&key) {
+                return Err(format!(
+                    "seed accounts: account {} in {} is described twice",
+                    s.account, s.region
+                ));
+            }
+            accounts.insert(key, Account::from_seed(s)?);
+        }
+        let sts = sts::Sts::new(&seed.roles, Duration::from_secs(seed.credential_seconds))?;
         Ok(Inner {
             limiter: seed.rate_limit.map(TokenBucket::new),
             seed,
-            account,
+            accounts,
+            home,
+            sts,
             calls: Vec::new(),
             counts: BTreeMap::new(),
             faults: Vec::new(),
@@ -172,28 +206,72 @@ impl Inner {
         (error, latency)
     }
 
-    fn record(&mut self, operation: &str, caller: String, target: Option<String>, outcome: &str) {
+    /// The emulated (account, region); one never seeded starts empty, as a region of AWS
+    /// where nothing was ordered does.
+    fn account_mut(&mut self, key: &ScopeKey) -> &mut Account {
+        self.accounts.entry(key.clone()).or_insert_with(|| {
+            let mut seed = Seed::empty();
+            seed.account = key.0.clone();
+            seed.region = key.1.clone();
+            Account::from_seed(&seed).expect("an empty seed is valid")
+        })
+    }
+
+    /// The (account, region) holding connection, interconnect or LAG `id`; the home one
+    /// when none does.
+    fn scope_of_id(&self, id: &str) -> ScopeKey {
+        self.accounts
+            .iter()
+            .find(|(_, a)| a.connections.contains_key(id) || a.lags.contains_key(id))
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| self.home.clone())
+    }
+
+    fn record(
+        &mut self,
+        operation: &str,
+        caller: String,
+        scope: &ScopeKey,
+        target: Option<String>,
+        outcome: &str,
+    ) {
         *self.counts.entry(operation.to_string()).or_default() += 1;
         let seq = self.calls.len() as u64 + 1;
         self.calls.push(CallRecord {
             seq,
             operation: operation.to_string(),
             caller,
+            account: scope.0.clone(),
+            region: scope.1.clone(),
             target,
             outcome: outcome.to_string(),
             at_ms: self.started.elapsed().as_millis() as u64,
         });
     }
 
-    fn dispatch(&mut self, service: &str, operation: &str, req: &Value) -> Result<Value, AwsError> {
-        self.account.tick(Instant::now());
-        let result = self.operate(service, operation, req);
-        self.account.settle(Instant::now());
+    fn dispatch(
+        &mut self,
+        scope: &ScopeKey,
+        service: &str,
+        operation: &str,
+        req: &Value,
+    ) -> Result<Value, AwsError> {
+        let acc = self.account_mut(scope);
+        acc.tick(Instant::now());
+        let result = operate(acc, service, operation, req);
+        acc.settle(Instant::now());
         result
     }
+}
 
-    fn operate(&mut self, service: &str, operation: &str, req: &Value) -> Result<Value, AwsError> {
-        let acc = &mut self.account;
+/// One Direct Connect or Secrets Manager operation on one emulated account.
+fn operate(
+    acc: &mut Account,
+    service: &str,
+    operation: &str,
+    req: &Value,
+) -> Result<Value, AwsError> {
+    {
         match (service, operation) {
             ("OvertureService", "DescribeConnections") => acc.describe_connections(req),
             ("OvertureService", "DescribeLags") => acc.describe_lags(req),
@@ -273,22 +351,40 @@ impl Shared {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The account as JSON (no CAKs).
+    /// The seed's top-level account and region as JSON (no CAKs).
     pub fn state(&self) -> Value {
+        let home = self.lock().home.clone();
+        self.state_of(&home.0, &home.1)
+    }
+
+    /// One account and region as JSON (no CAKs); empty if nothing was seeded or called there.
+    pub fn state_of(&self, account: &str, region: &str) -> Value {
         let mut inner = self.lock();
-        inner.account.tick(Instant::now());
-        inner.account.dump()
+        let acc = inner.account_mut(&(account.to_string(), region.to_string()));
+        acc.tick(Instant::now());
+        acc.dump()
     }
 
     pub fn calls(&self) -> Vec<CallRecord> {
         self.lock().calls.clone()
     }
 
-    /// Down and clear-text seconds per port and in total, up to now (`/_sim/outages`).
+    /// Down and clear-text seconds per port and in total over every account and region, up
+    /// to now (`/_sim/outages`).
     pub fn outages(&self) -> Value {
         let mut inner = self.lock();
-        inner.account.tick(Instant::now());
-        inner.account.outages_json()
+        let (mut down, mut clear) = (0.0, 0.0);
+        let mut ports = serde_json::Map::new();
+        for acc in inner.accounts.values_mut() {
+            acc.tick(Instant::now());
+            let o = acc.outages_json();
+            down += o["downSeconds"].as_f64().unwrap_or(0.0);
+            clear += o["clearTextSeconds"].as_f64().unwrap_or(0.0);
+            if let Value::Object(p) = &o["ports"] {
+                ports.extend(p.clone());
+            }
+        }
+        json!({"downSeconds": down, "clearTextSeconds": clear, "ports": ports})
     }
 
     pub fn counts(&self) -> BTreeMap<String, u64> {
@@ -308,24 +404,27 @@ impl Shared {
     }
 
     pub fn set_router(&self, connection_id: &str, ckns: &[String]) -> Result<(), String> {
-        self.change(|acc| acc.set_router(connection_id, ckns))
+        self.change(connection_id, |acc| acc.set_router(connection_id, ckns))
     }
 
     /// Sets the state of a connection or LAG (`available`, `pending`, `down`…).
     pub fn set_state(&self, id: &str, state: &str) -> Result<(), String> {
-        self.change(|acc| acc.set_state(id, state))
+        self.change(id, |acc| acc.set_state(id, state))
     }
 
-    /// A change made from outside the API, with the outage accounting settled before and
-    /// after it.
+    /// A change made from outside the API to the account holding `id`, with the outage
+    /// accounting settled before and after it.
     fn change(
         &self,
+        id: &str,
         f: impl FnOnce(&mut model::Account) -> Result<(), AwsError>,
     ) -> Result<(), String> {
         let mut inner = self.lock();
-        inner.account.tick(Instant::now());
-        let result = f(&mut inner.account).map_err(|e| e.message);
-        inner.account.settle(Instant::now());
+        let scope = inner.scope_of_id(id);
+        let acc = inner.account_mut(&scope);
+        acc.tick(Instant::now());
+        let result = f(acc).map_err(|e| e.message);
+        acc.settle(Instant::now());
         result
     }
 
@@ -334,12 +433,15 @@ impl Shared {
     /// `out-of-band`.
     pub fn call(&self, operation: &str, req: Value) -> Result<Value, String> {
         let mut inner = self.lock();
-        let result = inner.dispatch("OvertureService", operation, &req);
-        let outcome = result.as_ref().map_or_else(|e| e.code, |_| "ok");
         let target = ["connectionId", "interconnectId", "lagId"]
             .iter()
             .find_map(|f| req.get(*f).and_then(Value::as_str).map(str::to_string));
-        inner.record(operation, "out-of-band".into(), target, outcome);
+        let scope = target
+            .as_deref()
+            .map_or_else(|| inner.home.clone(), |id| inner.scope_of_id(id));
+        let result = inner.dispatch(&scope, "OvertureService", operation, &req);
+        let outcome = result.as_ref().map_or_else(|e| e.code, |_| "ok");
+        inner.record(operation, "out-of-band".into(), &scope, target, outcome);
         result.map_err(|e| format!("{}: {}", e.code, e.message))
     }
 
@@ -351,15 +453,83 @@ impl Shared {
     }
 }
 
-/// The access key ID of a SigV4 `Authorization` header.
-fn caller_of(headers: &HeaderMap) -> String {
+/// Part `n` of the credential scope of a SigV4 `Authorization` header
+/// (`Credential=<key>/<date>/<region>/<service>/aws4_request`): 0 is the access key ID, 2
+/// the region.
+fn credential_part(headers: &HeaderMap, n: usize) -> Option<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split("Credential=").nth(1))
-        .and_then(|v| v.split('/').next())
-        .unwrap_or("anonymous")
-        .to_string()
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.split('/').nth(n))
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+}
+
+/// The access key ID of a SigV4 `Authorization` header.
+fn caller_of(headers: &HeaderMap) -> String {
+    credential_part(headers, 0).unwrap_or_else(|| "anonymous".into())
+}
+
+/// An STS call (the query protocol: form parameters in, XML out).
+async fn sts_call(sim: Shared, headers: &HeaderMap, body: &[u8]) -> Response {
+    let xml = |status: StatusCode, body: String| {
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            "text/xml".parse().expect("static header"),
+        );
+        resp
+    };
+    let params: std::collections::HashMap<String, String> =
+        match serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) {
+            Ok(p) => p.into_iter().collect(),
+            Err(e) => {
+                let e = AwsError {
+                    code: "MalformedInput",
+                    message: e.to_string(),
+                };
+                return xml(StatusCode::BAD_REQUEST, sts::Sts::error_xml(&e));
+            }
+        };
+    let action = params.get("Action").cloned().unwrap_or_default();
+    let key = caller_of(headers);
+    let (pre_error, latency) = sim.lock().pre_call(&action);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let mut inner = sim.lock();
+    let region = credential_part(headers, 2).unwrap_or_else(|| inner.home.1.clone());
+    let now = Instant::now();
+    let caller = inner.sts.caller(&key, &inner.home.0, now);
+    let scope = (inner.sts.account_of(&key, &inner.home.0), region);
+    let result = match (pre_error, caller) {
+        (Some(e), _) | (None, Err(e)) => Err(e),
+        (None, Ok(caller)) => match action.as_str() {
+            "AssumeRole" => inner.sts.assume_role(&caller, &params, now),
+            "GetCallerIdentity" => Ok(sts::Sts::get_caller_identity(&caller)),
+            _ => Err(AwsError {
+                code: "InvalidAction",
+                message: format!("dx-sim does not emulate sts.{action}"),
+            }),
+        },
+    };
+    let outcome = result.as_ref().map_or_else(|e| e.code, |_| "ok");
+    let target = params.get("RoleArn").cloned();
+    inner.record(&action, key, &scope, target, outcome);
+    match result {
+        Ok(body) => xml(StatusCode::OK, body),
+        Err(e) => {
+            let status = match e.code {
+                "AccessDenied" => StatusCode::FORBIDDEN,
+                "ThrottlingException" | "Throttling" => StatusCode::BAD_REQUEST,
+                "InternalFailure" => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            xml(status, sts::Sts::error_xml(&e))
+        }
+    }
 }
 
 fn aws_response(status: StatusCode, body: Value, error_type: Option<&str>) -> Response {
@@ -380,6 +550,13 @@ fn aws_response(status: StatusCode, body: Value, error_type: Option<&str>) -> Re
 }
 
 async fn aws_call(State(sim): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if form && !headers.contains_key("x-amz-target") {
+        return sts_call(sim, &headers, &body).await;
+    }
     let Some((service, operation)) = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
@@ -425,15 +602,22 @@ async fn aws_call(State(sim): State<Shared>, headers: HeaderMap, body: Bytes) ->
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let result = match pre_error {
-        Some(e) => Err(e),
-        None => sim.lock().dispatch(&service, &operation, &req),
+    let mut inner = sim.lock();
+    // The account is the caller's (an assumed role's, or the home account for long-term
+    // keys); the region the one the request is signed for.
+    let region = credential_part(&headers, 2).unwrap_or_else(|| inner.home.1.clone());
+    let acting = inner.sts.caller(&caller, &inner.home.0, Instant::now());
+    let scope = (inner.sts.account_of(&caller, &inner.home.0), region);
+    let result = match (pre_error, acting) {
+        (Some(e), _) | (None, Err(e)) => Err(e),
+        (None, Ok(_)) => inner.dispatch(&scope, &service, &operation, &req),
     };
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.code,
     };
-    sim.lock().record(&operation, caller, target, outcome);
+    inner.record(&operation, caller, &scope, target, outcome);
+    drop(inner);
     match result {
         Ok(body) => aws_response(StatusCode::OK, body, None),
         Err(e) => {
@@ -451,8 +635,28 @@ async fn aws_call(State(sim): State<Shared>, headers: HeaderMap, body: Bytes) ->
     }
 }
 
-async fn get_state(State(sim): State<Shared>) -> Response {
-    axum::Json(sim.state()).into_response()
+/// Query of `GET /_sim/state`: another account and region than the seed's top level.
+#[derive(Debug, Deserialize)]
+struct StateQuery {
+    account: Option<String>,
+    region: Option<String>,
+}
+
+async fn get_state(
+    State(sim): State<Shared>,
+    axum::extract::Query(q): axum::extract::Query<StateQuery>,
+) -> Response {
+    let state = match (q.account, q.region) {
+        (None, None) => sim.state(),
+        (account, region) => {
+            let home = sim.lock().home.clone();
+            sim.state_of(
+                account.as_deref().unwrap_or(&home.0),
+                region.as_deref().unwrap_or(&home.1),
+            )
+        }
+    };
+    axum::Json(state).into_response()
 }
 
 async fn get_outages(State(sim): State<Shared>) -> Response {

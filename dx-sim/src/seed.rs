@@ -30,6 +30,20 @@ pub struct Seed {
     /// Extra MACsec-capable connections and LAGs made up in bulk (benchmarks).
     #[serde(default)]
     pub generate: Option<Generate>,
+    /// More accounts and regions, each described like the top level (its own connections,
+    /// LAGs, interconnects, keys, secrets and delays). Long-term credentials act in the
+    /// top-level account, in the region their requests are signed for; the accounts here
+    /// are reached with credentials from STS AssumeRole for one of `roles`.
+    #[serde(default)]
+    pub accounts: Vec<Seed>,
+    /// IAM role ARNs STS AssumeRole hands credentials for, in the account each ARN names;
+    /// any other role is AccessDenied.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Lifetime of the credentials AssumeRole hands out, in seconds (AWS: 900 to 43200; any
+    /// value here, so that tests see them expire).
+    #[serde(default = "default_credential_seconds")]
+    pub credential_seconds: u64,
 }
 
 /// How long asynchronous changes take, in milliseconds.
@@ -184,6 +198,9 @@ fn default_associate_ms() -> u64 {
 }
 fn default_disassociate_ms() -> u64 {
     1000
+}
+fn default_credential_seconds() -> u64 {
+    3600
 }
 fn default_membership_ms() -> u64 {
     1000

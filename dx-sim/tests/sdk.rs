@@ -1147,3 +1147,113 @@ lags:
     );
 }
 
+/// Accounts and regions: long-term keys act in the top-level account, in the region the
+/// request is signed for; STS AssumeRole gives credentials in the role's account, which
+/// expire; a role the seed does not list is AccessDenied. The call log names the account and
+/// region of every call.
+#[tokio::test]
+async fn roles_reach_other_accounts_through_sts_until_their_credentials_expire() {
+    use aws_credential_types::provider::ProvideCredentials;
+    let sim = start(
+        r#"
+account: "111111111111"
+connections: [{ id: dxcon-home0001, macSecCapable: true }]
+accounts:
+  - account: "222222222222"
+    region: us-east-1
+    connections: [{ id: dxcon-acct2001, macSecCapable: true }]
+  - account: "222222222222"
+    region: us-west-2
+    interconnects: [{ id: dxcon-west2001, macSecCapable: true }]
+roles: ["arn:aws:iam::222222222222:role/dx"]
+credentialSeconds: 2
+"#,
+    )
+    .await;
+    let base = config(&sim, "AKIDHOME").await;
+    let ids = |out: &dc::operation::describe_connections::DescribeConnectionsOutput| {
+        out.connections()
+            .iter()
+            .map(|c| c.connection_id().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let home = dc::Client::new(&base);
+    assert_eq!(
+        ids(&home.describe_connections().send().await.unwrap()),
+        ["dxcon-home0001"]
+    );
+    let assume = |role: &str, region: &str| {
+        aws_config::sts::AssumeRoleProvider::builder(role)
+            .session_name("t")
+            .region(aws_config::Region::new(region.to_string()))
+            .configure(&base)
+            .build()
+    };
+    let provider = assume("arn:aws:iam::222222222222:role/dx", "us-east-1").await;
+    let creds = provider.provide_credentials().await.unwrap();
+    assert!(creds.access_key_id().starts_with("ASIA"));
+    let in_region = |region: &str| {
+        let conf = base
+            .to_builder()
+            .region(aws_config::Region::new(region.to_string()))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(creds.clone()),
+            )
+            .build();
+        dc::Client::new(&conf)
+    };
+    let east = in_region("us-east-1");
+    assert_eq!(
+        ids(&east.describe_connections().send().await.unwrap()),
+        ["dxcon-acct2001"]
+    );
+    let west = in_region("us-west-2");
+    let ics = west.describe_interconnects().send().await.unwrap();
+    assert_eq!(
+        ics.interconnects()[0].interconnect_id(),
+        Some("dxcon-west2001")
+    );
+    // A region nothing was ordered in is empty, not an error.
+    let empty = in_region("eu-west-1").describe_lags().send().await.unwrap();
+    assert!(empty.lags().is_empty());
+
+    let denied = assume("arn:aws:iam::333333333333:role/dx", "us-east-1")
+        .await
+        .provide_credentials()
+        .await
+        .expect_err("a role the seed does not list is denied");
+    let text = format!("{denied:?}");
+    assert!(text.contains("AccessDenied"), "{text}");
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (code, _) = err_of(east.describe_connections().send().await);
+    assert_eq!(code, "ExpiredTokenException");
+
+    let calls = sim.shared.calls();
+    let where_ = |op: &str| {
+        calls
+            .iter()
+            .filter(|c| c.operation == op)
+            .map(|c| (c.account.as_str(), c.region.as_str(), c.outcome.as_str()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        where_("DescribeConnections"),
+        [
+            ("111111111111", "us-east-1", "ok"),
+            ("222222222222", "us-east-1", "ok"),
+            ("222222222222", "us-east-1", "ExpiredTokenException"),
+        ]
+    );
+    assert_eq!(
+        where_("DescribeInterconnects"),
+        [("222222222222", "us-west-2", "ok")]
+    );
+    assert_eq!(
+        where_("AssumeRole"),
+        [
+            ("111111111111", "us-east-1", "ok"),
+            ("111111111111", "us-east-1", "AccessDenied")
+        ]
+    );
+}

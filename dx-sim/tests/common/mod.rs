@@ -78,3 +78,50 @@ pub async fn aws_json(
     let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, value)
 }
+
+/// One STS query-protocol call (form parameters, XML answer), signed with a fake SigV4
+/// header naming `access_key`.
+pub async fn sts_query(endpoint: &str, access_key: &str, params: &[(&str, &str)]) -> (u16, String) {
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={access_key}/20261202/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=00"
+    );
+    let body: String = params
+        .iter()
+        .chain(&[("Version", "2011-06-15")])
+        .map(|(k, v)| format!("{k}={}", percent(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    http(
+        endpoint,
+        "POST",
+        "/",
+        &[
+            (
+                "Content-Type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            ),
+            ("Authorization", &auth),
+        ],
+        &body,
+    )
+    .await
+}
+
+fn percent(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The text of the first `<tag>` element of an XML answer.
+pub fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{tag}>"))?;
+    Some(&xml[start..start + end])
+}
