@@ -1366,3 +1366,139 @@ async fn a_connection_that_leaves_a_lag_bare_is_enabled_on_its_own() {
     assert_eq!(m2["encryptionMode"], "must_encrypt");
     assert_eq!(m2["portEncryptionStatus"], "Encryption Up");
 }
+
+/// DxConnections in two accounts and two regions: the operator's own account, and through a
+/// DxAccess role another account in us-east-1 and us-west-2 (an interconnect there). Each
+/// call acts in the right account and region; the role's credentials expire every few
+/// seconds during the run and are renewed (no call is refused as expired); a role STS denies
+/// is a clear AccessDenied on its DxConnection alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dxconnections_in_two_accounts_and_regions_converge_through_roles() {
+    let a = CKN_A;
+    let sim = sim(&format!(
+        r#"
+account: "111111111111"
+delays: {{ associateMs: 12000 }}
+connections: [{{ id: dxcon-home1, macSecCapable: true, router: [{a}] }}]
+accounts:
+  - account: "222222222222"
+    region: us-east-1
+    delays: {{ associateMs: 12000 }}
+    connections: [{{ id: dxcon-east2, macSecCapable: true, router: [{a}] }}]
+  - account: "222222222222"
+    region: us-west-2
+    delays: {{ associateMs: 12000 }}
+    interconnects: [{{ id: dxcon-west2, macSecCapable: true, router: [{a}] }}]
+  - account: "333333333333"
+    region: us-east-1
+    connections: [{{ id: dxcon-east3, macSecCapable: true, router: [{a}] }}]
+roles: ["arn:aws:iam::222222222222:role/dx"]
+credentialSeconds: 11
+"#
+    ))
+    .await;
+    let grant = |name: &str, role: &str| {
+        format!(
+            "apiVersion: dxmacsec.io/v1alpha1\nkind: DxAccess\nmetadata: {{name: {name}}}\n\
+             spec: {{namespaces: [default], roleArn: \"{role}\", regions: [us-east-1, us-west-2]}}\n---\n"
+        )
+    };
+    let text = [
+        grant("acct2", "arn:aws:iam::222222222222:role/dx"),
+        grant("acct3", "arn:aws:iam::333333333333:role/dx"),
+        key_manifest("k-a", CKN_A, CAK_A),
+        dxc_manifest("home", "dxcon-home1", "must_encrypt", &["k-a"], ""),
+        dxc_manifest(
+            "east2",
+            "dxcon-east2",
+            "must_encrypt",
+            &["k-a"],
+            ", accessRef: {name: acct2}",
+        ),
+        dxc_manifest(
+            "west2",
+            "dxcon-west2",
+            "must_encrypt",
+            &["k-a"],
+            ", region: us-west-2, accessRef: {name: acct2}",
+        ),
+        dxc_manifest(
+            "east3",
+            "dxcon-east3",
+            "must_encrypt",
+            &["k-a"],
+            ", accessRef: {name: acct3}",
+        ),
+    ]
+    .concat();
+    let run = apply_json(&sim, &write(&text), "60s").await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert_no_cak(&run);
+    let reports: Value = serde_json::from_str(&run.stdout).unwrap();
+    for name in ["default/home", "default/east2", "default/west2"] {
+        let r = report_of(&reports, name);
+        assert_eq!(r["ready"], true, "{r}");
+    }
+    let denied = report_of(&reports, "default/east3");
+    assert_eq!(denied["reason"], "AccessDenied", "{denied}");
+    let message = denied["message"].as_str().unwrap();
+    assert!(
+        message.contains("sts:AssumeRole") && message.contains("arn:aws:iam::333333333333:role/dx"),
+        "{message}"
+    );
+
+    let calls = sim.shared.calls();
+    for (target, account, region) in [
+        ("dxcon-home1", "111111111111", "us-east-1"),
+        ("dxcon-east2", "222222222222", "us-east-1"),
+        ("dxcon-west2", "222222222222", "us-west-2"),
+    ] {
+        let on: Vec<_> = calls
+            .iter()
+            .filter(|c| c.target.as_deref() == Some(target))
+            .collect();
+        assert!(!on.is_empty(), "no call on {target}");
+        for c in on {
+            assert_eq!(
+                (c.account.as_str(), c.region.as_str()),
+                (account, region),
+                "{c:?}"
+            );
+        }
+    }
+    assert!(
+        calls.iter().all(|c| c.account != "333333333333"),
+        "nothing reached the denied account: {calls:?}"
+    );
+    let expired: Vec<_> = calls
+        .iter()
+        .filter(|c| c.outcome == "ExpiredTokenException")
+        .collect();
+    assert!(
+        expired.is_empty(),
+        "calls with expired credentials: {expired:?}"
+    );
+    // The run outlived the first credentials (11 s): they expired mid-run, and were renewed
+    // before, as the SDK renews them ahead of their expiry.
+    let last = calls.last().unwrap().at_ms;
+    assert!(
+        last > 11_000,
+        "the run ended before the credentials expired: {last} ms"
+    );
+    let assumed = ok_calls(&calls, "AssumeRole");
+    assert!(
+        assumed.len() > 2,
+        "two scopes use the role; its credentials were never renewed: {calls:?}"
+    );
+    let east2 = sim.shared.state_of("222222222222", "us-east-1");
+    assert_eq!(
+        connection(&east2, "dxcon-east2")["encryptionMode"],
+        "must_encrypt"
+    );
+    let west2 = sim.shared.state_of("222222222222", "us-west-2");
+    assert_eq!(
+        common::interconnect(&west2, "dxcon-west2")["portEncryptionStatus"],
+        "Encryption Up"
+    );
+    assert_eq!(mode_of(&sim.shared.state(), "dxcon-home1"), "must_encrypt");
+}

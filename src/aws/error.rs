@@ -121,6 +121,7 @@ impl AwsError {
             None => (ErrorClass::RetrySoon, ErrorKind::Other),
         };
         let fix = match kind {
+            ErrorKind::AccessDenied if operation == "AssumeRole" => " (the role's trust policy must let the operator's identity assume it, and that identity needs sts:AssumeRole on the role; the role is the roleArn of the DxAccess in spec.accessRef)".to_string(),
             ErrorKind::AccessDenied => format!(
                 " (the operator's AWS identity may not call {}: grant it; deploy/iam-policy.json lists every action the operator needs)",
                 iam_action(operation)
@@ -190,6 +191,13 @@ impl AwsError {
                 if e.as_connector_error()
                     .is_some_and(|c| credentials_failed(c)) =>
             {
+                // A role's credentials come from STS: its answer (AccessDenied, throttling,
+                // an expired session) says what went wrong, not "no credentials".
+                if let Some((code, message)) =
+                    e.as_connector_error().and_then(|c| service_answer(c))
+                {
+                    return Self::from_service("AssumeRole", code.as_deref(), &message);
+                }
                 Self::terminal(
                     operation,
                     ErrorKind::Credentials,
@@ -250,6 +258,24 @@ fn credentials_failed(e: &(dyn std::error::Error + 'static)) -> bool {
         cause = c.source();
     }
     false
+}
+
+/// The code and message of a service's answer inside an error chain (STS's, when loading a
+/// role's credentials failed).
+fn service_answer(e: &(dyn std::error::Error + 'static)) -> Option<(Option<String>, String)> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(meta) = c.downcast_ref::<aws_smithy_types::error::ErrorMetadata>()
+            && meta.code().is_some()
+        {
+            return Some((
+                meta.code().map(str::to_string),
+                meta.message().unwrap_or("no message").to_string(),
+            ));
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// The innermost cause's message: what went wrong, without the SDK's wrappers.
