@@ -206,6 +206,25 @@ impl Engine {
         Engine { aws, cache }
     }
 
+    /// What AWS answers when it refuses the scope's caller outright (credentials rejected or
+    /// missing, access denied, a role STS will not hand out), from the shared observation:
+    /// a reconcile then reports it without reading key material, which could not be used.
+    /// `None` when the scope can be read (that read serves the pass that follows) or failed
+    /// for another reason (the pass reports it).
+    pub async fn refused(&self, scope: &Scope, connection_id: &str) -> Option<AwsError> {
+        let outright = |e: AwsError| {
+            matches!(e.kind, ErrorKind::Credentials | ErrorKind::AccessDenied).then_some(e)
+        };
+        let api = match self.aws.direct_connect(scope).await {
+            Ok(api) => api,
+            Err(e) => return outright(e),
+        };
+        match self.cache.observe(scope, api.as_ref(), connection_id).await {
+            Err(e) => outright(e),
+            Ok(_) => None,
+        }
+    }
+
     /// One pass for one DxConnection in `scope`.
     #[tracing::instrument(name = "pass", skip_all, fields(connection = %desired.connection_id, region = %scope.region, role = ?scope.role_arn))]
     pub async fn pass(
@@ -340,6 +359,50 @@ mod tests {
             .into_iter()
             .map(|c| c.operation)
             .collect()
+    }
+
+    /// Interconnects that cannot be listed (here DescribeInterconnects is denied, as under an
+    /// IAM policy from before they were supported) stop nothing else: a connection is still
+    /// managed, and a DxConnection naming an interconnect says AccessDenied with the action
+    /// to grant, not NotFound.
+    #[tokio::test]
+    async fn unlisted_interconnects_leave_connections_managed() {
+        let seed = "connections: [{ id: dxcon-c1, macSecCapable: true }]
+interconnects: [{ id: dxcon-i1, macSecCapable: true }]
+";
+        let (sim, engine, scope) =
+            setup(seed, ObservationCache::new(Duration::from_secs(3600))).await;
+        sim.shared.add_fault(dx_sim::Fault {
+            operation: "DescribeInterconnects".into(),
+            error: Some("AccessDeniedException".into()),
+            message: None,
+            count: None,
+            rate: None,
+            latency_ms: 0,
+        });
+        let (engine, scope, prior) = (&engine, &scope, &PriorState::default());
+        let pass = |id: &str| {
+            let want = desired(id, Some(EncryptionMode::ShouldEncrypt), None);
+            async move {
+                engine
+                    .pass(scope, &want, prior, Timestamp::now(), Mode::Execute)
+                    .await
+            }
+        };
+        let connection = pass("dxcon-c1").await;
+        assert_eq!(connection.executed().len(), 1, "{connection:?}");
+        let interconnect = pass("dxcon-i1").await;
+        let ready = interconnect.ready();
+        assert_eq!(ready.reason, "AccessDenied");
+        assert!(
+            ready
+                .message
+                .contains("directconnect:DescribeInterconnects"),
+            "{}",
+            ready.message
+        );
+        // A LAG ID cannot be an interconnect: not found is not found.
+        assert_eq!(pass("dxlag-none").await.ready().reason, "NotFound");
     }
 
     /// A pass that waits for AWS gets newer data next time, even though the snapshot is

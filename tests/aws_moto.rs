@@ -62,7 +62,15 @@ async fn connection_calls_against_moto() {
     assert!(mine.mac_sec_capable);
     let before = mine.keys.len();
 
-    assert!(api.describe_one("dxcon-nothere").await.unwrap().is_none());
+    // moto has no DescribeInterconnects: the full read lists connections and LAGs and says
+    // why interconnects are missing, and an unknown dxcon ID (which could be one) is that
+    // error rather than "not found".
+    let unlisted = api
+        .interconnects_unlisted()
+        .expect("moto lists no interconnects");
+    assert_eq!(unlisted.operation, "DescribeInterconnects");
+    let unknown = api.describe_one("dxcon-nothere").await.unwrap_err();
+    assert_eq!(unknown.operation, "DescribeInterconnects");
 
     let target = Target {
         id: id.clone(),

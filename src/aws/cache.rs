@@ -89,6 +89,9 @@ struct Entry {
     /// Full refreshes ended so far, failed ones included: a reader that waited for the one
     /// in flight knows by this that it need not make its own.
     refreshes: u64,
+    /// Why the last full refresh could not list interconnects: the answer for a `dxcon-…` ID
+    /// it did not find.
+    unlisted: Option<AwsError>,
 }
 
 /// How long a failed full refresh answers the readers that waited for it. Without this,
@@ -107,6 +110,7 @@ impl Entry {
             managed_arns: HashMap::new(),
             failed: None,
             refreshes: 0,
+            unlisted: None,
             // Starts full: the first re-reads after start-up need not wait.
             budget: Budget {
                 tokens: rate,
@@ -121,6 +125,15 @@ impl Entry {
             if let (Some(ckn), Some(arn)) = (k.ckn_normalized(), &k.secret_arn) {
                 self.managed_arns.insert(ckn, arn.clone());
             }
+        }
+    }
+
+    /// What the snapshot says of `id`: the resource, or that there is none, unless the
+    /// interconnects could not be listed and `id` could be one.
+    fn answer(&self, id: &str, read_at: Instant) -> Result<Observation, AwsError> {
+        match (self.resources.get(id), &self.unlisted) {
+            (None, Some(error)) if id.starts_with("dxcon-") => Err(error.clone()),
+            (found, _) => Ok(Observation::Current(found.cloned(), read_at)),
         }
     }
 
@@ -237,10 +250,7 @@ impl ObservationCache {
         let stale = self.is_stale(e);
         if !stale && !e.marked.contains_key(id) {
             let read_at = e.read_at(id).unwrap_or_else(Instant::now);
-            return Step::Answer(Ok(Observation::Current(
-                e.resources.get(id).cloned(),
-                read_at,
-            )));
+            return Step::Answer(e.answer(id, read_at));
         }
         // Many marked resources are cheaper to read with one paginated refresh than one
         // by one: refresh whole once they are as many as the pages a refresh costs.
@@ -298,6 +308,7 @@ impl ObservationCache {
                 }
             };
             e.failed = None;
+            e.unlisted = api.interconnects_unlisted();
             self.full_refreshes.fetch_add(1, Ordering::Relaxed);
             e.learn_arns(all.iter());
             e.resources = all.into_iter().map(|r| (r.id.clone(), r)).collect();
@@ -309,7 +320,7 @@ impl ObservationCache {
             if e.marked.contains_key(id) {
                 continue;
             }
-            return Ok(Observation::Current(e.resources.get(id).cloned(), started));
+            return e.answer(id, started);
         }
     }
 

@@ -91,6 +91,10 @@ impl DirectConnectApi for Metered<dyn DirectConnectApi> {
         })
     }
 
+    fn interconnects_unlisted(&self) -> Option<AwsError> {
+        self.inner.interconnects_unlisted()
+    }
+
     fn describe_one<'a>(
         &'a self,
         id: &'a str,

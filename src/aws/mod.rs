@@ -44,8 +44,14 @@ impl std::fmt::Display for Scope {
 
 /// Direct Connect in one scope.
 pub trait DirectConnectApi: Send + Sync {
-    /// Every connection (LAG members included) and every LAG, all pages.
+    /// Every connection (LAG members included), every LAG and every interconnect, all pages.
     fn describe_all(&self) -> BoxFut<'_, Result<Vec<ObservedResource>, AwsError>>;
+    /// Why the last `describe_all` could not list interconnects (denied, not offered, failed),
+    /// though it listed connections and LAGs: a `dxcon-…` ID it did not find may be an
+    /// interconnect, so that reader gets this error rather than "not found".
+    fn interconnects_unlisted(&self) -> Option<AwsError> {
+        None
+    }
     /// One connection or LAG; `None` when Direct Connect does not know it.
     fn describe_one<'a>(
         &'a self,

@@ -54,6 +54,10 @@ type ScopeClients = (Arc<SdkDirectConnect>, Arc<SdkSecrets>);
 pub struct SdkProvider {
     base: SdkConfig,
     clients: Mutex<HashMap<Scope, ScopeClients>>,
+    /// One credentials provider per role, shared by the role's scopes (regions): the SDK's
+    /// identity cache keys on the provider, so the role is assumed once per credential
+    /// lifetime, not once per region.
+    roles: tokio::sync::Mutex<HashMap<String, SharedCredentialsProvider>>,
 }
 
 impl SdkProvider {
@@ -73,6 +77,7 @@ impl SdkProvider {
         SdkProvider {
             base: loader.load().await,
             clients: Mutex::new(HashMap::new()),
+            roles: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -81,6 +86,7 @@ impl SdkProvider {
         SdkProvider {
             base,
             clients: Mutex::new(HashMap::new()),
+            roles: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -121,13 +127,7 @@ impl SdkProvider {
         let mut builder = self.base.to_builder();
         builder.set_region(Some(region.clone()));
         if let Some(role) = &scope.role_arn {
-            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
-                .session_name("dx-macsec-operator")
-                .region(region)
-                .configure(&self.base)
-                .build()
-                .await;
-            builder.set_credentials_provider(Some(SharedCredentialsProvider::new(provider)));
+            builder.set_credentials_provider(Some(self.role_credentials(role, &region).await));
         }
         let conf = builder.build();
         let pair = (
@@ -143,6 +143,26 @@ impl SdkProvider {
             .entry(scope.clone())
             .or_insert(pair)
             .clone()
+    }
+}
+
+impl SdkProvider {
+    /// The credentials of `role`, assumed through STS (in `region` for the first scope that
+    /// needs it) and shared by every scope of the role.
+    async fn role_credentials(&self, role: &str, region: &Region) -> SharedCredentialsProvider {
+        let mut roles = self.roles.lock().await;
+        if let Some(p) = roles.get(role) {
+            return p.clone();
+        }
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+            .session_name("dx-macsec-operator")
+            .region(region.clone())
+            .configure(&self.base)
+            .build()
+            .await;
+        let shared = SharedCredentialsProvider::new(provider);
+        roles.insert(role.to_string(), shared.clone());
+        shared
     }
 }
 
@@ -178,6 +198,8 @@ pub struct SdkDirectConnect {
     /// Interconnects the last full read found: a read of one of them alone asks
     /// DescribeInterconnects first.
     interconnects: Mutex<HashSet<String>>,
+    /// Why the last full read could not list interconnects.
+    unlisted: Mutex<Option<AwsError>>,
 }
 
 impl SdkDirectConnect {
@@ -194,6 +216,7 @@ impl SdkDirectConnect {
             client,
             account,
             interconnects: Mutex::new(HashSet::new()),
+            unlisted: Mutex::new(None),
         }
     }
 
@@ -456,9 +479,29 @@ impl DirectConnectApi for SdkDirectConnect {
                     _ => break,
                 }
             }
-            out.extend(self.all_interconnects().await?);
+            // Interconnects are a Partner's: an account without them, an IAM policy from
+            // before they were supported, or an endpoint without the call (moto) must not
+            // stop the connections and LAGs from being managed.
+            let unlisted = match self.all_interconnects().await {
+                Ok(interconnects) => {
+                    out.extend(interconnects);
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "interconnects could not be listed; connections and LAGs are managed, DxConnections naming an interconnect report this error");
+                    Some(e)
+                }
+            };
+            *self.unlisted.lock().unwrap_or_else(|e| e.into_inner()) = unlisted;
             Ok(out)
         })
+    }
+
+    fn interconnects_unlisted(&self) -> Option<AwsError> {
+        self.unlisted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn describe_one<'a>(
@@ -653,5 +696,47 @@ impl SecretsApi for SdkSecrets {
                     .map(|(id, _)| id.clone())
             }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A role used in two regions is assumed once for both (the credentials are shared until
+    /// they near expiry), and each region's calls act in the role's account there.
+    #[tokio::test]
+    async fn a_role_is_assumed_once_for_all_its_regions() {
+        let role = "arn:aws:iam::222222222222:role/dx";
+        let seed = format!(
+            "accounts:\n  - {{ account: \"222222222222\", region: us-east-1, connections: [{{ id: dxcon-e1 }}] }}\n  - {{ account: \"222222222222\", region: us-west-2, connections: [{{ id: dxcon-w1 }}] }}\nroles: [\"{role}\"]\n"
+        );
+        let sim = dx_sim::Sim::start(dx_sim::Seed::from_yaml(&seed).unwrap())
+            .await
+            .unwrap();
+        let aws = SdkProvider::for_emulator(&sim.endpoint(), "AKIDSDK").await;
+        for (region, id) in [
+            ("us-east-1", "dxcon-e1"),
+            ("us-west-2", "dxcon-w1"),
+            ("us-east-1", "dxcon-e1"),
+        ] {
+            let scope = Scope {
+                region: region.into(),
+                role_arn: Some(role.into()),
+            };
+            let all = aws
+                .direct_connect(&scope)
+                .await
+                .unwrap()
+                .describe_all()
+                .await
+                .unwrap();
+            assert_eq!(all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [id]);
+            assert_eq!(
+                all[0].arn.as_deref(),
+                Some(format!("arn:aws:directconnect:{region}:222222222222:dxcon/{id}").as_str())
+            );
+        }
+        assert_eq!(sim.shared.counts()["AssumeRole"], 1);
     }
 }
