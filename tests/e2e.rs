@@ -74,8 +74,22 @@ fn seed() -> String {
     s += &format!(
         "interconnects:\n  - {{ id: dxcon-ic000001, macSecCapable: true, router: [\"{CKN_A}\"] }}\n"
     );
+    // A second account, in two regions, reached through a role whose credentials last 20 s.
+    s += "accounts:\n";
+    for (region, id) in [
+        ("us-east-1", "dxcon-xacct001"),
+        ("us-west-2", "dxcon-xwest001"),
+    ] {
+        s += &format!(
+            "  - {{ account: \"222222222222\", region: {region}, delays: {{ associateMs: 500, disassociateMs: 500 }}, connections: [{{ id: {id}, macSecCapable: true, router: [\"{CKN_A}\"] }}] }}\n"
+        );
+    }
+    s += &format!("roles: [\"{ROLE_222}\"]\ncredentialSeconds: 20\n");
     s
 }
+
+/// The role dx-sim lets the operator assume, in account 222222222222.
+const ROLE_222: &str = "arn:aws:iam::222222222222:role/dx-xacct";
 
 struct E2e {
     admin: Client,
@@ -299,6 +313,7 @@ async fn end_to_end() {
     encryption_down_is_not_ready(&e).await;
     lag_with_two_members(&e).await;
     an_interconnect_and_lag_membership_changes(&e).await;
+    roles_reach_two_accounts_and_regions(&e).await;
     monitoring_reads_what_the_operator_exports().await;
     cel_rejects_invalid_objects().await;
     deletion_policies_and_key_protection(&e).await;
@@ -774,6 +789,132 @@ async fn an_interconnect_and_lag_membership_changes(e: &E2e) {
     assert_eq!(
         connection(&state, "dxcon-lagm0004")["portEncryptionStatus"],
         "Encryption Up"
+    );
+}
+
+/// Through DxAccess roles: a connection of account 222222222222 in us-east-1 and one in
+/// us-west-2 converge, every call on them acts in that account and region, and they stay
+/// Ready across resyncs after the role's first credentials (20 s) have expired (renewed, none
+/// used expired). A role STS denies makes its DxConnection AccessDenied naming the role and
+/// the fix, and nothing else.
+async fn roles_reach_two_accounts_and_regions(e: &E2e) {
+    namespace("xacct").await;
+    let access = |name: &str, role: &str| {
+        format!(
+            "apiVersion: dxmacsec.io/v1alpha1\nkind: DxAccess\nmetadata: {{name: {name}}}\nspec: {{namespaces: [xacct], roleArn: '{role}', regions: [us-east-1, us-west-2]}}\n---\n"
+        )
+    };
+    let (ok, _, err) = kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "{}{}",
+            access("xacct-222", ROLE_222),
+            access("xacct-333", "arn:aws:iam::333333333333:role/dx-xacct")
+        )),
+    )
+    .await;
+    assert!(ok, "{err}");
+    apply(
+        "xacct",
+        &format!(
+            "{}{}{}{}",
+            key_manifest("k-a", CKN_A, CAK_A),
+            dxc_manifest(
+                "east",
+                "dxcon-xacct001",
+                "must_encrypt",
+                &["k-a"],
+                ", accessRef: {name: xacct-222}"
+            ),
+            dxc_manifest(
+                "west",
+                "dxcon-xwest001",
+                "must_encrypt",
+                &["k-a"],
+                ", region: us-west-2, accessRef: {name: xacct-222}"
+            ),
+            dxc_manifest(
+                "denied",
+                "dxcon-xdeny001",
+                "must_encrypt",
+                &["k-a"],
+                ", accessRef: {name: xacct-333}"
+            ),
+        ),
+    )
+    .await;
+    wait_ready("xacct", "east").await;
+    wait_ready("xacct", "west").await;
+    wait_for("denied AccessDenied", Duration::from_secs(30), || async {
+        ready_condition(e, "xacct", "denied")
+            .await
+            .is_some_and(|(_, reason, _)| reason == "AccessDenied")
+    })
+    .await;
+    let (_, _, message) = ready_condition(e, "xacct", "denied").await.unwrap();
+    assert!(
+        message.contains("sts:AssumeRole")
+            && message.contains("arn:aws:iam::333333333333:role/dx-xacct")
+            && message.contains("trust policy"),
+        "{message}"
+    );
+    // Past the first credentials' lifetime, with resyncs (6 s) in between.
+    tokio::time::sleep(Duration::from_secs(22)).await;
+    for name in ["east", "west"] {
+        let (status, reason, _) = ready_condition(e, "xacct", name).await.unwrap();
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "Converged"),
+            "{name}"
+        );
+    }
+    let calls = e.calls();
+    for (target, region) in [
+        ("dxcon-xacct001", "us-east-1"),
+        ("dxcon-xwest001", "us-west-2"),
+    ] {
+        let on: Vec<_> = calls
+            .iter()
+            .filter(|c| c.target.as_deref() == Some(target))
+            .collect();
+        assert!(
+            on.iter().any(|c| c.operation == "AssociateMacSecKey"),
+            "{on:?}"
+        );
+        for c in on {
+            assert_eq!(
+                (c.account.as_str(), c.region.as_str()),
+                ("222222222222", region),
+                "{c:?}"
+            );
+        }
+    }
+    let expired: Vec<_> = calls
+        .iter()
+        .filter(|c| c.outcome == "ExpiredTokenException")
+        .collect();
+    assert!(
+        expired.is_empty(),
+        "calls with expired credentials: {expired:?}"
+    );
+    let assumed = calls
+        .iter()
+        .filter(|c| {
+            c.operation == "AssumeRole"
+                && c.target.as_deref() == Some(ROLE_222)
+                && c.outcome == "ok"
+        })
+        .count();
+    // One provider serves the role in both regions: assumed once, then renewed ahead of
+    // each expiry.
+    assert!(
+        assumed >= 2,
+        "the role's credentials were never renewed: {assumed} AssumeRole"
+    );
+    let (account, region) = ("222222222222", "us-west-2");
+    assert_eq!(
+        connection(&e.sim.shared.state_of(account, region), "dxcon-xwest001")["encryptionMode"],
+        "must_encrypt"
     );
 }
 
@@ -1459,8 +1600,11 @@ async fn two_replicas_act_one_at_a_time(e: &mut E2e) {
     .await;
     wait_ready("leader", "l1").await;
     tokio::time::sleep(Duration::from_secs(8)).await; // a resync with both replicas up
+    // Calls through a DxAccess role carry the role's temporary key (ASIA…); the replica that
+    // made them is the one that called AssumeRole with its own key.
     let callers: std::collections::BTreeSet<String> = e.calls()[since..]
         .iter()
+        .filter(|c| !c.caller.starts_with("ASIA"))
         .map(|c| c.caller.clone())
         .collect();
     assert_eq!(
@@ -1484,6 +1628,7 @@ async fn two_replicas_act_one_at_a_time(e: &mut E2e) {
     wait_ready("leader", "l2").await;
     let callers: Vec<String> = e.calls()[handover..]
         .iter()
+        .filter(|c| !c.caller.starts_with("ASIA"))
         .map(|c| c.caller.clone())
         .collect();
     assert!(

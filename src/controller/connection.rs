@@ -76,6 +76,55 @@ async fn publish_events(
     }
 }
 
+/// Key material, the desired state and one engine pass: what a reconcile does once AWS has
+/// not refused the scope.
+async fn pass(
+    dxc: &DxConnection,
+    ctx: &Context,
+    ns: &str,
+    scope: &crate::aws::Scope,
+    access: &crate::access::Access,
+) -> PassOutcome {
+    let secrets = KubeSecrets(ctx.client.clone());
+    let mut desired = desired::desired(
+        dxc,
+        |name| ctx.find_key(ns, name),
+        |ckn| ctx.engine.cache.managed_secret_arn(scope, ckn),
+        &secrets,
+        ctx.engine.aws.as_ref(),
+        scope,
+    )
+    .await;
+    desired.conflict_with = conflict_owner(dxc, scope, &ctx.all_connections(), access);
+    desired.owner = Some(desired::owner_tag(&ctx.settings.cluster_name, dxc));
+    // Only within a guard window, and only where the last pass saw what a rollback needs
+    // (keys wanted, the port encrypting and not Encryption Up): the MacSecKeys that may
+    // hold the removed keys, read for a rollback by CKN/CAK should the managed secret be
+    // gone. A rollback goes by the managed secret first, so while the port stays up (the
+    // usual case) the window reads no Secret.
+    let removed = desired::removed_ckns(dxc);
+    if !removed.is_empty() && may_roll_back(dxc) {
+        let outgoing = ctx.keys_in(ns, |k| {
+            k.status
+                .as_ref()
+                .and_then(|s| s.ckn.as_ref())
+                .is_some_and(|c| removed.contains(c))
+        });
+        desired.restorable =
+            desired::restorable(&removed, outgoing, &secrets, ctx.engine.aws.as_ref(), scope).await;
+    }
+
+    ctx.engine
+        .pass(
+            scope,
+            &desired,
+            &prior_of(dxc),
+            Timestamp::now(),
+            Mode::Execute,
+        )
+        .await
+}
+
 /// Removes this DxConnection's owner tag from the resource, if it carries it.
 async fn release(
     api: &dyn crate::aws::DirectConnectApi,
@@ -124,53 +173,18 @@ impl Reconciled for DxConnection {
                 return Ok(ctx.requeue(Requeue::Resync));
             }
         };
-        let secrets = KubeSecrets(ctx.client.clone());
-        let mut desired = desired::desired(
-            dxc,
-            |name| ctx.find_key(&ns, name),
-            |ckn| ctx.engine.cache.managed_secret_arn(&scope, ckn),
-            &secrets,
-            ctx.engine.aws.as_ref(),
-            &scope,
-        )
-        .await;
-        desired.conflict_with = conflict_owner(dxc, &scope, &ctx.all_connections(), &access);
-        desired.owner = Some(desired::owner_tag(&ctx.settings.cluster_name, dxc));
-        // Only within a guard window, and only where the last pass saw what a rollback needs
-        // (keys wanted, the port encrypting and not Encryption Up): the MacSecKeys that may
-        // hold the removed keys, read for a rollback by CKN/CAK should the managed secret be
-        // gone. A rollback goes by the managed secret first, so while the port stays up (the
-        // usual case) the window reads no Secret.
-        let removed = desired::removed_ckns(dxc);
-        if !removed.is_empty() && may_roll_back(dxc) {
-            let outgoing = ctx.keys_in(&ns, |k| {
-                k.status
-                    .as_ref()
-                    .and_then(|s| s.ckn.as_ref())
-                    .is_some_and(|c| removed.contains(c))
-            });
-            desired.restorable = desired::restorable(
-                &removed,
-                outgoing,
-                &secrets,
-                ctx.engine.aws.as_ref(),
-                &scope,
-            )
-            .await;
-        }
-
-        let now = Timestamp::now();
-        let result = ctx
-            .engine
-            .pass(&scope, &desired, &prior_of(dxc), now, Mode::Execute)
-            .await;
+        let result = match ctx.engine.refused(&scope, &dxc.spec.connection_id).await {
+            Some(refusal) => PassOutcome::Unread(refusal),
+            None => pass(dxc, ctx, &ns, &scope, &access).await,
+        };
         if let PassOutcome::Deferred(wait) = result {
             // Nothing was read, decided or done: the status stays as it is.
             return Ok(ctx.requeue(Requeue::After(wait)));
         }
+        let now = Timestamp::now();
         let status =
             dxconnection_status(dxc.status.as_ref(), &result, dxc.metadata.generation, now);
-        if status_changed(dxc.status.as_ref(), &status, ctx.settings.resync / 2) {
+        if status_changed(dxc.status.as_ref(), &status) {
             write_status(ctx, dxc, &status).await?;
         }
         let ready = result.ready();

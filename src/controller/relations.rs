@@ -70,28 +70,16 @@ pub(crate) fn blocked_status(
     status
 }
 
-/// Whether a status is worth writing. Every write is a watch event that reconciles the object
-/// again, so a status that differs only in `lastSyncTime` is written only when the stored one
-/// is older than `max_sync_age`; otherwise each reconcile would trigger the next.
-pub(crate) fn status_changed(
-    old: Option<&DxConnectionStatus>,
-    new: &DxConnectionStatus,
-    max_sync_age: std::time::Duration,
-) -> bool {
+/// Whether a status is worth writing: only when something other than `lastSyncTime` changed.
+/// Every write is a watch event that reconciles the object again and costs the API server a
+/// request, so a steady state writes nothing at all (the reconcile metrics show each resync).
+pub(crate) fn status_changed(old: Option<&DxConnectionStatus>, new: &DxConnectionStatus) -> bool {
     let Some(old) = old else {
         return true;
     };
-    let sync_old = old
-        .last_sync_time
-        .as_deref()
-        .and_then(|t| t.parse::<Timestamp>().ok())
-        .is_none_or(|t| {
-            Timestamp::now().duration_since(t)
-                > jiff::SignedDuration::try_from(max_sync_age).unwrap_or_default()
-        });
-    let mut without_sync = old.clone();
-    without_sync.last_sync_time = new.last_sync_time.clone();
-    without_sync != *new || sync_old
+    let mut same_sync = old.clone();
+    same_sync.last_sync_time = new.last_sync_time.clone();
+    same_sync != *new
 }
 
 /// `namespace/name`-free names of the DxConnections in the key's namespace that list it.

@@ -896,8 +896,9 @@ fn validated_key() -> MacSecKey {
 }
 
 /// Once its MacSecKey has validated the key and the connection's scope shows the key's
-/// managed secret, a DxConnection's resync reads no Secret: only an association by CKN/CAK
-/// needs the CAK. The first pass (the managed secret not seen yet) reads it.
+/// managed secret, a DxConnection reads no Secret: only an association by CKN/CAK needs the
+/// CAK. AWS is read before the key material, so even the first pass after a start, on a
+/// connection that already carries the key, reads none; neither does a resync.
 #[tokio::test]
 async fn a_resync_reads_no_secret_once_the_managed_secret_is_known() {
     let seed = format!(
@@ -910,13 +911,13 @@ async fn a_resync_reads_no_secret_once_the_managed_secret_is_known() {
     );
     let mut h = harness(&seed, vec![d.clone()], vec![validated_key()]).await;
     let (result, bodies) = h
-        .reconcile(d.clone(), read_secret_write_status(&d, 1))
+        .reconcile(d.clone(), vec![status_patch(&d), expect("POST", EVENTS)])
         .await;
     result.unwrap();
-    assert_eq!(condition(&bodies[1], "Ready")["status"], "True");
-    assert_eq!(bodies[2]["reason"], "Converged");
+    assert_eq!(condition(&bodies[0], "Ready")["status"], "True");
+    assert_eq!(bodies[1]["reason"], "Converged");
     let mut resynced = d.clone();
-    resynced.status = Some(serde_json::from_value(bodies[1]["status"].clone()).unwrap());
+    resynced.status = Some(serde_json::from_value(bodies[0]["status"].clone()).unwrap());
     // No request at all: no Secret read, nothing to write.
     let (result, _) = h.reconcile(resynced, vec![]).await;
     result.unwrap();
@@ -1048,41 +1049,22 @@ async fn an_expired_lease_is_taken_over() {
     assert_eq!(bodies[1]["spec"]["leaseTransitions"], 1);
 }
 
-/// A status that differs only in lastSyncTime is not written again while the stored one is
-/// recent (each write would trigger the next reconcile); any other difference is written.
+/// A status that differs only in lastSyncTime is never written again (each write would
+/// trigger the next reconcile and cost the API server a request); any other difference is.
 #[test]
 fn status_is_written_only_when_it_changed() {
     let now = jiff::Timestamp::now();
-    let recent = DxConnectionStatus {
-        last_sync_time: Some(now.to_string()),
+    let old = DxConnectionStatus {
+        last_sync_time: Some((now - jiff::SignedDuration::from_secs(86_400)).to_string()),
         encryption_mode: Some("must_encrypt".into()),
         ..DxConnectionStatus::default()
     };
-    let mut next = recent.clone();
-    next.last_sync_time = Some((now + jiff::SignedDuration::from_secs(1)).to_string());
-    assert!(!relations::status_changed(
-        Some(&recent),
-        &next,
-        Duration::from_secs(150)
-    ));
+    let mut next = old.clone();
+    next.last_sync_time = Some(now.to_string());
+    assert!(!relations::status_changed(Some(&old), &next));
     next.encryption_mode = Some("should_encrypt".into());
-    assert!(relations::status_changed(
-        Some(&recent),
-        &next,
-        Duration::from_secs(150)
-    ));
-    let mut old = recent.clone();
-    old.last_sync_time = Some((now - jiff::SignedDuration::from_secs(600)).to_string());
-    assert!(relations::status_changed(
-        Some(&old),
-        &recent,
-        Duration::from_secs(150)
-    ));
-    assert!(relations::status_changed(
-        None,
-        &recent,
-        Duration::from_secs(150)
-    ));
+    assert!(relations::status_changed(Some(&old), &next));
+    assert!(relations::status_changed(None, &old));
 }
 
 /// Seconds until the requeue of an Action (its Debug shows `requeue_after: Some(12.3s)`).
@@ -1159,4 +1141,37 @@ fn every_error_reason_is_known_to_the_metrics() {
     for e in errors {
         assert!(Error::REASONS.contains(&e.reason()), "{}", e.reason());
     }
+}
+
+/// AWS refuses the caller outright (access denied on the scope's Describe): the reconcile
+/// says AccessDenied naming the IAM action, and reads no Secret (the key could not be used).
+#[tokio::test]
+async fn a_scope_aws_refuses_reads_no_key_material() {
+    let d = dxc(
+        "c1",
+        0,
+        spec("dxcon-c1", Some(EncryptionMode::MustEncrypt), &["k1"]),
+    );
+    let mut h = harness(SEED, vec![d.clone()], vec![validated_key()]).await;
+    h.sim.shared.add_fault(dx_sim::Fault {
+        operation: "*".into(),
+        error: Some("AccessDeniedException".into()),
+        message: None,
+        count: None,
+        rate: None,
+        latency_ms: 0,
+    });
+    let (result, bodies) = h
+        .reconcile(d.clone(), vec![status_patch(&d), expect("POST", EVENTS)])
+        .await;
+    result.unwrap();
+    let ready = condition(&bodies[0], "Ready");
+    assert_eq!(ready["reason"], "AccessDenied");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("directconnect:DescribeConnections"),
+        "{ready}"
+    );
 }

@@ -308,7 +308,9 @@ pub struct DxConnectionStatus {
     /// What the next step does (or would do, under `ObserveOnly`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub planned_actions: Vec<String>,
-    /// When AWS was last read (RFC 3339).
+    /// When AWS was read for the last status that changed (RFC 3339). A steady state writes
+    /// no status, so this can be older than the resync period; the operator's reconcile
+    /// metrics show each resync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<String>,
 }
