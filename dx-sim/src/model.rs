@@ -1131,9 +1131,28 @@ impl Account {
     }
 
     pub fn create_connection(&mut self, req: &Value) -> OpResult {
+        let c = self.create_port(req, "connectionName", "Connection")?;
+        Ok(self.connection_json(&c))
+    }
+
+    /// CreateInterconnect: a Partner's port, `requestMACSec` as for a connection.
+    pub fn create_interconnect(&mut self, req: &Value) -> OpResult {
+        let c = self.create_port(req, "interconnectName", "Interconnect")?;
+        Ok(self.interconnect_json(&c))
+    }
+
+    /// A new dedicated port (`what`: Connection or Interconnect), `requested` until the
+    /// cross-connect is made; MACsec only at 10, 100 and 400 Gbps where the location offers
+    /// it, and only into a LAG that has MACsec too.
+    fn create_port(
+        &mut self,
+        req: &Value,
+        name_field: &str,
+        what: &str,
+    ) -> Result<Connection, AwsError> {
         let location = required(req, "location")?.to_string();
         let bandwidth = required(req, "bandwidth")?.to_string();
-        let name = required(req, "connectionName")?.to_string();
+        let name = required(req, name_field)?.to_string();
         let macsec = req
             .get("requestMACSec")
             .and_then(Value::as_bool)
@@ -1149,7 +1168,7 @@ impl Account {
             let l = self.lag(lag)?;
             if l.mac_sec_capable != macsec {
                 return Err(client(format!(
-                    "Connection {name} and lag should be requested MacSec at the same time"
+                    "{what} {name} and lag should be requested MacSec at the same time"
                 )));
             }
         }
@@ -1157,44 +1176,11 @@ impl Account {
         let mut c = Connection::new(&id, &location, &bandwidth, "requested", macsec);
         c.name = name;
         c.lag_id = lag_id;
+        c.interconnect = what == "Interconnect";
+        c.partner = c.interconnect;
         self.routers.insert(id.clone(), BTreeSet::new());
         self.connections.insert(id, c.clone());
-        Ok(self.connection_json(&c))
-    }
-
-    /// CreateInterconnect: a Partner's port, `requestMACSec` as for a connection.
-    pub fn create_interconnect(&mut self, req: &Value) -> OpResult {
-        let location = required(req, "location")?.to_string();
-        let bandwidth = required(req, "bandwidth")?.to_string();
-        let name = required(req, "interconnectName")?.to_string();
-        let macsec = req
-            .get("requestMACSec")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if macsec && !matches!(bandwidth.as_str(), "10Gbps" | "100Gbps" | "400Gbps") {
-            return Err(client(format!(
-                "MACsec is only available on 10, 100 and 400 Gbps interconnects, not {bandwidth}"
-            )));
-        }
-        self.check_location(&location, &bandwidth, macsec)?;
-        let lag_id = str_field(req, "lagId").map(str::to_string);
-        if let Some(lag) = &lag_id {
-            let l = self.lag(lag)?;
-            if l.mac_sec_capable != macsec {
-                return Err(client(format!(
-                    "Interconnect {name} and lag should be requested MacSec at the same time"
-                )));
-            }
-        }
-        let id = random_id("dxcon");
-        let mut c = Connection::new(&id, &location, &bandwidth, "requested", macsec);
-        c.name = name;
-        c.lag_id = lag_id;
-        c.interconnect = true;
-        c.partner = true;
-        self.routers.insert(id.clone(), BTreeSet::new());
-        self.connections.insert(id, c.clone());
-        Ok(self.interconnect_json(&c))
+        Ok(c)
     }
 
     pub fn create_lag(&mut self, req: &Value) -> OpResult {
