@@ -138,11 +138,11 @@ def run_one(n, rate, workdir):
         sim.wait()
 
 
-def run_sizes(run_one, default_out):
-    """Command line shared by both benchmarks: runs run_one(n, rate, workdir) per size and
+def run_sizes(run_one, default_out, default_sizes="10,100,1000"):
+    """Command line shared by the benchmarks: runs run_one(n, rate, workdir) per size and
     writes the results as JSON for bench/report.py."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--sizes", default=default_sizes)
     parser.add_argument("--rate", type=float, default=100)
     parser.add_argument("--out", default=str(ROOT / "target" / default_out))
     args = parser.parse_args()

@@ -36,11 +36,61 @@ def proc_figures(pid):
     return round(hwm, 1), round(cpu, 2)
 
 
+# Verbs that change something on the API server.
+WRITES = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
+
+
+def api_requests():
+    """apiserver_request_total by (verb, resource[/subresource]) from the harness's
+    kube-apiserver, summed over codes and scopes."""
+    out = kubectl("get", "--raw", "/metrics").stdout
+    totals = {}
+    for line in out.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels_text, value = line[len("apiserver_request_total{"):].rsplit("} ", 1)
+        labels = dict(part.split("=", 1) for part in labels_text.split('",') if "=" in part)
+        labels = {k: v.strip('"') for k, v in labels.items()}
+        resource = labels.get("resource", "")
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        key = (labels.get("verb", ""), resource)
+        totals[key] = totals.get(key, 0) + float(value)
+    return totals
+
+
+# What the operator reads or writes (leases only with leader election, which the benchmark
+# turns off: the Lease writes the API server serves meanwhile are its own identity Lease,
+# renewed every 10 s, and are left out).
+OPERATOR_RESOURCES = {"dxconnections", "macseckeys", "dxaccesses", "secrets", "events"}
+
+
+def api_share(before, after):
+    """The requests on the operator's resources between two api_requests() readings, by
+    "VERB resource[/subresource]"."""
+    share = {}
+    for key, value in after.items():
+        moved = value - before.get(key, 0)
+        if moved >= 1 and key[1].split("/")[0] in OPERATOR_RESOURCES:
+            share[f"{key[0]} {key[1]}"] = int(moved)
+    return dict(sorted(share.items()))
+
+
 def converged(endpoint, ids):
     state = get(endpoint, "/_sim/state")
     modes = {c["connectionId"]: c.get("encryptionMode") for c in state["connections"]}
     modes.update({l["lagId"]: l.get("encryptionMode") for l in state["lags"]})
     return all(modes.get(i) == "must_encrypt" for i in ids)
+
+
+def grant_secret_watch():
+    """Applies the chart's RBAC as rendered with watchSecrets: true (list and watch on
+    Secrets) over the harness's default one; the Deployment is left out."""
+    rendered = subprocess.run(
+        [os.environ["E2E_PYTHON"], "tests/chart/render.py", "--namespace", "dx-macsec-operator",
+         "--values", '{"watchSecrets": true}', "--skip-kind", "Deployment"],
+        capture_output=True, text=True, check=True).stdout
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=rendered)
 
 
 def run_one(n, rate, workdir):
@@ -53,6 +103,7 @@ def run_one(n, rate, workdir):
     manifest_file.write_text(text.replace("namespace: bench", f"namespace: {ns}"))
     ids = [f"dxcon-gen{i:05}" for i in range(n)] + [f"dxlag-gen{i:05}" for i in range(lags)]
 
+    grant_secret_watch()
     sim = subprocess.Popen([str(SIM), "--seed", str(seed_file), "--listen", "127.0.0.1:0"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     endpoint = sim.stdout.readline().strip().rsplit(" ", 1)[-1]
@@ -60,7 +111,11 @@ def run_one(n, rate, workdir):
     env = dict(os.environ, KUBECONFIG=os.environ["E2E_OPERATOR_KUBECONFIG"], AWS_ACCESS_KEY_ID="bench",
                AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
                AWS_ENDPOINT_URL=endpoint, DXM_RESYNC=f"{RESYNC_S}s", DXM_REQUEUE="2s",
-               DXM_OBSERVATION_MAX_AGE=f"{RESYNC_S}s", DXM_LEADER_ELECTION="false", DXM_LOG_LEVEL="warn")
+               DXM_OBSERVATION_MAX_AGE=f"{RESYNC_S}s", DXM_LEADER_ELECTION="false", DXM_LOG_LEVEL="warn",
+               # The chart's watchSecrets: true (list/watch on Secrets), so that a steady
+               # resync can read no Secret; without it each MacSecKey reads its Secret once
+               # per resync.
+               DXM_WATCH_SECRETS="true")
     log = open(workdir / f"operator-{n}.log", "w")
     op = subprocess.Popen([str(OPERATOR), "run", "--http-addr", "127.0.0.1:0"], env=env,
                           stdout=subprocess.DEVNULL, stderr=log)
@@ -79,10 +134,13 @@ def run_one(n, rate, workdir):
         mutating = [c for c in ok if c["operation"] in MUTATING]
         throttled = sum(1 for c in calls if c["outcome"] == "ThrottlingException")
 
-        # Steady state: the Describe calls of one resync window, once everything settled.
-        time.sleep(5)
+        # Steady state: the Describe calls and the API server's requests of one resync
+        # window, once everything settled (statuses written, finalizers added).
+        time.sleep(RESYNC_S / 2)
         before = len(get(endpoint, "/_sim/calls")["calls"])
+        api_before = api_requests()
         time.sleep(RESYNC_S + 5)
+        share = api_share(api_before, api_requests())
         window = get(endpoint, "/_sim/calls")["calls"][before:]
         resync_describes = sum(1 for c in window if c["operation"].startswith("Describe"))
         resync_mutations = sum(1 for c in window if c["operation"] in MUTATING)
@@ -109,6 +167,9 @@ def run_one(n, rate, workdir):
             "resync_describes": resync_describes, "resync_describes_per_n": round(resync_describes / resources, 4),
             "resync_mutations": resync_mutations,
             "peak_rss_mib": rss, "cpu_s": cpu, "change_to_call_ms": latency_ms,
+            "resync_api": share,
+            "resync_api_writes": sum(v for k, v in share.items() if k.split()[0] in WRITES),
+            "resync_secret_reads": sum(v for k, v in share.items() if k.split()[1] == "secrets"),
         }
     finally:
         teardown(ns, op, sim)

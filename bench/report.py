@@ -43,7 +43,7 @@ def main():
         "  N = 1,000.",
         "- Describes per resync: Describe calls of one steady-state pass over every resource (plan for",
         "  apply; one resync period of the controller). Pages needed: (connections + LAG members) / 100",
-        "  plus LAGs / 100, rounded up.",
+        "  plus LAGs / 100, rounded up, plus one DescribeInterconnects page (none here).",
         "",
         "## `dx-macsec-operator apply`",
         "",
@@ -63,6 +63,8 @@ def main():
     for r in controller:
         out.append(f"| {r['n']} | {r['resources']} | {r['mutating']} | {r['calls_ok']} | {r['throttled']} | {r['wall_s']} | {r['floor_s']} | "
                    f"{r['time_over_floor']} | {r['resync_describes']} | {r['resync_describes_per_n']} | {r['peak_rss_mib']} | {r['cpu_s']} | {r['change_to_call_ms']} |")
+    out += api_share(controller)
+    out += scope_figures(load("bench-scopes.json"))
     out += ["", "## Targets", "", "Checked against the figures above, at the largest N measured.", "",
             "| target | apply | controller |", "|---|---|---|"]
     for name, check in TARGETS:
@@ -74,6 +76,67 @@ def main():
     out += reliability(load("bench-faults.json"))
     out += HISTORY
     (ROOT / "docs" / "benchmarks.md").write_text("\n".join(out))
+
+
+def api_share(controller):
+    """The API server's requests during one steady-state resync of the controller."""
+    rows = [r for r in controller if "resync_api" in r]
+    if not rows:
+        return []
+    out = [
+        "",
+        "## The API server's share (controller, one steady-state resync)",
+        "",
+        "Requests the harness's kube-apiserver served during one resync window (30 s + 5 s) once",
+        "every resource had converged, by verb and resource, from its `apiserver_request_total`",
+        "(the operator's watches stay open and are not requests of the window). The operator runs",
+        "with the chart's `watchSecrets: true`; without it each MacSecKey reads its Secret once a",
+        "resync. Counted: DxConnections, MacSecKeys, DxAccesses, Secrets and Events. Leader",
+        "election is off (with it, the operator renews its Lease every few seconds); the Lease",
+        "writes of the API server's own identity (every 10 s) are not the operator's.",
+        "",
+        "| N | resources | writes | Secret reads | every request |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        every = ", ".join(f"{k}: {v}" for k, v in r["resync_api"].items()) or "none"
+        out.append(f"| {r['n']} | {r['resources']} | {r['resync_api_writes']} | {r['resync_secret_reads']} | {every} |")
+    return out
+
+
+def scope_figures(rows):
+    """bench/scopes_bench.py: the controller over many (account, region) scopes."""
+    if not rows:
+        return []
+    out = [
+        "",
+        "## Accounts and regions (controller, roles through STS)",
+        "",
+        "S scopes ((account, region) pairs): S / 2 accounts, each a role the operator assumes, in",
+        "us-east-1 and us-west-2; 10 connections per scope converged to must_encrypt, then one",
+        "steady resync window and one credential lifetime (60 s) measured (bench/scopes_bench.py).",
+        "Targets: one Describe call per kind of resource (connections, LAGs, interconnects) per",
+        "scope per resync, one AssumeRole per role per credential lifetime, under 64 MiB at 100.",
+        "",
+        "| scopes | roles | resources | converge s | Describes per resync | per scope | AssumeRole per lifetime | per role | calls with expired credentials | peak RSS MiB | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(f"| {r['scopes']} | {r['roles']} | {r['resources']} | {r['wall_s']} | {r['resync_describes']} | "
+                   f"{r['describes_per_scope']} | {r['assume_role_per_lifetime']} | {r['assume_role_per_role']} | "
+                   f"{r['expired_calls']} | {r['peak_rss_mib']} | {r['cpu_s']} |")
+    top = max(rows, key=lambda r: r["scopes"])
+    n = top["scopes"]
+    checks = [
+        ("Describes per scope per resync <= 3", top["describes_per_scope"] <= 3, f"{top['describes_per_scope']}"),
+        ("AssumeRole per role per credential lifetime <= 1", top["assume_role_per_role"] <= 1,
+         f"{top['assume_role_per_role']}"),
+        ("no call with expired credentials", top["expired_calls"] == 0, f"{top['expired_calls']}"),
+        ("peak RSS < 64 MiB at 100 scopes", n >= 100 and top["peak_rss_mib"] < 64, f"{top['peak_rss_mib']} MiB"),
+    ]
+    out += ["", f"At {n} scopes:", ""]
+    out += [f"- {name}: {verdict(ok, figure)}" for name, ok, figure in checks]
+    return out
 
 
 def reliability(faults):
@@ -110,8 +173,9 @@ def reliability(faults):
 
 
 def pages(r):
-    """Describe calls of one full refresh: connections (LAG members included) and LAGs, 100 a page."""
-    return -(-(r["n"] + 2 * r["lags"]) // 100) + -(-r["lags"] // 100)
+    """Describe calls of one full refresh: connections (LAG members included), LAGs and
+    interconnects (none in this workload: one empty page), 100 a page."""
+    return -(-(r["n"] + 2 * r["lags"]) // 100) + -(-r["lags"] // 100) + 1
 
 
 def verdict(ok, figure):
@@ -125,6 +189,12 @@ TARGETS = [
      lambda r: verdict(r["n"] >= 1000 and r["time_over_floor"] <= 1.5, f"{r['time_over_floor']}x at N = {r['n']}")),
     ("peak RSS < 64 MiB at N = 1,000",
      lambda r: verdict(r["n"] >= 1000 and r["peak_rss_mib"] < 64, f"{r['peak_rss_mib']} MiB at N = {r['n']}")),
+    ("controller: no API server writes in a steady resync",
+     lambda r: verdict(r["resync_api_writes"] == 0, f"{r['resync_api_writes']} writes at N = {r['n']}")
+     if "resync_api_writes" in r else "not measured"),
+    ("controller: no Secret read in a steady resync (watchSecrets)",
+     lambda r: verdict(r["resync_secret_reads"] == 0, f"{r['resync_secret_reads']} reads at N = {r['n']}")
+     if "resync_secret_reads" in r else "not measured"),
     ("spec change (or start) to first AWS call < 1 s",
      lambda r: verdict((r.get("change_to_call_ms") or r.get("first_call_ms") or 10**9) < 1000,
                        f"{r.get('change_to_call_ms') or r.get('first_call_ms')} ms")),
@@ -157,6 +227,11 @@ HISTORY = [
     "  yet (issue 15). The same lock change took the storm from 283 s to 213 s (debug build).",
     "- `apply` refused a file of more than 1,024 documents (serde-saphyr's default budget), so N =",
     "  1,000 did not run; the limit is now 100,000 documents a file.",
+    "- Every DxConnection's status was written again each half resync for `lastSyncTime` alone:",
+    "  1,100 patches a resync at N = 1,000, each a watch event and another reconcile. A status is",
+    "  now written only when something else changed: 1.28x, 68.7 MiB, CPU 16.8 s, a spec change",
+    "  to its first AWS call in 173 ms, and no write to the API server in a steady resync",
+    "  (measured with the controller bench alone on 2026-12-02). RSS is still over target.",
     "",
 ]
 
