@@ -579,7 +579,6 @@ impl Account {
     }
 
     pub fn connection_json(&self, c: &Connection) -> Value {
-        let (mode, keys) = self.effective(c);
         let mut v = json!({
             "ownerAccount": self.account,
             "connectionId": c.id,
@@ -599,6 +598,14 @@ impl Account {
         if c.partner {
             v["partnerName"] = json!("dx-sim partner");
         }
+        self.port_fields(c, &mut v);
+        v
+    }
+
+    /// What a connection and an interconnect answer alike: the LAG, and the MACsec fields
+    /// (its LAG's keys and mode for a member).
+    fn port_fields(&self, c: &Connection, v: &mut Value) {
+        let (mode, keys) = self.effective(c);
         let obj = v.as_object_mut().expect("a JSON object");
         if let Some(lag) = &c.lag_id {
             obj.insert("lagId".into(), json!(lag));
@@ -608,13 +615,11 @@ impl Account {
             obj.insert("portEncryptionStatus".into(), json!(self.port_status(c)));
             obj.insert("macSecKeys".into(), Self::keys_json(&keys));
         }
-        v
     }
 
     /// An interconnect as DescribeInterconnects shows it: the `Interconnect` shape, which
     /// has no `ownerAccount`.
     pub fn interconnect_json(&self, c: &Connection) -> Value {
-        let (mode, keys) = self.effective(c);
         let mut v = json!({
             "interconnectId": c.id,
             "interconnectName": c.name,
@@ -630,15 +635,7 @@ impl Account {
             "tags": self.tags_json(&c.id),
             "macSecCapable": c.mac_sec_capable,
         });
-        let obj = v.as_object_mut().expect("a JSON object");
-        if let Some(lag) = &c.lag_id {
-            obj.insert("lagId".into(), json!(lag));
-        }
-        if c.mac_sec_capable {
-            obj.insert("encryptionMode".into(), json!(mode));
-            obj.insert("portEncryptionStatus".into(), json!(self.port_status(c)));
-            obj.insert("macSecKeys".into(), Self::keys_json(&keys));
-        }
+        self.port_fields(c, &mut v);
         v
     }
 
