@@ -1180,14 +1180,16 @@ lags:
     )
 }
 
-/// The interconnect, the LAG and member dxcon-m2 (whose DxConnection `m2` has `m2_extra`),
-/// all must_encrypt with key `k-a`.
+/// Member dxcon-m2 (whose DxConnection `m2` has `m2_extra`), the interconnect and the LAG,
+/// all must_encrypt with key `k-a`. `apply` passes over them in this order, so m2 has been
+/// looked at before the LAG's first call.
 fn partner_manifests(m2_extra: &str) -> String {
     format!(
-        "{}{}{}",
-        must_encrypt_with_key_a("ic", "dxcon-ic1", CKN_A, CAK_A),
-        dxc_manifest("core", "dxlag-l1", "must_encrypt", &["k-a"], ""),
+        "{}{}{}{}",
+        key_manifest("k-a", CKN_A, CAK_A),
         dxc_manifest("m2", "dxcon-m2", "must_encrypt", &["k-a"], m2_extra),
+        dxc_manifest("ic", "dxcon-ic1", "must_encrypt", &["k-a"], ""),
+        dxc_manifest("core", "dxlag-l1", "must_encrypt", &["k-a"], ""),
     )
 }
 
