@@ -698,6 +698,18 @@ impl Account {
         Ok((start, (start + max).min(total)))
     }
 
+    /// The page of `all` that `maxResults`/`nextToken` ask for, under `field`, with the
+    /// token of the next page when there is one.
+    fn paged<T>(req: &Value, field: &str, all: &[T], to_json: impl Fn(&T) -> Value) -> OpResult {
+        let (start, end) = Self::page(req, all.len())?;
+        let items: Vec<Value> = all[start..end].iter().map(to_json).collect();
+        let mut out = json!({ field: items });
+        if let t @ Value::String(_) = Self::next_token(end, all.len()) {
+            out["nextToken"] = t;
+        }
+        Ok(out)
+    }
+
     fn next_token(end: usize, total: usize) -> Value {
         if end < total {
             json!(format!("dxsim-page-{end}"))
@@ -811,16 +823,7 @@ impl Account {
             .values()
             .filter(|c| !c.interconnect)
             .collect();
-        let (start, end) = Self::page(req, all.len())?;
-        let items: Vec<Value> = all[start..end]
-            .iter()
-            .map(|c| self.connection_json(c))
-            .collect();
-        let mut out = json!({"connections": items});
-        if let t @ Value::String(_) = Self::next_token(end, all.len()) {
-            out["nextToken"] = t;
-        }
-        Ok(out)
+        Self::paged(req, "connections", &all, |c| self.connection_json(c))
     }
 
     /// DescribeInterconnects: one by `interconnectId`, or all, paginated like the others.
@@ -838,16 +841,7 @@ impl Account {
             .values()
             .filter(|c| c.interconnect)
             .collect();
-        let (start, end) = Self::page(req, all.len())?;
-        let items: Vec<Value> = all[start..end]
-            .iter()
-            .map(|c| self.interconnect_json(c))
-            .collect();
-        let mut out = json!({"interconnects": items});
-        if let t @ Value::String(_) = Self::next_token(end, all.len()) {
-            out["nextToken"] = t;
-        }
-        Ok(out)
+        Self::paged(req, "interconnects", &all, |c| self.interconnect_json(c))
     }
 
     pub fn describe_lags(&self, req: &Value) -> OpResult {
@@ -856,13 +850,7 @@ impl Account {
             return Ok(json!({"lags": [self.lag_json(l)]}));
         }
         let all: Vec<&Lag> = self.lags.values().collect();
-        let (start, end) = Self::page(req, all.len())?;
-        let items: Vec<Value> = all[start..end].iter().map(|l| self.lag_json(l)).collect();
-        let mut out = json!({"lags": items});
-        if let t @ Value::String(_) = Self::next_token(end, all.len()) {
-            out["nextToken"] = t;
-        }
-        Ok(out)
+        Self::paged(req, "lags", &all, |l| self.lag_json(l))
     }
 
     pub fn describe_locations(&self) -> OpResult {
