@@ -138,12 +138,12 @@ def run_one(n, rate, workdir):
         sim.wait()
 
 
-def run_sizes(run_one, default_out, default_sizes="10,100,1000"):
+def run_sizes(run_one, default_out, default_sizes="10,100,1000", default_rate=100):
     """Command line shared by the benchmarks: runs run_one(n, rate, workdir) per size and
     writes the results as JSON for bench/report.py."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default=default_sizes)
-    parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--rate", type=float, default=default_rate)
     parser.add_argument("--out", default=str(ROOT / "target" / default_out))
     args = parser.parse_args()
     results = []

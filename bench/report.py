@@ -1,4 +1,4 @@
-"""Writes docs/benchmarks.md from the JSON results of apply_bench.py and controller_bench.py."""
+"""Writes docs/benchmarks.md from the JSON results of the benchmarks in bench/ (target/bench-*.json)."""
 
 import datetime
 import json
@@ -65,6 +65,7 @@ def main():
                    f"{r['time_over_floor']} | {r['resync_describes']} | {r['resync_describes_per_n']} | {r['peak_rss_mib']} | {r['cpu_s']} | {r['change_to_call_ms']} |")
     out += api_share(controller)
     out += scope_figures(load("bench-scopes.json"))
+    out += handover(load("bench-handover.json"))
     out += ["", "## Targets", "", "Checked against the figures above, at the largest N measured.", "",
             "| target | apply | controller |", "|---|---|---|"]
     for name, check in TARGETS:
@@ -135,6 +136,44 @@ def scope_figures(rows):
         ("peak RSS < 64 MiB at 100 scopes", n >= 100 and top["peak_rss_mib"] < 64, f"{top['peak_rss_mib']} MiB"),
     ]
     out += ["", f"At {n} scopes:", ""]
+    out += [f"- {name}: {verdict(ok, figure)}" for name, ok, figure in checks]
+    return out
+
+
+def handover(rows):
+    """bench/handover_bench.py: how long resources wait when the leader goes."""
+    if not rows:
+        return []
+    out = [
+        "",
+        "## Hand-over between replicas (controller, leader election)",
+        "",
+        f"Two replicas (Lease {rows[0]['lease_s']} s, renewed every {rows[0]['renew_s']} s) converge N + N/10 DxConnections at",
+        f"R = {rows[0]['rate']:g} calls/s, so that the work outlasts every hand-over. The leader is killed",
+        "(SIGKILL) or stopped (SIGTERM) three times each, 3 s after its first mutating call, and a",
+        "fresh standby is started after each hand-over."
+        "(bench/handover_bench.py). Times are from the kill or the signal; dx-sim's call log says",
+        "which replica made each call.",
+        "",
+        "| N | resources | hand-overs | killed: to the standby's first call, max s | stopped: to exit (Lease released), max s | stopped: to the standby's first call, max s | Leases released | calls by a standby before it led | calls by an old leader after the new one's first | converge s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        stops = sum(1 for t in r["trials"] if t["kind"] == "stop")
+        out.append(f"| {r['n']} | {r['resources']} | {len(r['trials'])} | {r['kill_to_first_call_max_s']} | "
+                   f"{r['stop_exit_max_s']} | {r['stop_to_first_call_max_s']} | {r['leases_released']} of {stops} | "
+                   f"{r['standby_calls']} | {r['overlapping_calls']} | {r['converge_s']} |")
+    r = max(rows, key=lambda r: r["n"])
+    stops = sum(1 for t in r["trials"] if t["kind"] == "stop")
+    checks = [
+        (f"killed leader to the standby's first AWS call < Lease + 2 s ({r['lease_s'] + 2} s)",
+         r["kill_to_first_call_max_s"] < r["lease_s"] + 2, f"{r['kill_to_first_call_max_s']} s"),
+        ("graceful stop releases the Lease in < 3 s",
+         r["stop_exit_max_s"] < 3 and r["leases_released"] == stops, f"{r['stop_exit_max_s']} s"),
+        ("no two replicas act at once", r["overlapping_calls"] == 0 and r["standby_calls"] == 0,
+         f"{r['overlapping_calls'] + r['standby_calls']} calls"),
+    ]
+    out += ["", f"At N = {r['n']}:", ""]
     out += [f"- {name}: {verdict(ok, figure)}" for name, ok, figure in checks]
     return out
 

@@ -48,6 +48,7 @@ fn seed() -> String {
     s += &conn("dxcon-crash001", &with_a);
     s += &conn("dxcon-leader01", "");
     s += &conn("dxcon-leader02", "");
+    s += &conn("dxcon-leader03", "");
     s += &conn("dxcon-cakchg01", "");
     s += &conn("dxcon-prod0001", "");
     s += &conn(
@@ -200,6 +201,41 @@ impl E2e {
             assert!(out.status.success(), "docker rm -f {identity} failed");
         }
         child.kill().await.unwrap();
+    }
+
+    /// Stops a replica as Kubernetes does (SIGTERM) and waits for it to exit; how long that
+    /// took.
+    async fn stop_operator(&mut self, identity: &str) -> Duration {
+        let i = self
+            .operators
+            .iter()
+            .position(|(n, _)| n == identity)
+            .unwrap();
+        let (_, mut child) = self.operators.remove(i);
+        let started = std::time::Instant::now();
+        let out = if std::env::var_os("E2E_OPERATOR_IMAGE").is_some() {
+            // SIGTERM to the container's process, SIGKILL after 30 s (the chart's grace).
+            Command::new("docker")
+                .args(["stop", "-t", "30", identity])
+                .output()
+                .await
+                .unwrap()
+        } else {
+            let pid = child.id().unwrap().to_string();
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .output()
+                .await
+                .unwrap()
+        };
+        assert!(out.status.success(), "cannot stop {identity}: {out:?}");
+        let status = child.wait().await.unwrap();
+        let took = started.elapsed();
+        assert!(
+            std::env::var_os("E2E_OPERATOR_IMAGE").is_some() || status.success(),
+            "{identity} exited with {status} on SIGTERM"
+        );
+        took
     }
 
     fn calls(&self) -> Vec<CallRecord> {
@@ -1583,8 +1619,8 @@ async fn crash_mid_rotation_converges_with_one_association(e: &mut E2e) {
     );
 }
 
-/// Two replicas with leader election: only one calls AWS at any time; when the leader stops,
-/// the other takes over.
+/// Two replicas with leader election: only one calls AWS at any time; when the leader crashes
+/// the other takes over once the Lease expires, and when it is stopped (SIGTERM) at once.
 async fn two_replicas_act_one_at_a_time(e: &mut E2e) {
     e.start_operator("AKIDREPLICA2");
     let since = e.calls().len();
@@ -1634,6 +1670,67 @@ async fn two_replicas_act_one_at_a_time(e: &mut E2e) {
     assert!(
         !callers.is_empty() && callers.iter().all(|c| c == "AKIDREPLICA2"),
         "{callers:?}"
+    );
+
+    // A graceful stop (a rolling update): the leader exits within its 2 s grace for passes
+    // in flight and releases the Lease, so the standby takes over well before the Lease
+    // (15 s) would have expired.
+    e.start_operator("AKIDREPLICA3");
+    tokio::time::sleep(Duration::from_secs(3)).await; // the standby has seen the Lease
+    let stopping = e.calls().len();
+    let started = std::time::Instant::now();
+    let took = e.stop_operator("AKIDREPLICA2").await;
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM to exit took {took:?}"
+    );
+    let (ok, holder, err) = kubectl(
+        &[
+            "get",
+            "lease",
+            "dx-macsec-operator-leader",
+            "-n",
+            "dx-macsec-operator",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_ne!(holder.trim(), "AKIDREPLICA2", "the Lease was not released");
+    apply(
+        "leader",
+        &dxc_manifest("l3", "dxcon-leader03", "should_encrypt", &["k-a"], ""),
+    )
+    .await;
+    wait_ready("leader", "l3").await;
+    let taken_over = started.elapsed();
+    assert!(
+        taken_over < Duration::from_secs(12),
+        "the standby took {taken_over:?} to converge a new resource after the leader's SIGTERM"
+    );
+    let callers: Vec<String> = e.calls()[stopping..]
+        .iter()
+        .filter(|c| !c.caller.starts_with("ASIA"))
+        .map(|c| c.caller.clone())
+        .collect();
+    assert!(
+        callers.iter().any(|c| c == "AKIDREPLICA3")
+            && callers
+                .iter()
+                .all(|c| c == "AKIDREPLICA3" || c == "AKIDREPLICA2"),
+        "{callers:?}"
+    );
+    let last_old = e.calls()[stopping..]
+        .iter()
+        .rposition(|c| c.caller == "AKIDREPLICA2");
+    let first_new = e.calls()[stopping..]
+        .iter()
+        .position(|c| c.caller == "AKIDREPLICA3");
+    assert!(
+        last_old < first_new,
+        "the stopping leader called AWS after the new one started"
     );
 }
 

@@ -38,8 +38,21 @@ pub enum Decision {
     Renew,
     /// Someone else's, released or unchanged for its whole duration: take it over.
     TakeOver,
-    /// Someone else holds it and was seen renewing it recently: wait.
-    Wait { holder: String },
+    /// Someone else holds it and was seen renewing it recently: wait. Unless the record
+    /// changes, it may be taken over after `expires_in`.
+    Wait {
+        holder: String,
+        expires_in: Duration,
+    },
+}
+
+/// The outcome of one attempt to hold the Lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// This replica holds it.
+    Held,
+    /// Another replica does; unless it renews, it may be taken over after `expires_in`.
+    NotHeld { expires_in: Duration },
 }
 
 /// What a follower last saw of the Lease: the record, and when (on its own monotonic
@@ -88,10 +101,9 @@ pub fn decide(
     }
     let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(1) as u64);
     let seen = observed.since.unwrap_or(now);
-    if now.saturating_duration_since(seen) >= duration {
-        Decision::TakeOver
-    } else {
-        Decision::Wait { holder }
+    match duration.checked_sub(now.saturating_duration_since(seen)) {
+        Some(expires_in) if !expires_in.is_zero() => Decision::Wait { holder, expires_in },
+        _ => Decision::TakeOver,
     }
 }
 
@@ -114,13 +126,17 @@ fn spec_for(cfg: &LeaseConfig, previous: Option<&LeaseSpec>, now: Timestamp) -> 
     }
 }
 
-/// One attempt to hold the Lease; true when this replica holds it afterwards. `observed`
-/// carries what this replica saw of the Lease from one attempt to the next.
+/// One attempt to hold the Lease. `observed` carries what this replica saw of the Lease
+/// from one attempt to the next.
 pub async fn try_hold(
     api: &Api<Lease>,
     cfg: &LeaseConfig,
     observed: &mut Observed,
-) -> Result<bool, kube::Error> {
+) -> Result<Attempt, kube::Error> {
+    // Another replica wrote the Lease between our read and our write: it holds it now.
+    let raced = Attempt::NotHeld {
+        expires_in: cfg.lease_duration,
+    };
     // Written into the Lease for people and tools to read; never compared across replicas.
     let now = Timestamp::now();
     let current = api.get_opt(&cfg.name).await?;
@@ -130,7 +146,7 @@ pub async fn try_hold(
         observed,
         Instant::now(),
     ) {
-        Decision::Wait { .. } => Ok(false),
+        Decision::Wait { expires_in, .. } => Ok(Attempt::NotHeld { expires_in }),
         Decision::Create => {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -141,9 +157,9 @@ pub async fn try_hold(
                 spec: Some(spec_for(cfg, None, now)),
             };
             match api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
+                Ok(_) => Ok(Attempt::Held),
                 // Another replica created it first.
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(raced),
                 Err(e) => Err(e),
             }
         }
@@ -152,8 +168,8 @@ pub async fn try_hold(
             lease.spec = Some(spec_for(cfg, lease.spec.as_ref(), now));
             // The resourceVersion from the read makes this a compare-and-swap.
             match api.replace(&cfg.name, &PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Ok(_) => Ok(Attempt::Held),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(raced),
                 Err(e) => Err(e),
             }
         }
@@ -161,9 +177,12 @@ pub async fn try_hold(
 }
 
 /// How often a follower looks at the Lease: often enough to see a renewal soon after it
-/// happens (its expiry is timed from that sight) and to take over soon after expiry.
+/// happens, since its expiry is timed from that sight. A follower also looks at the moment
+/// the Lease expires as it observed it, so it takes over at most this long after the Lease
+/// could be taken over: a crashed leader's resources wait at most the Lease duration plus
+/// this. One GET a second per standby replica.
 fn retry_period(cfg: &LeaseConfig) -> Duration {
-    cfg.renew_every.min(Duration::from_secs(2))
+    cfg.renew_every.min(Duration::from_secs(1))
 }
 
 /// Waits until this replica holds the Lease.
@@ -172,19 +191,22 @@ pub async fn acquire(client: Client, cfg: &LeaseConfig) {
     let mut waiting_logged = false;
     let mut observed = Observed::default();
     loop {
+        let mut next = retry_period(cfg);
         match try_hold(&api, cfg, &mut observed).await {
-            Ok(true) => {
+            Ok(Attempt::Held) => {
                 tracing::info!(lease = %cfg.name, identity = %cfg.identity, "became leader");
                 return;
             }
-            Ok(false) if !waiting_logged => {
-                tracing::info!(lease = %cfg.name, "another replica is leader; standing by");
-                waiting_logged = true;
+            Ok(Attempt::NotHeld { expires_in }) => {
+                if !waiting_logged {
+                    tracing::info!(lease = %cfg.name, "another replica is leader; standing by");
+                    waiting_logged = true;
+                }
+                next = next.min(expires_in);
             }
-            Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read or write the leader Lease"),
         }
-        tokio::time::sleep(retry_period(cfg)).await;
+        tokio::time::sleep(next).await;
     }
 }
 
@@ -202,8 +224,8 @@ pub async fn hold(client: Client, cfg: &LeaseConfig) {
     loop {
         tokio::time::sleep(cfg.renew_every).await;
         match try_hold(&api, cfg, &mut observed).await {
-            Ok(true) => last_renewed = tokio::time::Instant::now(),
-            Ok(false) => {
+            Ok(Attempt::Held) => last_renewed = tokio::time::Instant::now(),
+            Ok(Attempt::NotHeld { .. }) => {
                 tracing::error!(lease = %cfg.name, "leadership lost to another replica");
                 return;
             }
@@ -252,6 +274,7 @@ mod tests {
 
     /// A follower waits while it sees the holder renew, and takes over once the record has
     /// not changed for the Lease's duration on its own clock; a released Lease at once.
+    /// While it waits it knows how long is left, so it can look again at that moment.
     #[test]
     fn follower_times_the_lease_from_what_it_observed() {
         let t0 = Instant::now();
@@ -259,13 +282,22 @@ mod tests {
         let mut seen = Observed::default();
         assert_eq!(decide(None, "b", &mut seen, t0), Decision::Create);
         let renewed = lease("a", wall);
-        let wait = Decision::Wait { holder: "a".into() };
-        assert_eq!(decide(Some(&renewed), "b", &mut seen, t0), wait);
-        assert_eq!(decide(Some(&renewed), "b", &mut seen, t0 + secs(14)), wait);
+        let wait = |left| Decision::Wait {
+            holder: "a".into(),
+            expires_in: secs(left),
+        };
+        assert_eq!(decide(Some(&renewed), "b", &mut seen, t0), wait(15));
+        assert_eq!(
+            decide(Some(&renewed), "b", &mut seen, t0 + secs(14)),
+            wait(1)
+        );
         // Renewed again at 10 s: the follower times from its sight of that at 14 s.
         let again = lease("a", wall + SignedDuration::from_secs(10));
-        assert_eq!(decide(Some(&again), "b", &mut seen, t0 + secs(14)), wait);
-        assert_eq!(decide(Some(&again), "b", &mut seen, t0 + secs(28)), wait);
+        assert_eq!(
+            decide(Some(&again), "b", &mut seen, t0 + secs(14)),
+            wait(15)
+        );
+        assert_eq!(decide(Some(&again), "b", &mut seen, t0 + secs(28)), wait(1));
         assert_eq!(
             decide(Some(&again), "b", &mut seen, t0 + secs(29)),
             Decision::TakeOver
@@ -294,7 +326,10 @@ mod tests {
             let behind = lease("a", wall - hour + SignedDuration::from_secs(5 * i as i64));
             assert_eq!(
                 decide(Some(&behind), "b", &mut seen, t0 + secs(5 * i)),
-                Decision::Wait { holder: "a".into() },
+                Decision::Wait {
+                    holder: "a".into(),
+                    expires_in: secs(15)
+                },
                 "renewal {i}"
             );
         }
@@ -321,7 +356,7 @@ mod tests {
             renew_every: secs(5),
         };
         assert_eq!(renew_deadline(&cfg), secs(10));
-        assert!(retry_period(&cfg) <= secs(2));
+        assert!(retry_period(&cfg) <= secs(1));
     }
 
     /// Taking over counts a transition and resets the acquire time; renewing keeps both.

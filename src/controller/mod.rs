@@ -367,13 +367,14 @@ pub async fn run_controllers(
                 std::future::ready(())
             })
     };
-    let access_watch = tokio::spawn(access_watch);
+    // The watch tasks end with the controllers, also when shutdown cuts them off.
+    let mut watches = AbortOnDrop(vec![tokio::spawn(access_watch).abort_handle()]);
 
     // Secrets' names and versions (metadata only; data, labels and annotations, which may
     // hold a copy of the data, are dropped on arrival). A change to a Secret that a MacSecKey
     // names re-reconciles the MacSecKeys; each re-reads its Secret only if its version moved.
     let (secret_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let (mut secret_stores, mut secret_watches) = (Vec::new(), Vec::new());
+    let mut secret_stores = Vec::new();
     if settings.watch_secrets {
         for ns in &scopes {
             let (store, writer) = kube::runtime::reflector::store::<PartialObjectMeta<Secret>>();
@@ -411,7 +412,7 @@ pub async fn run_controllers(
                     }
                     std::future::ready(())
                 });
-            secret_watches.push(tokio::spawn(watch));
+            watches.0.push(tokio::spawn(watch).abort_handle());
         }
     }
 
@@ -501,9 +502,17 @@ pub async fn run_controllers(
         );
     }
     futures_util::future::join_all(all).await;
-    access_watch.abort();
-    for watch in secret_watches {
-        watch.abort();
+    drop(watches);
+}
+
+/// Aborts its tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -553,6 +562,11 @@ async fn termination() {
     }
     tracing::info!("shutting down");
 }
+
+/// How long passes in flight may take to end after SIGTERM, before they are cut off and
+/// the Lease released. Short, so that a rolling update or a drained node hands over within
+/// a few seconds even while AWS calls wait out throttling.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Why the controller process stopped acting.
 #[derive(Debug, thiserror::Error)]
@@ -620,15 +634,14 @@ pub async fn run(
     }
     metrics.set_leader(true);
     let summaries = tokio::spawn(log_summaries(metrics.clone(), opts.settings.resync));
-    let controllers = run_controllers(
+    let mut controllers = Box::pin(run_controllers(
         client.clone(),
         engine,
         metrics.clone(),
         opts.settings.clone(),
         reporter,
         stop,
-    );
-    tokio::pin!(controllers);
+    ));
     let lost_lease = async {
         match &opts.lease {
             Some(lease) => leader::hold(client.clone(), lease).await,
@@ -638,14 +651,24 @@ pub async fn run(
     let outcome = tokio::select! {
         _ = &mut controllers => Ok(()),
         _ = lost_lease => {
-            // Lost the Lease: stop acting at once and exit to restart as a follower.
-            let _ = stop_tx.send(true);
-            controllers.await;
+            // Lost the Lease: stop acting at once, cutting off passes in flight as a crash
+            // would (a follower may take over a renewal period from now), and exit to
+            // restart as a follower.
+            drop(controllers);
             Err(RunError::LostLease)
         }
         _ = termination() => {
+            // No new pass starts; passes in flight get SHUTDOWN_GRACE to end. Every AWS
+            // call is safe to cut off, as in a crash: the next leader reads the resource
+            // again. Then the Lease is released, so the standby takes over at once.
             let _ = stop_tx.send(true);
-            controllers.await;
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut controllers).await.is_err() {
+                tracing::warn!(
+                    grace = ?SHUTDOWN_GRACE,
+                    "passes still in flight were cut off at shutdown; the next leader reads their resources again"
+                );
+            }
+            drop(controllers);
             Ok(())
         }
     };

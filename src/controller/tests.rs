@@ -990,13 +990,12 @@ async fn key_without_its_secret_is_not_synced() {
 
 /// `try_hold` by replica `me` on Lease ops/l, held by `other` and renewed at `renewed`,
 /// having seen that same record `seen_for` ago: the API server answers the read with that
-/// Lease and then expects `writes`. Returns whether `me` holds the Lease, and the request
-/// bodies.
+/// Lease and then expects `writes`. Returns the attempt's outcome and the request bodies.
 async fn try_hold_against(
     renewed: jiff::Timestamp,
     seen_for: Duration,
     writes: Vec<Expect>,
-) -> (bool, Vec<Value>) {
+) -> (leader::Attempt, Vec<Value>) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -1025,12 +1024,19 @@ async fn try_hold_against(
 }
 
 /// A replica that saw the Lease recently reads it and writes nothing, even when the
-/// holder's renewTime is long past on this replica's clock (the clocks may differ).
+/// holder's renewTime is long past on this replica's clock (the clocks may differ), and
+/// knows how long the Lease has left as it observed it.
 #[tokio::test]
 async fn follower_does_not_touch_a_lease_it_saw_recently() {
     let old = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(3600);
-    let (held, _) = try_hold_against(old, Duration::from_secs(1), vec![]).await;
-    assert!(!held);
+    let (attempt, _) = try_hold_against(old, Duration::from_secs(1), vec![]).await;
+    let leader::Attempt::NotHeld { expires_in } = attempt else {
+        panic!("{attempt:?}");
+    };
+    assert!(
+        expires_in <= Duration::from_secs(14) && expires_in > Duration::from_secs(13),
+        "{expires_in:?}"
+    );
 }
 
 /// A Lease that has not changed for its duration is taken over with a compare-and-swap
@@ -1043,7 +1049,7 @@ async fn an_expired_lease_is_taken_over() {
     );
     let (held, bodies) =
         try_hold_against(jiff::Timestamp::now(), Duration::from_secs(16), vec![put]).await;
-    assert!(held);
+    assert_eq!(held, leader::Attempt::Held);
     assert_eq!(bodies[1]["spec"]["holderIdentity"], "me");
     assert_eq!(bodies[1]["metadata"]["resourceVersion"], "7");
     assert_eq!(bodies[1]["spec"]["leaseTransitions"], 1);
