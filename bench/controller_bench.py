@@ -133,6 +133,9 @@ def run_one(n, rate, workdir):
         ok = [c for c in calls if c["outcome"] == "ok"]
         mutating = [c for c in ok if c["operation"] in MUTATING]
         throttled = sum(1 for c in calls if c["outcome"] == "ThrottlingException")
+        by_operation = {}
+        for c in ok:
+            by_operation[c["operation"]] = by_operation.get(c["operation"], 0) + 1
 
         # Steady state: the Describe calls and the API server's requests of one resync
         # window, once everything settled (statuses written, finalizers added).
@@ -162,7 +165,7 @@ def run_one(n, rate, workdir):
         return {
             "n": n, "lags": lags, "resources": resources, "rate": rate,
             "wall_s": round(wall, 2), "mutating": len(mutating), "expected_mutating": 4 * resources,
-            "calls_ok": len(ok), "throttled": throttled, "floor_s": round(floor, 2),
+            "calls_ok": len(ok), "calls_by_operation": dict(sorted(by_operation.items())), "throttled": throttled, "floor_s": round(floor, 2),
             "time_over_floor": round(wall / floor, 2),
             "resync_describes": resync_describes, "resync_describes_per_n": round(resync_describes / resources, 4),
             "resync_mutations": resync_mutations,
