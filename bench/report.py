@@ -294,6 +294,12 @@ HISTORY = [
     "  now get 2 s on SIGTERM and none on a lost Lease, and a standby looks at the Lease every",
     "  second and when it expires as observed: stop to release 2.0 s, kill to the standby's first",
     "  call 12.4 s (Lease 15 s).",
+    "- Peak RSS, heaptrack at 100 scopes (heap peak 67.3 MiB): 39 MiB is kube-runtime's event",
+    "  Recorder, which keeps every event it sent for 6 minutes to fold repeats into series, with",
+    "  no bound on their number: one Normal event per AWS mutation leaves about 5,000 at N =",
+    "  1,000. 9.9 MiB is rustls root stores, built for each SDK HTTP connector (about 0.2 MiB a",
+    "  scope). Not changed yet: bounding the events kept and sharing one HTTP client across",
+    "  scopes are the next steps toward 64 MiB.",
     "",
 ]
 
