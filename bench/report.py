@@ -300,6 +300,10 @@ HISTORY = [
     "  1,000. 9.9 MiB is rustls root stores, built for each SDK HTTP connector (about 0.2 MiB a",
     "  scope). Not changed yet: bounding the events kept and sharing one HTTP client across",
     "  scopes are the next steps toward 64 MiB.",
+    "- Normal events (one per AWS call) no longer go through that cache; warnings, which repeat",
+    "  while a failure lasts, still fold into series. Measured alone after the change (the tables",
+    "  above are from before it): controller at N = 1,000 53.9 MiB (was 67.9), 1.15x; 100 scopes",
+    "  74.4 MiB (was 88.5), where the per-connector root stores remain.",
     "",
 ]
 

@@ -108,7 +108,10 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
 pub struct Context {
     pub client: Client,
     pub engine: Engine,
+    /// Warnings go through this one: a repeated warning becomes a series of one Event.
     pub recorder: Recorder,
+    /// Who publishes the events.
+    pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     pub connections: Stores<DeserializeGuard<DxConnection>>,
@@ -187,7 +190,17 @@ impl Context {
             action: action.to_string(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, reference).await {
+        // A Normal event says what one AWS call did: each is an Event of its own. Through
+        // the shared Recorder, a second UpdateConnection within 6 minutes would be folded
+        // into the first one's series, keeping the first one's note, and every event would
+        // be kept for those 6 minutes (kube-runtime's cache has no bound on their number:
+        // about 5,000 events and 39 MiB while 1,000 resources converge). Warnings repeat
+        // while a failure lasts: their series fold is kept.
+        let recorder = match type_ {
+            EventType::Normal => &Recorder::new(self.client.clone(), self.reporter.clone()),
+            EventType::Warning => &self.recorder,
+        };
+        if let Err(e) = recorder.publish(&event, reference).await {
             tracing::warn!(error = %e, "cannot publish an event");
         }
     }
@@ -464,7 +477,8 @@ pub async fn run_controllers(
 
     let secret_versions = settings.watch_secrets.then(|| Stores(secret_stores));
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        reporter,
         client,
         engine,
         metrics,

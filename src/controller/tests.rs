@@ -195,14 +195,13 @@ async fn harness_with(
         grant_writer.apply_watcher_event(&watcher::Event::Apply(g));
     }
     let metrics = Arc::new(Metrics::new());
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: Some("test".into()),
+    };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: Some("test".into()),
-            },
-        ),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        reporter,
         client,
         engine: Engine::new(
             Arc::new(crate::aws::MeteredProvider::new(
@@ -1180,4 +1179,46 @@ async fn a_scope_aws_refuses_reads_no_key_material() {
             .contains("directconnect:DescribeConnections"),
         "{ready}"
     );
+}
+
+/// Each AWS call is an Event of its own with its own note, even the same call made again on
+/// the same object (should_encrypt, then must_encrypt), and none is kept in memory; a
+/// repeated warning becomes a series of one Event.
+#[tokio::test]
+async fn each_call_is_an_event_and_a_repeated_warning_a_series() {
+    let mut h = harness(SEED, vec![], vec![]).await;
+    let handle = h.handle.take().expect("the harness's API server");
+    let script = vec![
+        expect("POST", EVENTS),
+        expect("POST", EVENTS),
+        expect("POST", EVENTS),
+        expect("PATCH", EVENTS),
+    ];
+    let verifier = tokio::spawn(verify(handle, script));
+    let r = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("dxmacsec.io/v1alpha1".into()),
+        kind: Some("DxConnection".into()),
+        name: Some("c1".into()),
+        namespace: Some("net".into()),
+        ..Default::default()
+    };
+    let (normal, warning) = (
+        kube::runtime::events::EventType::Normal,
+        kube::runtime::events::EventType::Warning,
+    );
+    for note in ["set should_encrypt", "set must_encrypt"] {
+        let op = "UpdateConnection";
+        h.ctx.publish(&r, normal, op, op, note.into()).await;
+    }
+    for _ in 0..2 {
+        let (reason, op) = ("Throttled", "DescribeConnections");
+        h.ctx
+            .publish(&r, warning, reason, op, "slow down".into())
+            .await;
+    }
+    let (bodies, _) = verifier.await.unwrap();
+    assert_eq!(bodies[0]["note"], "set should_encrypt");
+    assert_eq!(bodies[1]["note"], "set must_encrypt");
+    assert_eq!(bodies[1]["series"], Value::Null, "{}", bodies[1]);
+    assert_eq!(bodies[3]["series"]["count"], 2, "{}", bodies[3]);
 }
