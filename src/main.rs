@@ -137,10 +137,12 @@ struct RunArgs {
     #[command(flatten)]
     leader: LeaderArgs,
     /// Namespaces whose DxConnections may use the operator's own AWS credentials without a
-    /// DxAccess: a comma-separated list, `*` for every namespace, empty for none (every
-    /// DxConnection then needs a DxAccess).
-    #[arg(long, default_value = "*", env = "DXM_DEFAULT_ACCESS_NAMESPACES")]
-    default_access_namespaces: String,
+    /// DxAccess: a comma-separated list, empty for none (every DxConnection then needs a
+    /// DxAccess). Default: the operator's own namespace only. `*` lets anyone who may write a
+    /// DxConnection in any namespace aim the operator's credentials at any connection they
+    /// reach: choose it only in a cluster no other team uses.
+    #[arg(long, env = "DXM_DEFAULT_ACCESS_NAMESPACES")]
+    default_access_namespaces: Option<String>,
     /// Watch only these namespaces (comma-separated; empty: all). The operator then needs
     /// Roles in them only (the chart's `watchNamespaces`), no cluster-wide read of Secrets.
     #[arg(long, default_value = "", env = "DXM_WATCH_NAMESPACES")]
@@ -240,10 +242,17 @@ async fn provider(args: &AwsArgs) -> (Arc<dyn AwsProvider>, Option<String>) {
 
 /// `run`: connect to Kubernetes, build the options and run the controller until it stops.
 async fn run(args: RunArgs) -> Result<(), String> {
-    use dx_macsec_operator::controller::{self, RunOptions, Settings, leader::LeaseConfig};
-    let client = kube::Client::try_default().await.map_err(|e| {
-        format!("cannot connect to the Kubernetes API (in-cluster config or KUBECONFIG): {e}")
-    })?;
+    use dx_macsec_operator::controller::{
+        self, KubeClients, RunOptions, Settings, leader::LeaseConfig,
+    };
+    let clients = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)
+        .and_then(KubeClients::new)
+        .map_err(|e| {
+            format!("cannot connect to the Kubernetes API (in-cluster config or KUBECONFIG): {e}")
+        })?;
+    let client = &clients.requests;
     let (lease_duration, renew_every) = args.leader.timings()?;
     let (provider, region) = provider(&args.aws).await;
     let leader = args.leader;
@@ -256,7 +265,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .unwrap_or_else(|| client.default_namespace().to_string());
     let cluster_name = match args.aws.cluster_name.clone() {
         Some(name) => name,
-        None => controller::cluster_uid(&client).await?,
+        None => controller::cluster_uid(client).await?,
     };
     let opts = RunOptions {
         settings: Settings {
@@ -265,7 +274,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
             resync: args.timing.resync,
             concurrency: args.timing.concurrency,
             default_access_namespaces: dx_macsec_operator::access::Namespaces::parse(
-                &args.default_access_namespaces,
+                args.default_access_namespaces
+                    .as_deref()
+                    .unwrap_or(&namespace),
             ),
             cluster_name,
             watch_namespaces: args
@@ -289,7 +300,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         observation_max_age: args.timing.observation_max_age,
         describe_rereads_per_second: args.timing.describe_rereads_per_second,
     };
-    controller::run(client, provider, opts)
+    controller::run(clients, provider, opts)
         .await
         .map_err(|e| e.to_string())
 }

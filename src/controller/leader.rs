@@ -10,6 +10,11 @@
 //! amount) never both act. The leader renews every `renew_every` and stops acting once it
 //! has not renewed for `lease_duration - renew_every` (the renew deadline), before any
 //! follower may take over; the process then exits, to be restarted as a follower.
+//!
+//! The renew deadline runs on a timer of its own: a renewal that hangs (a partitioned or
+//! frozen API server keeps the connection open and answers nothing) cannot hold it back.
+//! Every Lease request also has a timeout well under the renewal period, so a hung one is
+//! given up and tried again while the deadline still allows.
 
 use std::time::{Duration, Instant};
 
@@ -176,6 +181,27 @@ pub async fn try_hold(
     }
 }
 
+/// How long one Lease request may take: half a renewal period, so a hung request is given up
+/// in time for another try before the renew deadline.
+pub fn request_timeout(cfg: &LeaseConfig) -> Duration {
+    cfg.renew_every / 2
+}
+
+/// [`try_hold`] within [`request_timeout`]; a request that timed out is an error like any other.
+async fn try_hold_bounded(
+    api: &Api<Lease>,
+    cfg: &LeaseConfig,
+    observed: &mut Observed,
+) -> Result<Attempt, String> {
+    match tokio::time::timeout(request_timeout(cfg), try_hold(api, cfg, observed)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "no answer from the API server within {:?}",
+            request_timeout(cfg)
+        )),
+    }
+}
+
 /// How often a follower looks at the Lease: often enough to see a renewal soon after it
 /// happens, since its expiry is timed from that sight. A follower also looks at the moment
 /// the Lease expires as it observed it, so it takes over at most this long after the Lease
@@ -185,17 +211,19 @@ fn retry_period(cfg: &LeaseConfig) -> Duration {
     cfg.renew_every.min(Duration::from_secs(1))
 }
 
-/// Waits until this replica holds the Lease.
-pub async fn acquire(client: Client, cfg: &LeaseConfig) {
+/// Waits until this replica holds the Lease; returns when the write that took it was sent,
+/// the moment its renew deadline counts from (see [`hold`]).
+pub async fn acquire(client: Client, cfg: &LeaseConfig) -> tokio::time::Instant {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     let mut waiting_logged = false;
     let mut observed = Observed::default();
     loop {
         let mut next = retry_period(cfg);
-        match try_hold(&api, cfg, &mut observed).await {
+        let sent = tokio::time::Instant::now();
+        match try_hold_bounded(&api, cfg, &mut observed).await {
             Ok(Attempt::Held) => {
                 tracing::info!(lease = %cfg.name, identity = %cfg.identity, "became leader");
-                return;
+                return sent;
             }
             Ok(Attempt::NotHeld { expires_in }) => {
                 if !waiting_logged {
@@ -216,40 +244,69 @@ pub fn renew_deadline(cfg: &LeaseConfig) -> Duration {
     cfg.lease_duration.saturating_sub(cfg.renew_every)
 }
 
-/// Renews the Lease until it cannot be renewed within the renew deadline; then returns.
-pub async fn hold(client: Client, cfg: &LeaseConfig) {
+/// Renews the Lease until it is lost or cannot be renewed within the renew deadline; then
+/// returns, at the deadline at the latest, whatever a request is doing. `held_since` is when
+/// the write that took (or last renewed) the Lease was sent.
+///
+/// The deadline counts from when a successful write was *sent*: followers time expiry from
+/// when they see the record change, which is no earlier than that, so this replica stops
+/// before any of them may take over even if the answer reached it late.
+pub async fn hold(client: Client, cfg: &LeaseConfig, held_since: tokio::time::Instant) {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
-    let mut last_renewed = tokio::time::Instant::now();
+    hold_on(&api, cfg, held_since).await;
+}
+
+async fn hold_on(api: &Api<Lease>, cfg: &LeaseConfig, held_since: tokio::time::Instant) {
+    let mut deadline = held_since + renew_deadline(cfg);
+    let mut next = held_since + cfg.renew_every;
     let mut observed = Observed::default();
     loop {
-        tokio::time::sleep(cfg.renew_every).await;
-        match try_hold(&api, cfg, &mut observed).await {
-            Ok(Attempt::Held) => last_renewed = tokio::time::Instant::now(),
+        let renewal = async {
+            tokio::time::sleep_until(next).await;
+            let sent = tokio::time::Instant::now();
+            (sent, try_hold_bounded(api, cfg, &mut observed).await)
+        };
+        let Ok((sent, result)) = tokio::time::timeout_at(deadline, renewal).await else {
+            tracing::error!(
+                lease = %cfg.name,
+                deadline = ?renew_deadline(cfg),
+                "could not renew the leader Lease within its renew deadline; stopping before another replica may take over"
+            );
+            return;
+        };
+        match result {
+            Ok(Attempt::Held) => {
+                deadline = sent + renew_deadline(cfg);
+                next = sent + cfg.renew_every;
+            }
             Ok(Attempt::NotHeld { .. }) => {
                 tracing::error!(lease = %cfg.name, "leadership lost to another replica");
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot renew the leader Lease"),
-        }
-        // Stop before the Lease may be taken over, so the next leader never overlaps with
-        // us: followers time it from when they saw our last renewal, which is no earlier
-        // than when we made it.
-        if last_renewed.elapsed() >= renew_deadline(cfg) {
-            tracing::error!(lease = %cfg.name, "could not renew the leader Lease in time");
-            return;
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the leader Lease; trying again");
+                next = tokio::time::Instant::now() + retry_period(cfg);
+            }
         }
     }
 }
 
 /// Gives the Lease up on shutdown so another replica takes over at once.
+/// Bounded by [`request_timeout`] per request: an API server that does not answer leaves the
+/// Lease to expire.
 pub async fn release(client: Client, cfg: &LeaseConfig) {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
-    if let Ok(Some(mut lease)) = api.get_opt(&cfg.name).await
+    if let Ok(Ok(Some(mut lease))) =
+        tokio::time::timeout(request_timeout(cfg), api.get_opt(&cfg.name)).await
         && let Some(spec) = lease.spec.as_mut()
         && spec.holder_identity.as_deref() == Some(cfg.identity.as_str())
     {
         spec.holder_identity = None;
-        let _ = api.replace(&cfg.name, &PostParams::default(), &lease).await;
+        let _ = tokio::time::timeout(
+            request_timeout(cfg),
+            api.replace(&cfg.name, &PostParams::default(), &lease),
+        )
+        .await;
     }
 }
 

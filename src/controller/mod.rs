@@ -67,6 +67,36 @@ impl Error {
     }
 }
 
+/// How long a Kubernetes API request other than a watch may wait for its answer: a status
+/// write, an event, a Secret read, a finalizer patch. A hung API server then fails the
+/// reconcile (retried later) instead of holding a worker forever.
+pub const API_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The controller's Kubernetes clients: watches stay open and may be idle for minutes (kube's
+/// watcher has an idle timeout of its own), every other request must be answered within
+/// [`API_REQUEST_TIMEOUT`].
+#[derive(Clone)]
+pub struct KubeClients {
+    pub watches: Client,
+    pub requests: Client,
+}
+
+impl KubeClients {
+    /// Both clients from one configuration (in-cluster, or KUBECONFIG).
+    pub fn new(config: kube::Config) -> Result<Self, kube::Error> {
+        let watches = Client::try_from(config.clone())?;
+        let mut bounded = config;
+        bounded.read_timeout = Some(API_REQUEST_TIMEOUT);
+        // Time an answer from when its request was written, not from when its pooled
+        // connection went idle.
+        bounded.reset_reader_on_write = true;
+        Ok(KubeClients {
+            watches,
+            requests: Client::try_from(bounded)?,
+        })
+    }
+}
+
 /// Settings of the controller.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -323,13 +353,14 @@ fn triggers(
 
 /// Runs both controllers until `shutdown` resolves.
 pub async fn run_controllers(
-    client: Client,
+    clients: KubeClients,
     engine: Engine,
     metrics: Arc<Metrics>,
     settings: Settings,
     reporter: Reporter,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let client = clients.watches;
     let wc = watcher::Config::default().any_semantic();
     // Bounded concurrency keeps memory flat and the AWS call rate smooth with many objects.
     let config = kube::runtime::controller::Config::default().concurrency(settings.concurrency);
@@ -476,6 +507,7 @@ pub async fn run_controllers(
     }
 
     let secret_versions = settings.watch_secrets.then(|| Stores(secret_stores));
+    let client = clients.requests;
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter.clone()),
         reporter,
@@ -596,11 +628,11 @@ pub enum RunError {
 /// The controller process: preflight, HTTP endpoints, leader election, controllers, and a
 /// graceful stop on SIGTERM (`Ok`).
 pub async fn run(
-    client: Client,
+    clients: KubeClients,
     aws: Arc<dyn crate::aws::AwsProvider>,
     opts: RunOptions,
 ) -> Result<(), RunError> {
-    preflight(&client, &opts.settings.watch_namespaces)
+    preflight(&clients.requests, &opts.settings.watch_namespaces)
         .await
         .map_err(RunError::Preflight)?;
     let metrics = Arc::new(Metrics::new());
@@ -640,31 +672,36 @@ pub async fn run(
 
     // Standing by is a healthy, ready state: only the leader acts.
     ready.store(true, Ordering::SeqCst);
-    if let Some(lease) = &opts.lease {
-        tokio::select! {
-            _ = leader::acquire(client.clone(), lease) => {}
+    let client = &clients.requests;
+    let held_since = match &opts.lease {
+        Some(lease) => tokio::select! {
+            since = leader::acquire(client.clone(), lease) => since,
             _ = termination() => return Ok(()),
-        }
-    }
+        },
+        None => tokio::time::Instant::now(),
+    };
     metrics.set_leader(true);
     let summaries = tokio::spawn(log_summaries(metrics.clone(), opts.settings.resync));
     let mut controllers = Box::pin(run_controllers(
-        client.clone(),
+        clients.clone(),
         engine,
         metrics.clone(),
         opts.settings.clone(),
         reporter,
         stop,
     ));
-    let lost_lease = async {
+    // Ends at the renew deadline at the latest, however a Lease request hangs.
+    let mut lost_lease = std::pin::pin!(async {
         match &opts.lease {
-            Some(lease) => leader::hold(client.clone(), lease).await,
+            Some(lease) => leader::hold(client.clone(), lease, held_since).await,
             None => std::future::pending().await,
         }
-    };
+    });
+    // Biased: once the Lease is lost, the controllers are not polled again, so no AWS call
+    // starts after the renew deadline.
     let outcome = tokio::select! {
-        _ = &mut controllers => Ok(()),
-        _ = lost_lease => {
+        biased;
+        _ = &mut lost_lease => {
             // Lost the Lease: stop acting at once, cutting off passes in flight as a crash
             // would (a follower may take over a renewal period from now), and exit to
             // restart as a follower.
@@ -672,11 +709,19 @@ pub async fn run(
             Err(RunError::LostLease)
         }
         _ = termination() => {
-            // No new pass starts; passes in flight get SHUTDOWN_GRACE to end. Every AWS
-            // call is safe to cut off, as in a crash: the next leader reads the resource
-            // again. Then the Lease is released, so the standby takes over at once.
+            // No new pass starts; passes in flight get SHUTDOWN_GRACE to end, or less if
+            // the renew deadline comes first. Every AWS call is safe to cut off, as in a
+            // crash: the next leader reads the resource again. Then the Lease is released,
+            // so the standby takes over at once.
             let _ = stop_tx.send(true);
-            if tokio::time::timeout(SHUTDOWN_GRACE, &mut controllers).await.is_err() {
+            let passes = async {
+                tokio::select! {
+                    biased;
+                    _ = &mut lost_lease => {}
+                    _ = &mut controllers => {}
+                }
+            };
+            if tokio::time::timeout(SHUTDOWN_GRACE, passes).await.is_err() {
                 tracing::warn!(
                     grace = ?SHUTDOWN_GRACE,
                     "passes still in flight were cut off at shutdown; the next leader reads their resources again"
@@ -685,6 +730,7 @@ pub async fn run(
             drop(controllers);
             Ok(())
         }
+        _ = &mut controllers => Ok(()),
     };
     metrics.set_leader(false);
     summaries.abort();

@@ -1222,3 +1222,70 @@ async fn each_call_is_an_event_and_a_repeated_warning_a_series() {
     assert_eq!(bodies[1]["series"], Value::Null, "{}", bodies[1]);
     assert_eq!(bodies[3]["series"]["count"], 2, "{}", bodies[3]);
 }
+
+/// A leader whose API server stops answering (a frozen proxy or a partition: the connection
+/// stays open, nothing comes back) stops at its renew deadline, counted from when its last
+/// successful renewal was sent, although every request after that hangs for ever: the
+/// deadline runs on a timer of its own, and each hung request is given up and tried again.
+#[tokio::test]
+async fn a_leader_whose_lease_requests_hang_stops_at_its_renew_deadline() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let cfg = leader::LeaseConfig {
+        namespace: "ops".into(),
+        name: "l".into(),
+        identity: "me".into(),
+        lease_duration: Duration::from_millis(1500),
+        renew_every: Duration::from_millis(300),
+    };
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = requests.clone();
+    let server = tokio::spawn(async move {
+        let mut unanswered = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match n {
+                // The first renewal goes through: the Lease is ours, the write is echoed.
+                0 => send.send_response(
+                    Response::builder()
+                        .body(Body::from(
+                            serde_json::to_vec(&json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                                "metadata": {"name": "l", "namespace": "ops", "resourceVersion": "7"},
+                                "spec": {"holderIdentity": "me", "leaseDurationSeconds": 1}}))
+                            .unwrap(),
+                        ))
+                        .unwrap(),
+                ),
+                1 => {
+                    let body = request.into_body().collect_bytes().await.unwrap();
+                    send.send_response(Response::builder().body(Body::from(body.to_vec())).unwrap());
+                }
+                // Then the API server hangs: requests are taken and never answered.
+                _ => unanswered.push(send),
+            }
+        }
+    });
+    let held_since = tokio::time::Instant::now();
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(10),
+        leader::hold(client, &cfg, held_since),
+    )
+    .await;
+    let took = held_since.elapsed();
+    server.abort();
+    assert!(stopped.is_ok(), "hold did not return while requests hung");
+    // Renewed once at 300 ms, so the deadline is 300 + 1200 ms; not a moment later than that
+    // (with room for a loaded machine), and not before.
+    let deadline = cfg.renew_every + leader::renew_deadline(&cfg);
+    assert!(
+        took >= deadline && took < deadline + Duration::from_millis(250),
+        "stopped after {took:?}, the deadline was {deadline:?}"
+    );
+    let made = requests.load(std::sync::atomic::Ordering::SeqCst);
+    // GET and PUT of the renewal, then a hung GET, given up after half a renewal period and
+    // tried again before the deadline.
+    assert!(
+        made >= 4,
+        "{made} requests: a hung one was not given up and retried"
+    );
+}
