@@ -48,9 +48,9 @@ def seed(n, lags, rate):
 
 def manifests(n, lags):
     docs = [
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: k1, namespace: bench}\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: k1, namespace: bench, labels: {dxmacsec.io/key-material: \"true\"}}\n"
         f"stringData: {{ckn: \"{CKN}\", cak: \"{CAK}\"}}\n",
-        "apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: k1, namespace: bench}\n"
+        "apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: k1, namespace: bench, labels: {dxmacsec.io/key-material: \"true\"}}\n"
         "spec: {secretRef: {name: k1}}\n",
     ]
     ids = [f"dxcon-gen{i:05}" for i in range(n)] + [f"dxlag-gen{i:05}" for i in range(lags)]

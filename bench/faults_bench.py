@@ -50,15 +50,15 @@ def start_sim(seed_text, workdir):
 
 
 def key(name, ckn, cak, namespace):
-    return (f"apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
+    return (f"apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{dxmacsec.io/key-material: \"true\"}}}}\n"
             f"stringData: {{ckn: \"{ckn}\", cak: \"{cak}\"}}\n---\n"
-            f"apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
+            f"apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{dxmacsec.io/key-material: \"true\"}}}}\n"
             f"spec: {{secretRef: {{name: {name}}}}}\n---\n")
 
 
 def dxc(name, cid, mode, keys, namespace, extra=""):
     refs = ", ".join(f"{{name: {k}}}" for k in keys)
-    return (f"apiVersion: dxmacsec.io/v1alpha1\nkind: DxConnection\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
+    return (f"apiVersion: dxmacsec.io/v1alpha1\nkind: DxConnection\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{dxmacsec.io/key-material: \"true\"}}}}\n"
             f"spec: {{connectionId: {cid}, region: us-east-1, encryptionMode: {mode}, keys: [{refs}]{extra}}}\n---\n")
 
 

@@ -58,9 +58,9 @@ def seed(s, rate):
 
 def manifests(s, ns):
     docs = [
-        f"apiVersion: v1\nkind: Secret\nmetadata: {{name: k1, namespace: {ns}}}\n"
+        f"apiVersion: v1\nkind: Secret\nmetadata: {{name: k1, namespace: {ns}, labels: {{dxmacsec.io/key-material: \"true\"}}}}\n"
         f"stringData: {{ckn: \"{CKN}\", cak: \"{CAK}\"}}\n",
-        f"apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: k1, namespace: {ns}}}\n"
+        f"apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: k1, namespace: {ns}, labels: {{dxmacsec.io/key-material: \"true\"}}}}\n"
         "spec: {secretRef: {name: k1}}\n",
     ]
     for acct in sorted({a for a, _ in scopes(s)}):

@@ -68,6 +68,7 @@ pub async fn desired(
                         "MacSecKey {namespace}/{} (spec.keys[{i}].name) not found; create it or fix the name",
                         r.name
                     ),
+                    transient: false,
                 }),
             };
             keys.push(WantedKey {

@@ -2,40 +2,151 @@
 //! Secrets Manager secret, or a Direct Connect-managed secret ARN.
 //!
 //! Returns [`KeyMaterial`] for the planner or a [`KeyProblem`] whose message names the
-//! MacSecKey field and the fix. Values are parsed into `Ckn`/`Cak` at once and never
-//! formatted into a message.
+//! MacSecKey field and the fix, and says whether the problem heals by itself (AWS or the API
+//! server failed for a moment) or needs a person. Values are parsed into `Ckn`/`Cak` at once
+//! and never formatted into a message.
+//!
+//! A Kubernetes Secret is read only when it carries [`KEY_MATERIAL_LABEL`]: anyone who may
+//! write a MacSecKey could otherwise have the operator copy any 64-hex value of any Secret
+//! in the namespace (another link's CAK, a token) into the MacSecKey's status as its CKN.
 
 use std::collections::BTreeMap;
 
-use crate::aws::{AwsProvider, BoxFut, Scope};
-use crate::crd::{MacSecKey, MacSecKeySpec};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::ObjectMeta;
+
+use crate::aws::{AwsError, AwsProvider, BoxFut, ErrorClass, ErrorKind, Scope};
+use crate::crd::{MacSecKey, MacSecKeySpec, SecretKeySource, SecretsManagerSource};
 use crate::keys::{Cak, Ckn};
 use crate::plan::{KeyMaterial, KeyProblem};
 
 /// The data of a Kubernetes Secret, by key.
 pub type SecretData = BTreeMap<String, Vec<u8>>;
 
+/// The label, with the value `"true"`, that marks a Secret as MACsec key material the
+/// operator may read. `keygen` writes it; an External Secrets or Vault template adds it to the
+/// Secrets it makes.
+pub const KEY_MATERIAL_LABEL: &str = "dxmacsec.io/key-material";
+
+/// The annotation by which a key-material Secret names the key that holds its CKN, when
+/// that is not `ckn`. The CKN is published (status, AWS, the router's automation), so only
+/// the Secret's owner says which value may be: a MacSecKey whose `cknKey` names another key
+/// (a swapped `cakKey`) is refused.
+pub const CKN_KEY_ANNOTATION: &str = "dxmacsec.io/ckn-key";
+
+/// Whether a Secret's metadata marks it as key material for the operator.
+pub fn marked(meta: &ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(KEY_MATERIAL_LABEL))
+        .is_some_and(|v| v == "true")
+}
+
+/// What reading a Secret by name found.
+#[derive(Clone)]
+pub enum SecretRead {
+    /// No Secret of that name.
+    Missing,
+    /// The Secret exists without [`KEY_MATERIAL_LABEL`]: its data was not used.
+    Unmarked,
+    /// A marked Secret's data, and the key it publishes as its CKN.
+    Data { data: SecretData, ckn_key: String },
+}
+
+/// Names the keys of the data, never their values.
+impl std::fmt::Debug for SecretRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretRead::Missing => f.write_str("Missing"),
+            SecretRead::Unmarked => f.write_str("Unmarked"),
+            SecretRead::Data { data, ckn_key } => write!(
+                f,
+                "Data({:?}: <redacted>, CKN in {ckn_key:?})",
+                data.keys().collect::<Vec<_>>()
+            ),
+        }
+    }
+}
+
+impl SecretRead {
+    /// A Secret's data (`stringData` over `data`, as the API server merges them) when it is
+    /// marked; an unmarked Secret's data is dropped unread.
+    pub fn of(secret: Secret) -> Self {
+        if !marked(&secret.metadata) {
+            return SecretRead::Unmarked;
+        }
+        let mut data: SecretData = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        for (k, v) in secret.string_data.unwrap_or_default() {
+            data.insert(k, v.into_bytes());
+        }
+        let ckn_key = secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CKN_KEY_ANNOTATION))
+            .cloned()
+            .unwrap_or_else(|| "ckn".into());
+        SecretRead::Data { data, ckn_key }
+    }
+}
+
+/// A Secret that could not be read: what happened, and whether it may heal by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadFailure {
+    pub message: String,
+    pub transient: bool,
+}
+
 /// Reads Kubernetes Secrets by name (the controller uses `get`, the CLI the files given).
 pub trait SecretReader: Send + Sync {
-    /// The data of Secret `namespace/name`; `Ok(None)` when it does not exist.
+    /// Secret `namespace/name`, as far as the operator may use it.
     fn read<'a>(
         &'a self,
         namespace: &'a str,
         name: &'a str,
-    ) -> BoxFut<'a, Result<Option<SecretData>, String>>;
+    ) -> BoxFut<'a, Result<SecretRead, ReadFailure>>;
 }
 
-fn problem(message: String) -> KeyProblem {
+fn problem(reason: &'static str, message: String) -> KeyProblem {
     KeyProblem {
-        reason: "InvalidKeyMaterial",
+        reason,
         message,
+        transient: false,
     }
 }
 
-fn not_found(message: String) -> KeyProblem {
+fn invalid(message: String) -> KeyProblem {
+    problem("InvalidKeyMaterial", message)
+}
+
+/// A failed Secrets Manager call: throttled or failed for a moment (`Throttled`, `AwsError`:
+/// retried, not a person's problem), refused (`AccessDenied`, `AwsCredentials`), a secret
+/// that does not exist (`SecretNotFound`), or another answer that needs the spec or the
+/// secret fixed (`SecretReadError`).
+fn aws_problem(e: &AwsError, what: String) -> KeyProblem {
+    let reason = match (e.class, e.kind) {
+        (ErrorClass::Throttled, _) => "Throttled",
+        (_, ErrorKind::Credentials) => "AwsCredentials",
+        (_, ErrorKind::AccessDenied) => "AccessDenied",
+        (ErrorClass::RetrySoon, _) => "AwsError",
+        _ if e.code.as_deref() == Some("ResourceNotFoundException") => "SecretNotFound",
+        _ => "SecretReadError",
+    };
+    let transient = e.class != ErrorClass::Terminal;
+    let retry = if transient {
+        "; a passing failure, retried"
+    } else {
+        ""
+    };
     KeyProblem {
-        reason: "SecretNotFound",
-        message,
+        reason,
+        message: format!("{what}: {e}{retry}"),
+        transient,
     }
 }
 
@@ -54,21 +165,14 @@ fn unchanged(
     let same_ckn = status.ckn.as_deref() == Some(ckn.as_str());
     let fingerprint = status.cak_fingerprint.as_deref();
     if same_ckn && fingerprint.and_then(|f| cak.matches(f)) == Some(false) {
-        return Err(KeyProblem {
-            reason: "KeyMaterialChanged",
-            message: format!(
+        return Err(problem(
+            "KeyMaterialChanged",
+            format!(
                 "the CAK in {source} changed but the CKN {ckn} did not; Direct Connect cannot change the CAK of a CKN, so the router and AWS would disagree. Put the previous CAK back, or create a new key with a new CKN (dx-macsec-operator keygen) and rotate to it"
             ),
-        });
+        ));
     }
     Ok(())
-}
-
-fn read_error(message: String) -> KeyProblem {
-    KeyProblem {
-        reason: "SecretReadError",
-        message,
-    }
 }
 
 /// Checks that exactly one source is set (the CRD's CEL rule, for objects that skipped
@@ -112,111 +216,164 @@ pub async fn resolve(
     aws: &dyn AwsProvider,
     scope: &Scope,
 ) -> Result<KeyMaterial, KeyProblem> {
-    let namespace = key.metadata.namespace.as_deref().unwrap_or("default");
-    check_one_source(&key.spec).map_err(problem)?;
+    check_one_source(&key.spec).map_err(invalid)?;
     let status = key.status.as_ref();
-
-    if let Some(arn) = &key.spec.direct_connect_secret_arn {
+    let spec = &key.spec;
+    let (ckn, cak, source) = if let Some(r) = &spec.secret_ref {
+        let namespace = key.metadata.namespace.as_deref().unwrap_or("default");
+        from_secret(r, namespace, secrets).await?
+    } else if let Some(sm) = &spec.secrets_manager {
+        from_secrets_manager(sm, aws, scope).await?
+    } else {
+        // The one source left: a Direct Connect-managed secret, used by its ARN.
+        let arn = spec.direct_connect_secret_arn.clone().unwrap_or_default();
         let ckn = status
             .and_then(|s| s.ckn.as_deref())
             .and_then(|c| Ckn::parse("status.ckn", c).ok());
-        return Ok(KeyMaterial::managed_secret(arn.clone(), ckn));
-    }
+        return Ok(KeyMaterial::managed_secret(arn, ckn));
+    };
+    unchanged(status, &ckn, &cak, &source)?;
+    // The managed secret ARN, when there is one, comes from the engine's cache of the
+    // connection's own region and account, not from here.
+    Ok(KeyMaterial::pair(ckn, cak, None))
+}
 
-    if let Some(r) = &key.spec.secret_ref {
-        let data = secrets.read(namespace, &r.name).await.map_err(|e| {
-            read_error(format!(
-                "cannot read Secret {namespace}/{} (spec.secretRef.name): {e}",
-                r.name
-            ))
-        })?;
-        let Some(data) = data else {
-            return Err(not_found(format!(
-                "Secret {namespace}/{} (spec.secretRef.name) not found; create it in namespace {namespace} or fix the name",
-                r.name
+/// Parses a CKN and a CAK read from `source`'s fields; a CAK equal to its CKN is refused,
+/// since the CKN is shown in status and sent to AWS and routers as a name.
+fn parse_pair(
+    source: &str,
+    (ckn_field, ckn): (&str, &str),
+    (cak_field, cak): (&str, &str),
+) -> Result<(Ckn, Cak), KeyProblem> {
+    let ckn =
+        Ckn::parse(&format!("{source} {ckn_field}"), ckn).map_err(|e| invalid(e.to_string()))?;
+    let cak =
+        Cak::parse(&format!("{source} {cak_field}"), cak).map_err(|e| invalid(e.to_string()))?;
+    if ckn.as_str().eq_ignore_ascii_case(cak.expose()) {
+        return Err(invalid(format!(
+            "{source}: {ckn_field} and {cak_field} hold the same value; the CKN is shown in status and on AWS, so it must never be the CAK. Point them at two different values (dx-macsec-operator keygen makes a pair)"
+        )));
+    }
+    Ok((ckn, cak))
+}
+
+/// The pair in a Kubernetes Secret that carries [`KEY_MATERIAL_LABEL`].
+async fn from_secret(
+    r: &SecretKeySource,
+    namespace: &str,
+    secrets: &dyn SecretReader,
+) -> Result<(Ckn, Cak, String), KeyProblem> {
+    let source = format!("Secret {namespace}/{}", r.name);
+    let data = match secrets.read(namespace, &r.name).await {
+        Ok(SecretRead::Data { data, ckn_key }) if ckn_key == r.ckn_key && r.cak_key != ckn_key => {
+            data
+        }
+        Ok(SecretRead::Data { ckn_key, .. }) => {
+            return Err(invalid(format!(
+                "spec.secretRef.cknKey {:?} and cakKey {:?} do not match {source}, whose CKN is its key {ckn_key:?} (annotation {CKN_KEY_ANNOTATION}, default \"ckn\"): the CKN is shown in status and on AWS, so only the key the Secret's owner marks is read as one. Set cknKey to {ckn_key:?} and cakKey to the key of the CAK, or have the Secret's owner fix its annotation",
+                r.ckn_key, r.cak_key
             )));
-        };
-        let field = |k: &str, which: &str| -> Result<String, KeyProblem> {
-            let bytes = data.get(k).ok_or_else(|| {
-                problem(format!(
-                    "Secret {namespace}/{} has no key {k:?} (spec.secretRef.{which}); add it or point {which} at the right key",
+        }
+        Ok(SecretRead::Missing) => {
+            return Err(problem(
+                "SecretNotFound",
+                format!(
+                    "{source} (spec.secretRef.name) not found; create it in namespace {namespace} or fix the name"
+                ),
+            ));
+        }
+        Ok(SecretRead::Unmarked) => {
+            return Err(problem(
+                "SecretNotLabelled",
+                format!(
+                    "{source} (spec.secretRef.name) is not labelled {KEY_MATERIAL_LABEL}=true, so the operator does not read it: label the Secret that holds this key's CKN and CAK (kubectl label secret -n {namespace} {} {KEY_MATERIAL_LABEL}=true), or fix the name",
                     r.name
-                ))
-            })?;
-            String::from_utf8(bytes.clone()).map_err(|_| {
-                problem(format!(
-                    "Secret {namespace}/{} key {k:?} is not text; it must hold 64 hexadecimal characters",
-                    r.name
-                ))
-            })
-        };
-        let ckn_field = format!("Secret {namespace}/{} key {:?}", r.name, r.ckn_key);
-        let cak_field = format!("Secret {namespace}/{} key {:?}", r.name, r.cak_key);
-        let ckn = Ckn::parse(&ckn_field, &field(&r.ckn_key, "cknKey")?)
-            .map_err(|e| problem(e.to_string()))?;
-        let cak = Cak::parse(&cak_field, &field(&r.cak_key, "cakKey")?)
-            .map_err(|e| problem(e.to_string()))?;
-        unchanged(
-            status,
-            &ckn,
-            &cak,
-            &format!("Secret {namespace}/{}", r.name),
-        )?;
-        // The managed secret ARN, when there is one, comes from the engine's cache of the
-        // connection's own region and account, not from here.
-        return Ok(KeyMaterial::pair(ckn, cak, None));
-    }
+                ),
+            ));
+        }
+        Err(failure) => {
+            return Err(KeyProblem {
+                reason: "SecretReadError",
+                message: format!(
+                    "cannot read {source} (spec.secretRef.name): {}",
+                    failure.message
+                ),
+                transient: failure.transient,
+            });
+        }
+    };
+    let field = |k: &str, which: &str| -> Result<String, KeyProblem> {
+        let bytes = data.get(k).ok_or_else(|| {
+            invalid(format!(
+                "{source} has no key {k:?} (spec.secretRef.{which}); add it or point {which} at the right key"
+            ))
+        })?;
+        String::from_utf8(bytes.clone()).map_err(|_| {
+            invalid(format!(
+                "{source} key {k:?} is not text; it must hold 64 hexadecimal characters"
+            ))
+        })
+    };
+    let (ckn, cak) = parse_pair(
+        &source,
+        (
+            &format!("key {:?}", r.ckn_key),
+            &field(&r.ckn_key, "cknKey")?,
+        ),
+        (
+            &format!("key {:?}", r.cak_key),
+            &field(&r.cak_key, "cakKey")?,
+        ),
+    )?;
+    Ok((ckn, cak, source))
+}
 
-    if let Some(sm) = &key.spec.secrets_manager {
-        let sm_scope = Scope {
-            region: sm.region.clone().unwrap_or_else(|| scope.region.clone()),
-            role_arn: scope.role_arn.clone(),
-        };
-        let api = aws
-            .secrets(&sm_scope)
-            .await
-            .map_err(|e| problem(e.to_string()))?;
-        let text = api.secret_string(&sm.secret_id).await.map_err(|e| {
-            problem(format!(
-                "cannot read Secrets Manager secret {} (spec.secretsManager.secretId) in {}: {e}",
-                sm.secret_id, sm_scope.region
+/// The pair in a customer-owned Secrets Manager secret whose SecretString is JSON.
+async fn from_secrets_manager(
+    sm: &SecretsManagerSource,
+    aws: &dyn AwsProvider,
+    scope: &Scope,
+) -> Result<(Ckn, Cak, String), KeyProblem> {
+    let sm_scope = Scope {
+        region: sm.region.clone().unwrap_or_else(|| scope.region.clone()),
+        role_arn: scope.role_arn.clone(),
+    };
+    let what = format!(
+        "cannot read Secrets Manager secret {} (spec.secretsManager.secretId) in {}",
+        sm.secret_id, sm_scope.region
+    );
+    let api = aws
+        .secrets(&sm_scope)
+        .await
+        .map_err(|e| aws_problem(&e, what.clone()))?;
+    let text = api
+        .secret_string(&sm.secret_id)
+        .await
+        .map_err(|e| aws_problem(&e, what))?;
+    let source = format!("Secrets Manager secret {}", sm.secret_id);
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
+        invalid(format!(
+            "{source}: SecretString is not JSON; it must be an object with {:?} and {:?} fields",
+            sm.ckn_field, sm.cak_field
+        ))
+    })?;
+    let field = |f: &str, which: &str| -> Result<&str, KeyProblem> {
+        json.get(f).and_then(|v| v.as_str()).ok_or_else(|| {
+            invalid(format!(
+                "{source} has no string field {f:?} (spec.secretsManager.{which})"
             ))
-        })?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
-            problem(format!(
-                "Secrets Manager secret {}: SecretString is not JSON; it must be an object with {:?} and {:?} fields",
-                sm.secret_id, sm.ckn_field, sm.cak_field
-            ))
-        })?;
-        let field = |f: &str, which: &str| -> Result<&str, KeyProblem> {
-            json.get(f).and_then(|v| v.as_str()).ok_or_else(|| {
-                problem(format!(
-                    "Secrets Manager secret {} has no string field {f:?} (spec.secretsManager.{which})",
-                    sm.secret_id
-                ))
-            })
-        };
-        let ckn_field = format!(
-            "Secrets Manager secret {} field {:?}",
-            sm.secret_id, sm.ckn_field
-        );
-        let cak_field = format!(
-            "Secrets Manager secret {} field {:?}",
-            sm.secret_id, sm.cak_field
-        );
-        let ckn = Ckn::parse(&ckn_field, field(&sm.ckn_field, "cknField")?)
-            .map_err(|e| problem(e.to_string()))?;
-        let cak = Cak::parse(&cak_field, field(&sm.cak_field, "cakField")?)
-            .map_err(|e| problem(e.to_string()))?;
-        unchanged(
-            status,
-            &ckn,
-            &cak,
-            &format!("Secrets Manager secret {}", sm.secret_id),
-        )?;
-        // The managed secret ARN, when there is one, comes from the engine's cache of the
-        // connection's own region and account, not from here.
-        return Ok(KeyMaterial::pair(ckn, cak, None));
-    }
-    unreachable!("check_one_source accepted a spec without a source")
+        })
+    };
+    let (ckn, cak) = parse_pair(
+        &source,
+        (
+            &format!("field {:?}", sm.ckn_field),
+            field(&sm.ckn_field, "cknField")?,
+        ),
+        (
+            &format!("field {:?}", sm.cak_field),
+            field(&sm.cak_field, "cakField")?,
+        ),
+    )?;
+    Ok((ckn, cak, source))
 }

@@ -543,7 +543,7 @@ async fn bad_inputs_fail_cleanly_without_mutations() {
         ),
         (
             format!(
-                "apiVersion: v1\nkind: Secret\nmetadata: {{name: k-a}}\nstringData: {{ckn: \"{CKN_A}\"}}\n---\napiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: k-a}}\nspec: {{secretRef: {{name: k-a}}}}\n---\n{}",
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: k-a, labels: {{dxmacsec.io/key-material: \"true\"}}}}\nstringData: {{ckn: \"{CKN_A}\"}}\n---\napiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: k-a}}\nspec: {{secretRef: {{name: k-a}}}}\n---\n{}",
                 dxc_manifest("conn", "dxcon-c1", "must_encrypt", &["k-a"], "")
             ),
             &["Secret default/k-a has no key \"cak\" (spec.secretRef.cakKey)"],
@@ -960,7 +960,7 @@ async fn a_namespace_reaches_only_what_a_dxaccess_grants_it() {
     let role = "arn:aws:iam::222222222222:role/dx-prod";
     let key = |ns: &str| {
         format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: k-a, namespace: {ns}}}\nstringData: {{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}\n---\n\
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: k-a, namespace: {ns}, labels: {{dxmacsec.io/key-material: \"true\"}}}}\nstringData: {{ckn: \"{CKN_A}\", cak: \"{CAK_A}\"}}\n---\n\
              apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: k-a, namespace: {ns}}}\nspec: {{secretRef: {{name: k-a}}}}\n---\n"
         )
     };

@@ -26,7 +26,7 @@ pub struct Sourced<T> {
 pub struct Inputs {
     pub connections: Vec<Sourced<DxConnection>>,
     pub keys: BTreeMap<(String, String), Sourced<MacSecKey>>,
-    pub secrets: BTreeMap<(String, String), crate::material::SecretData>,
+    pub secrets: BTreeMap<(String, String), crate::material::SecretRead>,
     /// DxAccesses (cluster scoped) by name.
     pub grants: BTreeMap<String, Sourced<DxAccess>>,
     /// Documents of other kinds that were skipped.
@@ -258,16 +258,7 @@ fn add(inputs: &mut Inputs, doc: Value, origin: &str) -> Result<(), String> {
                 .namespace
                 .clone()
                 .unwrap_or_else(|| "default".into());
-            let mut data: BTreeMap<String, Vec<u8>> = secret
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
-            // As the API server does: stringData wins over data.
-            for (k, v) in secret.string_data.unwrap_or_default() {
-                data.insert(k, v.into_bytes());
-            }
+            let data = crate::material::SecretRead::of(secret);
             inputs.secrets.insert((ns, name), data);
         }
         (_, "DxConnection" | "MacSecKey" | "DxAccess") => {
@@ -285,6 +276,7 @@ fn add(inputs: &mut Inputs, doc: Value, origin: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::material::SecretRead;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
@@ -374,7 +366,7 @@ mod tests {
         write(
             &d,
             "a.yaml",
-            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {ckn: YWJj}\nstringData: {cak: def}\n---\napiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: k}\nspec: {secretRef: {name: s}}\n",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s, labels: {dxmacsec.io/key-material: \"true\"}}\ndata: {ckn: YWJj}\nstringData: {cak: def}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: other}\nstringData: {token: x}\n---\napiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: k}\nspec: {secretRef: {name: s}}\n",
         );
         std::fs::create_dir_all(d.join("sub")).unwrap();
         write(
@@ -384,9 +376,18 @@ mod tests {
         );
         write(&d, "notes.txt", "not yaml: [");
         let inputs = load(&[d]).unwrap();
-        let secret = &inputs.secrets[&("default".to_string(), "s".to_string())];
+        let SecretRead::Data { data: secret, .. } =
+            &inputs.secrets[&("default".to_string(), "s".to_string())]
+        else {
+            panic!("the labelled Secret's data was not kept");
+        };
         assert_eq!(secret["ckn"], b"abc");
         assert_eq!(secret["cak"], b"def");
+        // A Secret without the key-material label is kept as unreadable, its data dropped.
+        assert!(matches!(
+            inputs.secrets[&("default".to_string(), "other".to_string())],
+            SecretRead::Unmarked
+        ));
         let key = &inputs.keys[&("default".to_string(), "k".to_string())].value;
         assert_eq!(key.spec.secret_ref.as_ref().unwrap().cak_key, "cak");
         let c = &inputs.connections[0].value;

@@ -20,7 +20,7 @@ use crate::aws::{AwsProvider, BoxFut, ObservationCache, Scope};
 use crate::crd::DxConnectionStatus;
 use crate::desired;
 use crate::engine::{Engine, Mode, PassOutcome, Standing};
-use crate::material::{SecretData, SecretReader};
+use crate::material::{ReadFailure, SecretRead, SecretReader};
 use crate::plan::{Desired, PriorState, Requeue};
 use crate::status::dxconnection_status;
 
@@ -41,18 +41,19 @@ pub enum Output {
 }
 
 /// Secrets read from the input files.
-struct FileSecrets(BTreeMap<(String, String), SecretData>);
+struct FileSecrets(BTreeMap<(String, String), SecretRead>);
 
 impl SecretReader for FileSecrets {
     fn read<'a>(
         &'a self,
         namespace: &'a str,
         name: &'a str,
-    ) -> BoxFut<'a, Result<Option<SecretData>, String>> {
+    ) -> BoxFut<'a, Result<SecretRead, ReadFailure>> {
         let found = self
             .0
             .get(&(namespace.to_string(), name.to_string()))
-            .cloned();
+            .cloned()
+            .unwrap_or(SecretRead::Missing);
         Box::pin(async move { Ok(found) })
     }
 }
@@ -466,7 +467,9 @@ pub fn keygen(name: &str, namespace: &str) -> String {
     format!(
         "# A fresh MACsec key from dx-macsec-operator keygen. Configure the same CKN/CAK on your\n\
          # router, apply this Secret, and reference it from a MacSecKey (spec.secretRef.name: {name}).\n\
-         apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\ntype: Opaque\nstringData:\n  ckn: \"{ckn}\"\n  cak: \"{}\"\n",
+         # The label lets the operator read it: it reads no Secret without it.\n\
+         apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:\n    {}: \"true\"\ntype: Opaque\nstringData:\n  ckn: \"{ckn}\"\n  cak: \"{}\"\n",
+        crate::material::KEY_MATERIAL_LABEL,
         cak.expose()
     )
 }
@@ -483,6 +486,10 @@ mod tests {
             let s: k8s_openapi::api::core::v1::Secret = serde_saphyr::from_str(text).unwrap();
             assert_eq!(s.metadata.name.as_deref(), Some("k"));
             assert_eq!(s.metadata.namespace.as_deref(), Some("net"));
+            assert!(
+                crate::material::marked(&s.metadata),
+                "not labelled as key material"
+            );
             let data = s.string_data.unwrap();
             assert!(Ckn::parse("ckn", &data["ckn"]).is_ok());
             assert!(Cak::parse("cak", &data["cak"]).is_ok());

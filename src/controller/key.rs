@@ -15,7 +15,7 @@ use crate::aws::Scope;
 use crate::crd::{DxConnection, MacSecKey, MacSecKeyStatus};
 use crate::engine::{ConditionValue, Standing};
 use crate::keys::Ckn;
-use crate::plan::{KeyMaterial, Requeue};
+use crate::plan::{KeyMaterial, KeyProblem, Requeue};
 use crate::status::{set_condition, set_ready};
 
 impl Reconciled for MacSecKey {
@@ -30,12 +30,15 @@ impl Reconciled for MacSecKey {
         status.observed_generation = generation;
         status.used_by = users.clone();
 
-        let (condition, requeue) = check_material(key, ctx, &users, &all, &mut status).await;
-        let standing = if condition.status {
-            Standing::Converged
-        } else {
-            Standing::NeedsAPerson
+        let checked = check_material(key, ctx, &users, &all, &mut status).await;
+        let (condition, requeue) = (checked.condition, checked.requeue);
+        let standing = match (condition.status, checked.transient) {
+            (true, _) => Standing::Converged,
+            // AWS or the API server failed for a moment: it heals by itself.
+            (false, true) => Standing::Pending,
+            (false, false) => Standing::NeedsAPerson,
         };
+
         set_ready(
             &mut status.conditions,
             &condition,
@@ -54,6 +57,16 @@ impl Reconciled for MacSecKey {
         );
         if key.status.as_ref() != Some(&status) {
             write_status(ctx, key, &status).await?;
+        }
+        if let Some(warning) = &checked.transient_failure {
+            ctx.publish(
+                &super::reference(key),
+                kube::runtime::events::EventType::Warning,
+                warning.reason,
+                "ReadKeyMaterial",
+                warning.message.clone(),
+            )
+            .await;
         }
         Ok(ctx.requeue(requeue))
     }
@@ -98,15 +111,31 @@ impl Reconciled for MacSecKey {
     }
 }
 
+/// What reading a key's material earned.
+struct Checked {
+    /// The `Ready` condition.
+    condition: ConditionValue,
+    /// The condition is False for a passing reason, not a person's problem.
+    transient: bool,
+    /// A read that failed for a passing reason, for a Warning event (also when the key
+    /// stays Ready on its last good reading).
+    transient_failure: Option<KeyProblem>,
+    requeue: Requeue,
+}
+
 /// Reads the key's material: the `Ready` condition it earns (the CKN and managed ARN learned
 /// go into `status`), and when to look again.
+///
+/// A read that fails for a passing reason (Secrets Manager throttled or failing, the API
+/// server timing out) is retried with back-off. A key whose material was already validated
+/// (its CKN and fingerprint in status) stays Ready on that reading meanwhile, and says so.
 async fn check_material(
     key: &MacSecKey,
     ctx: &Context,
     users: &[String],
     all: &[Arc<DeserializeGuard<DxConnection>>],
     status: &mut MacSecKeyStatus,
-) -> (ConditionValue, Requeue) {
+) -> Checked {
     let Some(scope) = secrets_scope(key, users, all, &ctx.access()).or_else(|| {
         // Only Secrets Manager sources are read in a region.
         key.spec.secrets_manager.is_none().then(|| Scope {
@@ -115,24 +144,31 @@ async fn check_material(
         })
     }) else {
         let message = "no region and role to read the Secrets Manager secret with: set spec.secretsManager.region, or use the key from a DxConnection that may reach AWS (this namespace may not use the operator's own credentials, or the operator has no default region)";
-        return (
-            ConditionValue {
+        return Checked {
+            condition: ConditionValue {
                 status: false,
                 reason: "SecretReadError",
                 message: message.into(),
             },
-            Requeue::Resync,
-        );
+            transient: false,
+            transient_failure: None,
+            requeue: Requeue::Resync,
+        };
     };
     let message = if users.is_empty() {
         "key material is valid; no DxConnection uses this key".to_string()
     } else {
         format!("key material is valid; used by {}", users.join(", "))
     };
-    let valid = ConditionValue {
-        status: true,
-        reason: "KeyMaterialValid",
-        message,
+    let valid = |message: String| Checked {
+        condition: ConditionValue {
+            status: true,
+            reason: "KeyMaterialValid",
+            message,
+        },
+        transient: false,
+        transient_failure: None,
+        requeue: Requeue::Resync,
     };
     let version = source_version(key, ctx, &scope).await;
     if let Some(v) = &version
@@ -149,26 +185,57 @@ async fn check_material(
             secret_arn: None,
         };
         learn(key, status, &material, all);
-        return (valid, Requeue::Resync);
+        return valid(message);
     }
     let secrets = KubeSecrets(ctx.client.clone());
     match crate::material::resolve(key, &secrets, ctx.engine.aws.as_ref(), &scope).await {
         Ok(material) => {
             learn(key, status, &material, all);
             status.source_version = version;
-            (valid, Requeue::Resync)
+            valid(message)
+        }
+        Err(problem) if problem.transient => {
+            let requeue = if problem.reason == "Throttled" {
+                Requeue::After(crate::engine::THROTTLED_RETRY)
+            } else {
+                Requeue::Soon
+            };
+            let mut checked = if key.validated() {
+                // The last good reading stands; its source_version too, so the next look
+                // reads the source again only if it changed or is still unknown.
+                valid(format!(
+                    "{message}, as last read; reading it again failed for a passing reason and is retried: {}",
+                    problem.message
+                ))
+            } else {
+                Checked {
+                    condition: ConditionValue {
+                        status: false,
+                        reason: problem.reason,
+                        message: problem.message.clone(),
+                    },
+                    transient: true,
+                    transient_failure: None,
+                    requeue,
+                }
+            };
+            checked.requeue = requeue;
+            checked.transient_failure = Some(problem);
+            checked
         }
         // A missing Secret may be created at any time: look again soon.
         Err(problem) => {
             status.source_version = None;
-            (
-                ConditionValue {
+            Checked {
+                condition: ConditionValue {
                     status: false,
                     reason: problem.reason,
                     message: problem.message,
                 },
-                Requeue::Soon,
-            )
+                transient: false,
+                transient_failure: None,
+                requeue: Requeue::Soon,
+            }
         }
     }
 }

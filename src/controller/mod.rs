@@ -14,7 +14,6 @@ mod shell;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -32,7 +31,7 @@ use crate::access::{Access, Namespaces};
 use crate::aws::BoxFut;
 use crate::crd::{DxAccess, DxConnection, MacSecKey};
 use crate::engine::Engine;
-use crate::material::{SecretData, SecretReader};
+use crate::material::{ReadFailure, SecretRead, SecretReader};
 use crate::metrics::Metrics;
 use crate::plan::Requeue;
 use relations::{key_relevance, references};
@@ -236,7 +235,9 @@ impl Context {
     }
 }
 
-/// Reads Secrets with `get` (the operator has no list or watch on Secrets).
+/// Reads Secrets with `get`: first their metadata alone, and their data only when they
+/// carry the key-material label, so the data of a Secret not meant for the operator never
+/// reaches it.
 pub struct KubeSecrets(pub Client);
 
 impl SecretReader for KubeSecrets {
@@ -244,28 +245,41 @@ impl SecretReader for KubeSecrets {
         &'a self,
         namespace: &'a str,
         name: &'a str,
-    ) -> BoxFut<'a, Result<Option<SecretData>, String>> {
+    ) -> BoxFut<'a, Result<SecretRead, ReadFailure>> {
         Box::pin(async move {
             tracing::debug!(namespace, name, "reading Secret");
             let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
-            let secret = api.get_opt(name).await.map_err(|e| match e {
-                kube::Error::Api(s) if s.code == 403 => {
-                    format!("the operator may not get Secret {namespace}/{name} (check its RBAC)")
+            let failed = |e: kube::Error| match e {
+                kube::Error::Api(s) if s.code == 403 => ReadFailure {
+                    message: format!(
+                        "the operator may not get Secret {namespace}/{name} (check its RBAC)"
+                    ),
+                    transient: false,
+                },
+                // Other answers of the API server (400, 422) do not mend by retrying.
+                kube::Error::Api(s) if s.code < 500 && s.code != 429 => ReadFailure {
+                    message: s.to_string(),
+                    transient: false,
+                },
+                // A timeout, a refused connection, an overloaded or failing API server.
+                other => ReadFailure {
+                    message: other.to_string(),
+                    transient: true,
+                },
+            };
+            match api.get_metadata_opt(name).await.map_err(failed)? {
+                None => return Ok(SecretRead::Missing),
+                Some(meta) if !crate::material::marked(&meta.metadata) => {
+                    return Ok(SecretRead::Unmarked);
                 }
-                other => other.to_string(),
-            })?;
-            Ok(secret.map(|s| {
-                let mut data: BTreeMap<String, Vec<u8>> = s
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                for (k, v) in s.string_data.unwrap_or_default() {
-                    data.insert(k, v.into_bytes());
-                }
-                data
-            }))
+                Some(_) => {}
+            }
+            // Checked again on the Secret itself: the label may have gone in between.
+            Ok(api
+                .get_opt(name)
+                .await
+                .map_err(failed)?
+                .map_or(SecretRead::Missing, SecretRead::of))
         })
     }
 }

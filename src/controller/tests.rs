@@ -69,6 +69,10 @@ impl Expect {
     }
 }
 
+fn is_secret_get(e: &Expect) -> bool {
+    e.method == "GET" && e.path.contains("/secrets/")
+}
+
 /// Serves the expected requests in order and returns the bodies it received. A missing or
 /// unexpected request fails the test within a second.
 async fn verify(mut handle: Handle, script: Vec<Expect>) -> (Vec<Value>, Handle) {
@@ -78,6 +82,41 @@ async fn verify(mut handle: Handle, script: Vec<Expect>) -> (Vec<Value>, Handle)
             .await
             .unwrap_or_else(|_| panic!("no request came; expected {} {}", e.method, e.path))
             .expect("the client is gone");
+        let (req, send) = if is_secret_get(&e) {
+            // A Secret is read as its metadata first, then (when labelled as key material,
+            // and found) in full: one script entry answers both with the same object.
+            let accept = req
+                .headers()
+                .get(http::header::ACCEPT)
+                .map(|v| v.to_str().unwrap().to_string());
+            assert!(
+                accept
+                    .as_deref()
+                    .is_some_and(|a| a.contains("as=PartialObjectMetadata")),
+                "a Secret was read before its metadata: {} {:?}",
+                req.uri(),
+                accept
+            );
+            let response = e.response.clone().unwrap_or(Value::Null);
+            let full_read_follows = e.status == StatusCode::OK
+                && response["metadata"]["labels"][crate::material::KEY_MATERIAL_LABEL] == "true";
+            send.send_response(
+                Response::builder()
+                    .status(e.status)
+                    .body(Body::from(serde_json::to_vec(&response).unwrap()))
+                    .unwrap(),
+            );
+            if !full_read_follows {
+                bodies.push(Value::Null);
+                continue;
+            }
+            tokio::time::timeout(Duration::from_secs(1), handle.next_request())
+                .await
+                .unwrap_or_else(|_| panic!("the labelled Secret {} was not read", e.path))
+                .expect("the client is gone")
+        } else {
+            (req, send)
+        };
         let uri = req.uri().to_string();
         assert_eq!(req.method().as_str(), e.method, "{uri}");
         assert!(
@@ -152,8 +191,10 @@ fn mskey(name: &str) -> MacSecKey {
     k
 }
 
+/// A Secret labelled as key material, holding CKN and CAK.
 fn secret_json(name: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "net"},
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": name, "namespace": "net", "labels": {crate::material::KEY_MATERIAL_LABEL: "true"}},
            "stringData": {"ckn": CKN, "cak": CAK}})
 }
 
@@ -743,6 +784,214 @@ async fn a_secrets_manager_key_is_read_once_per_version() {
     assert_eq!(bodies[0]["status"]["ckn"], other_ckn);
     assert_ne!(bodies[0]["status"]["sourceVersion"], first);
     assert!(!bodies[0].to_string().contains(CAK));
+}
+
+/// A MacSecKey cannot make the operator publish a Secret's value as its CKN: one naming a
+/// Secret without the key-material label is refused after a metadata-only read (the data
+/// is never fetched); one that swaps cknKey and cakKey on a key-material Secret is refused
+/// because the Secret marks another key as its CKN; one whose CKN equals its CAK too. No
+/// value reaches the status, and each message says what to change.
+#[tokio::test]
+async fn a_macseckey_cannot_publish_a_secret_value() {
+    let mut h = harness(SEED, vec![], vec![]).await;
+    let unrelated = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "k1", "namespace": "net"}, "stringData": {"ckn": CAK, "cak": CKN}});
+    let key = mskey("k1");
+    let (result, bodies) = h
+        .reconcile(
+            key.clone(),
+            vec![
+                expect("GET", "/api/v1/namespaces/net/secrets/k1")
+                    .answer(StatusCode::OK, unrelated),
+                status_patch(&key),
+            ],
+        )
+        .await;
+    result.unwrap();
+    let ready = &bodies[1]["status"]["conditions"][0];
+    assert_eq!(ready["reason"], "SecretNotLabelled", "{ready}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("kubectl label secret -n net k1 dxmacsec.io/key-material=true"),
+        "{ready}"
+    );
+
+    let mut swapped = mskey("k1");
+    let source = swapped.spec.secret_ref.as_mut().unwrap();
+    (source.ckn_key, source.cak_key) = ("cak".into(), "ckn".into());
+    let (result, bodies) = h
+        .reconcile(
+            swapped.clone(),
+            vec![
+                expect("GET", "/api/v1/namespaces/net/secrets/k1")
+                    .answer(StatusCode::OK, secret_json("k1")),
+                status_patch(&swapped),
+            ],
+        )
+        .await;
+    result.unwrap();
+    let ready = &bodies[1]["status"]["conditions"][0];
+    assert_eq!(ready["reason"], "InvalidKeyMaterial", "{ready}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("Set cknKey to \"ckn\""),
+        "{ready}"
+    );
+
+    let mut same = secret_json("k1");
+    same["stringData"]["cak"] = json!(CKN.to_uppercase());
+    let (result, bodies) = h
+        .reconcile(
+            key.clone(),
+            vec![
+                expect("GET", "/api/v1/namespaces/net/secrets/k1").answer(StatusCode::OK, same),
+                status_patch(&key),
+            ],
+        )
+        .await;
+    result.unwrap();
+    let ready = &bodies[1]["status"]["conditions"][0];
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("must never be the CAK"),
+        "{ready}"
+    );
+    for b in &bodies {
+        assert!(b["status"]["ckn"].is_null(), "{b}");
+    }
+    let all = format!("{:?}", h.sim.shared.calls());
+    for value in [CKN, CAK] {
+        assert!(!all.contains(value));
+    }
+}
+
+/// A Secrets Manager outage (DescribeSecret and GetSecretValue answering a server error, as
+/// in a regional incident) is a passing problem, never a person's: a key not yet read is
+/// `AwsError`, Ready False but Stalled False, retried soon; a key already validated stays
+/// Ready on its last reading and says so; each gets a Warning event; no message holds the
+/// CAK. Once the outage ends, the next look reads the key.
+#[tokio::test]
+async fn a_secrets_manager_outage_is_retried_and_not_stalled() {
+    let key = secrets_manager_key();
+    let mut h = harness(SEED, vec![], vec![key.clone()]).await;
+    secrets_manager(&h)
+        .await
+        .create_secret()
+        .name("dx-macsec/k1")
+        .secret_string(json!({"ckn": CKN, "cak": CAK}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let outage = |h: &Harness| {
+        for op in ["DescribeSecret", "GetSecretValue"] {
+            h.sim.shared.add_fault(dx_sim::Fault {
+                operation: op.into(),
+                error: Some("DirectConnectServerException".into()),
+                message: Some("Service unavailable".into()),
+                count: None,
+                rate: None,
+                latency_ms: 0,
+            });
+        }
+    };
+    let condition = |body: &Value, type_: &str| {
+        body["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == type_)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+
+    // Never read before: not Ready, not Stalled, a Warning, looked at again soon.
+    outage(&h);
+    let (result, bodies) = h
+        .reconcile(
+            key.clone(),
+            vec![status_patch(&key), expect("POST", EVENTS)],
+        )
+        .await;
+    result.unwrap();
+    let ready = condition(&bodies[0], "Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("AwsError")),
+        "{ready}"
+    );
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.secretsManager.secretId"),
+        "{ready}"
+    );
+    assert_eq!(
+        condition(&bodies[0], "Stalled")["status"],
+        "False",
+        "{}",
+        bodies[0]
+    );
+    assert_eq!(bodies[1]["type"], "Warning");
+    assert_eq!(bodies[1]["reason"], "AwsError");
+
+    // The outage heals: the next look reads the key.
+    h.sim.shared.clear_faults();
+    let (result, bodies) = h.reconcile(key.clone(), vec![status_patch(&key)]).await;
+    result.unwrap();
+    assert_eq!(condition(&bodies[0], "Ready")["reason"], "KeyMaterialValid");
+    let mut validated = key.clone();
+    validated.status = Some(serde_json::from_value(bodies[0]["status"].clone()).unwrap());
+
+    // Validated, then another outage: still Ready, saying the re-read failed; the Warning
+    // again (folded into the first one's series).
+    outage(&h);
+    let (result, bodies) = h
+        .reconcile(
+            validated.clone(),
+            vec![status_patch(&validated), expect("PATCH", EVENTS)],
+        )
+        .await;
+    result.unwrap();
+    let ready = condition(&bodies[0], "Ready");
+    assert_eq!(ready["status"], "True", "{ready}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("passing reason"),
+        "{ready}"
+    );
+    assert_eq!(condition(&bodies[0], "Stalled")["status"], "False");
+    assert_eq!(bodies[0]["status"]["ckn"], CKN);
+    assert!(
+        bodies[1]["series"]["count"].as_i64() >= Some(2),
+        "{}",
+        bodies[1]
+    );
+    for b in &bodies {
+        assert!(!b.to_string().contains(CAK));
+    }
+}
+
+/// A Secrets Manager secret that does not exist is a person's problem: `SecretNotFound`,
+/// Stalled.
+#[tokio::test]
+async fn a_missing_secrets_manager_secret_is_stalled() {
+    let key = secrets_manager_key();
+    let mut h = harness(SEED, vec![], vec![key.clone()]).await;
+    let (result, bodies) = h.reconcile(key.clone(), vec![status_patch(&key)]).await;
+    result.unwrap();
+    let conditions = bodies[0]["status"]["conditions"].as_array().unwrap();
+    let of = |t: &str| conditions.iter().find(|c| c["type"] == t).unwrap();
+    assert_eq!(of("Ready")["reason"], "SecretNotFound", "{}", bodies[0]);
+    assert_eq!(of("Stalled")["status"], "True");
 }
 
 /// A MacSecKey in use cannot be deleted: its condition names the users, and the finalizer

@@ -122,6 +122,7 @@ pub fn broken(name: &str, message: &str) -> WantedKey {
         material: Err(KeyProblem {
             reason: "SecretNotFound",
             message: message.into(),
+            transient: false,
         }),
     }
 }

@@ -40,7 +40,12 @@ pub fn plan(
         .unwrap_or_default();
     let (step, claim) = match validate::validate(desired) {
         Ok(valid) => rules::decide(&valid, observed, prior, now),
-        Err((reason, message)) => (Step::Blocked(reason, message), None),
+        Err(validate::Invalid::Blocked(reason, message)) => (Step::Blocked(reason, message), None),
+        // Not a person's problem: Ready False, not Stalled, and read again soon.
+        Err(validate::Invalid::Unreadable(message)) => (
+            Step::Wait(Reason::KeyNotReady, message, Requeue::Soon),
+            None,
+        ),
     };
     let mut plan = Plan {
         actions: Vec::new(),

@@ -503,6 +503,35 @@ fn key_not_ready_blocks_every_call() {
     assert_eq!(p.requeue, Requeue::Soon);
 }
 
+/// A key whose source failed for a passing reason (AWS throttled or failing) stops the pass
+/// the same way, but as a wait: Synced, not a person's problem (no Stalled), read again soon.
+/// One key a person must fix among them makes it a person's problem again.
+#[test]
+fn a_key_unreadable_for_a_moment_waits_without_a_person() {
+    let mut passing = broken("k2", "GetSecretValue failed: DirectConnectServerException");
+    if let Err(problem) = &mut passing.material {
+        problem.transient = true;
+    }
+    let d = desired(
+        CON,
+        Some(NoEncrypt),
+        Some(vec![wanted("ok", 'a'), passing.clone()]),
+    );
+    let p = run(&d, Some(&connection("must_encrypt", true, vec![])), 0);
+    assert_waits(&p, Reason::KeyNotReady);
+    assert!(p.synced && !p.needs_a_person(), "{p:?}");
+    assert_eq!(p.requeue, Requeue::Soon);
+
+    let d = desired(
+        CON,
+        Some(NoEncrypt),
+        Some(vec![passing, broken("k3", "Secret default/k3 not found")]),
+    );
+    let p = run(&d, Some(&connection("must_encrypt", true, vec![])), 0);
+    assert_waits(&p, Reason::KeyNotReady);
+    assert!(!p.synced && p.needs_a_person());
+}
+
 /// Not found and Conflict are reported without calls.
 #[test]
 fn not_found_and_conflict() {

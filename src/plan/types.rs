@@ -138,9 +138,12 @@ pub struct KeyMaterial {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyProblem {
     /// Machine-readable: `SecretNotFound`, `InvalidKeyMaterial`, `MacSecKeyNotFound`,
-    /// `SecretReadError`.
+    /// `SecretNotLabelled`, `SecretReadError`, `AccessDenied`, `AwsError`, `Throttled`.
     pub reason: &'static str,
     pub message: String,
+    /// The source could not be read for a passing reason (AWS throttled or failed, the API
+    /// server timed out): retried with back-off, never a person's problem.
+    pub transient: bool,
 }
 
 impl KeyMaterial {

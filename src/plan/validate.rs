@@ -37,9 +37,25 @@ impl<'a> Validated<'a> {
     }
 }
 
-/// Rule 1. The error is the reason (`InvalidSpec` or `KeyNotReady`) and a message naming the
-/// field and the fix.
-pub(super) fn validate(desired: &Desired) -> Result<Validated<'_>, (Reason, String)> {
+/// Why rule 1 stops a pass.
+#[derive(Debug)]
+pub(super) enum Invalid {
+    /// A person has to fix the spec or a key: the reason (`InvalidSpec` or `KeyNotReady`) and
+    /// a message naming the field and the fix.
+    Blocked(Reason, String),
+    /// Every key that cannot be used could not be read for a passing reason (AWS throttled
+    /// or failing, the API server timing out): wait and read again.
+    Unreadable(String),
+}
+
+impl From<(Reason, String)> for Invalid {
+    fn from((reason, message): (Reason, String)) -> Self {
+        Invalid::Blocked(reason, message)
+    }
+}
+
+/// Rule 1: the spec and its keys, or why the pass stops here.
+pub(super) fn validate(desired: &Desired) -> Result<Validated<'_>, Invalid> {
     check_connection_id(&desired.connection_id)?;
     let Some(keys) = &desired.keys else {
         return Ok(Validated {
@@ -47,7 +63,7 @@ pub(super) fn validate(desired: &Desired) -> Result<Validated<'_>, (Reason, Stri
             keys: None,
         });
     };
-    let invalid = |message: String| Err((Reason::InvalidSpec, message));
+    let invalid = |message: String| Err(Invalid::Blocked(Reason::InvalidSpec, message));
     if keys.len() > KEYCHAIN_SIZE {
         return invalid(format!(
             "spec.keys lists {} keys; Direct Connect holds at most {KEYCHAIN_SIZE}",
@@ -64,17 +80,20 @@ pub(super) fn validate(desired: &Desired) -> Result<Validated<'_>, (Reason, Stri
             return invalid(format!("spec.keys names MacSecKey {} twice", k.name));
         }
     }
-    let problems: Vec<String> = keys
+    let problems: Vec<_> = keys
         .iter()
-        .filter_map(|k| {
-            k.material
-                .as_ref()
-                .err()
-                .map(|p| format!("MacSecKey {}: {}", k.name, p.message))
-        })
+        .filter_map(|k| k.material.as_ref().err().map(|p| (k, p)))
         .collect();
     if !problems.is_empty() {
-        return Err((Reason::KeyNotReady, problems.join("; ")));
+        let message = problems
+            .iter()
+            .map(|(k, p)| format!("MacSecKey {}: {}", k.name, p.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if problems.iter().all(|(_, p)| p.transient) {
+            return Err(Invalid::Unreadable(message));
+        }
+        return Err(Invalid::Blocked(Reason::KeyNotReady, message));
     }
     let valid: Vec<ValidKey<'_>> = keys
         .iter()

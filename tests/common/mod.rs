@@ -33,7 +33,7 @@ pub fn mutations<'a>(calls: &'a [CallRecord], target: &str) -> Vec<&'a str> {
 /// A Secret and a MacSecKey, both named `name`, holding `ckn`/`cak`.
 pub fn key_manifest(name: &str, ckn: &str, cak: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{ckn: \"{ckn}\", cak: \"{cak}\"}}\n---\n\
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, labels: {{dxmacsec.io/key-material: \"true\"}}}}\nstringData: {{ckn: \"{ckn}\", cak: \"{cak}\"}}\n---\n\
          apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: {name}}}\nspec: {{secretRef: {{name: {name}}}}}\n---\n"
     )
 }
