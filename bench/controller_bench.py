@@ -116,7 +116,9 @@ def run_one(n, rate, workdir):
                # The chart's watchSecrets: true (list/watch on Secrets), so that a steady
                # resync can read no Secret; without it each MacSecKey reads its Secret once
                # per resync.
-               DXM_WATCH_SECRETS="true")
+               DXM_WATCH_SECRETS="true",
+               # A cluster of the benchmark alone: its namespaces may use the operator's credentials.
+               DXM_DEFAULT_ACCESS_NAMESPACES="*")
     log = open(workdir / f"operator-{n}.log", "w")
     op = None
     try:

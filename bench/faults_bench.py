@@ -94,7 +94,7 @@ def storm_controller(workdir):
     sim, endpoint = start_sim(seed, workdir)
     env = dict(os.environ, KUBECONFIG=os.environ["E2E_OPERATOR_KUBECONFIG"], AWS_ENDPOINT_URL=endpoint,
                DXM_RESYNC="30s", DXM_OBSERVATION_MAX_AGE="30s", DXM_LEADER_ELECTION="false",
-               DXM_WATCH_NAMESPACES=ns, DXM_LOG_LEVEL="warn", **AWS_ENV)
+               DXM_WATCH_NAMESPACES=ns, DXM_DEFAULT_ACCESS_NAMESPACES="*", DXM_LOG_LEVEL="warn", **AWS_ENV)
     op = subprocess.Popen([str(OPERATOR), "run", "--http-addr", "127.0.0.1:0"], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -47,7 +47,7 @@ class Replicas:
                    AWS_ENDPOINT_URL=self.endpoint, DXM_RESYNC="30s", DXM_REQUEUE="2s",
                    DXM_OBSERVATION_MAX_AGE="30s", DXM_LEADER_ELECTION="true", DXM_LEASE_NAME=LEASE,
                    POD_NAMESPACE=NAMESPACE, POD_NAME=name.lower(), DXM_LEASE_DURATION=f"{LEASE_S}s",
-                   DXM_LEASE_RENEW=f"{RENEW_S}s", DXM_LOG_LEVEL="info", DXM_WATCH_SECRETS="true")
+                   DXM_LEASE_RENEW=f"{RENEW_S}s", DXM_DEFAULT_ACCESS_NAMESPACES="*", DXM_LOG_LEVEL="info", DXM_WATCH_SECRETS="true")
         log = open(self.workdir / f"{name}.log", "w")
         self.procs[name] = subprocess.Popen([str(OPERATOR), "run", "--http-addr", "127.0.0.1:0"], env=env,
                                             stdout=subprocess.DEVNULL, stderr=log)

@@ -3,7 +3,8 @@
 //! the controller (DxAccesses from the cluster) and the CLI (DxAccesses from the files).
 //!
 //! - Without `spec.accessRef` a DxConnection uses the operator's own credentials, and only
-//!   in the namespaces the operator allows (`--default-access-namespaces`, `*` for all).
+//!   in the namespaces the operator allows (`--default-access-namespaces`; by default the
+//!   operator's own namespace, `*` for all).
 //!   A `spec.roleArn` without `accessRef` is refused: naming a role is what a DxAccess is
 //!   for.
 //! - With `spec.accessRef.name` the DxAccess of that name must grant the namespace, the
@@ -119,8 +120,12 @@ impl Access {
                 )));
             }
             if !self.default_namespaces.allows(namespace) {
+                let allowed = match self.default_namespaces.0.as_slice() {
+                    [] => "no namespace".to_string(),
+                    list => format!("only namespace {}", list.join(", ")),
+                };
                 return Err(Refusal::forbidden(format!(
-                    "namespace {namespace} may not use the operator's own AWS credentials (its --default-access-namespaces): name a DxAccess that grants this namespace in spec.accessRef.name, or ask a cluster admin for one"
+                    "namespace {namespace} may not use the operator's own AWS credentials ({allowed} may, --default-access-namespaces): ask a cluster admin to create a DxAccess whose spec.namespaces lists {namespace} (with the role, regions and connections this namespace may use), then name it in spec.accessRef.name"
                 )));
             }
             return Ok(Scope {
@@ -310,6 +315,12 @@ mod tests {
         assert_eq!(only_net.scope_of(&dxc("ops", plain.clone())).unwrap(), own);
         let m = refusal(&only_net, &dxc("sandbox", plain.clone()));
         assert!(m.contains("--default-access-namespaces"), "{m}");
+        // The fix is named: a DxAccess listing this namespace, by a cluster admin.
+        assert!(
+            m.contains("only namespace net, ops may")
+                && m.contains("create a DxAccess whose spec.namespaces lists sandbox"),
+            "{m}"
+        );
         refusal(&access(Namespaces::none()), &dxc("net", plain));
         let via_grant = dxc(
             "sandbox",

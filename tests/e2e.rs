@@ -9,10 +9,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{
-    connection, dxc_manifest, key_ckns, key_manifest, mode_of, must_encrypt_with_key_a, mutations,
-    ok_calls, wait_for,
-};
+use common::{connection, key_ckns, key_manifest, mode_of, mutations, ok_calls, wait_for};
 use dx_macsec_operator::crd::{DxConnection, MacSecKey};
 use dx_sim::{CallRecord, Fault, Seed, Sim};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -70,6 +67,10 @@ fn seed() -> String {
     s += &conn("dxcon-lagm0003", "");
     s += &conn("dxcon-lagm0004", "");
     s += &conn("dxcon-lagm0005", "");
+    s += &conn("dxcon-part0001", &with_a);
+    s += &conn("dxcon-smblip01", "");
+    s += &conn("dxcon-own00001", "");
+    s += &conn("dxcon-swap0001", "");
     s += "lags:\n  - { id: dxlag-e2elag01, bandwidth: 100Gbps, macSecCapable: true, members: [dxcon-lagm0001, dxcon-lagm0002] }\n";
     s += "  - { id: dxlag-e2elag02, macSecCapable: true, minimumLinks: 1, members: [dxcon-lagm0003, dxcon-lagm0004] }\n";
     s += &format!(
@@ -87,6 +88,30 @@ fn seed() -> String {
     }
     s += &format!("roles: [\"{ROLE_222}\"]\ncredentialSeconds: 20\n");
     s
+}
+
+/// The DxAccess through which the scenarios' namespaces use the operator's own credentials:
+/// by default the operator grants them to its own namespace only (`end_to_end` creates it).
+const GRANT_E2E: &str = "apiVersion: dxmacsec.io/v1alpha1\nkind: DxAccess\nmetadata: {name: e2e}\nspec: {namespaces: ['*']}\n";
+
+/// A DxConnection that names DxAccess `e2e`, unless `extra` names a DxAccess of its own.
+fn dxc_manifest(name: &str, id: &str, mode: &str, keys: &[&str], extra: &str) -> String {
+    let access = if extra.contains("accessRef") {
+        ""
+    } else {
+        ", accessRef: {name: e2e}"
+    };
+    common::dxc_manifest(name, id, mode, keys, &format!("{extra}{access}"))
+}
+
+/// Key `k-a` and a must_encrypt DxConnection `name` on `id` that uses it, through DxAccess
+/// `e2e`.
+fn must_encrypt_with_key_a(name: &str, id: &str, ckn: &str, cak: &str) -> String {
+    format!(
+        "{}{}",
+        key_manifest("k-a", ckn, cak),
+        dxc_manifest(name, id, "must_encrypt", &["k-a"], "")
+    )
 }
 
 /// The role dx-sim lets the operator assume, in account 222222222222.
@@ -343,7 +368,10 @@ async fn end_to_end() {
         operators: Vec::new(),
     };
     e.start_operator("AKIDREPLICA1");
+    let (ok, _, err) = kubectl(&["apply", "-f", "-"], Some(GRANT_E2E)).await;
+    assert!(ok, "{err}");
 
+    own_credentials_serve_the_operators_namespace_only(&e).await;
     enable_goes_key_port_mode(&e).await;
     rotation_respects_the_overlap(&e).await;
     encryption_down_is_not_ready(&e).await;
@@ -357,9 +385,12 @@ async fn end_to_end() {
     a_cak_changed_under_its_ckn_is_refused(&e).await;
     a_namespace_reaches_only_what_a_dxaccess_grants_it(&e).await;
     a_rotation_the_router_did_not_follow_is_rolled_back(&e).await;
+    a_macseckey_cannot_publish_a_secret_value(&e).await;
+    a_secrets_manager_outage_is_not_a_persons_problem(&e).await;
     the_owner_tag_is_claimed_respected_and_released(&e).await;
     crash_mid_rotation_converges_with_one_association(&mut e).await;
     two_replicas_act_one_at_a_time(&mut e).await;
+    a_leader_cut_off_from_the_api_server_stops_at_its_deadline(&mut e).await;
     killed_after_every_step_converges_without_harm(&mut e).await;
     a_steady_resync_reads_no_secret(&mut e).await;
     gitops_tools_judge_live_objects().await;
@@ -2048,4 +2079,478 @@ async fn a_steady_resync_reads_no_secret(e: &mut E2e) {
         0.0,
         "Secrets were read in a steady state of:\n{objects}"
     );
+}
+
+/// By default the operator's own credentials serve its own namespace only: a DxConnection
+/// elsewhere without `spec.accessRef` is Forbidden, naming the DxAccess a cluster admin must
+/// create, and nothing reaches AWS for it; the same DxConnection in the operator's namespace
+/// converges.
+async fn own_credentials_serve_the_operators_namespace_only(e: &E2e) {
+    namespace("elsewhere").await;
+    let plain = format!(
+        "{}{}",
+        key_manifest("k-a", CKN_A, CAK_A),
+        common::dxc_manifest("own", "dxcon-own00001", "should_encrypt", &["k-a"], "")
+    );
+    apply("elsewhere", &plain).await;
+    wait_for(
+        "elsewhere/own Forbidden",
+        Duration::from_secs(30),
+        || async {
+            ready_condition(e, "elsewhere", "own")
+                .await
+                .is_some_and(|(_, reason, _)| reason == "Forbidden")
+        },
+    )
+    .await;
+    let (_, _, message) = ready_condition(e, "elsewhere", "own").await.unwrap();
+    assert!(
+        message.contains("only namespace dx-macsec-operator may")
+            && message.contains("create a DxAccess whose spec.namespaces lists elsewhere"),
+        "{message}"
+    );
+    assert!(
+        e.calls()
+            .iter()
+            .all(|c| c.target.as_deref() != Some("dxcon-own00001")),
+        "a refused DxConnection reached AWS"
+    );
+    kubectl(&["delete", "dxc", "-n", "elsewhere", "own"], None).await;
+    apply("dx-macsec-operator", &plain).await;
+    wait_ready("dx-macsec-operator", "own").await;
+}
+
+/// A MacSecKey cannot make the operator publish a Secret's value: one naming a Secret
+/// without the key-material label, one that swaps cknKey and cakKey of a labelled Secret, and
+/// one whose CKN equals its CAK are refused with the fix. None of the values shows in a
+/// status, an event, the operator's log or an AWS call.
+async fn a_macseckey_cannot_publish_a_secret_value(e: &E2e) {
+    namespace("swap").await;
+    let secret = |name: &str, labelled: bool, ckn: &str, cak: &str| {
+        let labels = if labelled {
+            ", labels: {dxmacsec.io/key-material: \"true\"}"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}{labels}}}\nstringData: {{ckn: \"{ckn}\", cak: \"{cak}\"}}\n---\n"
+        )
+    };
+    let key = |name: &str, secret: &str, ckn_key: &str, cak_key: &str| {
+        format!(
+            "apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: {name}}}\nspec: {{secretRef: {{name: {secret}, cknKey: {ckn_key}, cakKey: {cak_key}}}}}\n---\n"
+        )
+    };
+    // Values no other scenario uses, so finding them anywhere is a leak.
+    const CKN_S: &str = "5a5a0000000000000000000000000000000000000000000000000000000000a1";
+    const CAK_S: &str = "5c5c0000000000000000000000000000000000000000000000000000000000c1";
+    apply(
+        "swap",
+        &format!(
+            "{}{}{}{}{}{}{}",
+            secret("app-token", false, CKN_S, CAK_S),
+            key("unrelated", "app-token", "ckn", "cak"),
+            secret("sw", true, CKN_S, CAK_S),
+            key("swapped", "sw", "cak", "ckn"),
+            secret("same", true, CKN_S, &CKN_S.to_uppercase()),
+            key("same", "same", "ckn", "cak"),
+            dxc_manifest("c", "dxcon-swap0001", "should_encrypt", &["swapped"], ""),
+        ),
+    )
+    .await;
+    let keys: Api<MacSecKey> = Api::namespaced(e.admin.clone(), "swap");
+    for (name, reason, needle) in [
+        (
+            "unrelated",
+            "SecretNotLabelled",
+            "kubectl label secret -n swap app-token dxmacsec.io/key-material=true",
+        ),
+        ("swapped", "InvalidKeyMaterial", "Set cknKey to \"ckn\""),
+        ("same", "InvalidKeyMaterial", "must never be the CAK"),
+    ] {
+        wait_for(
+            &format!("swap/{name} {reason}"),
+            Duration::from_secs(30),
+            || async {
+                key_condition(&keys, name, "Ready")
+                    .await
+                    .is_some_and(|c| c.reason == reason)
+            },
+        )
+        .await;
+        let k = keys.get(name).await.unwrap();
+        let ready = k.condition("Ready").unwrap();
+        assert!(ready.message.contains(needle), "{name}: {}", ready.message);
+        assert_eq!(k.condition("Stalled").unwrap().status, "True", "{name}");
+    }
+    wait_for("swap/c KeyNotReady", Duration::from_secs(30), || async {
+        ready_condition(e, "swap", "c")
+            .await
+            .is_some_and(|(_, reason, _)| reason == "KeyNotReady")
+    })
+    .await;
+    let (_, objects, _) = kubectl(&["get", "mskey,dxc", "-n", "swap", "-o", "yaml"], None).await;
+    let (_, printed, _) = kubectl(&["get", "mskey,dxc", "-n", "swap"], None).await;
+    let (_, events, _) = kubectl(
+        &["get", "events.events.k8s.io", "-n", "swap", "-o", "yaml"],
+        None,
+    )
+    .await;
+    let log = operator_logs();
+    let calls = format!("{:?}", e.calls());
+    for (what, text) in [
+        ("status", &objects),
+        ("kubectl get", &printed),
+        ("events", &events),
+        ("the operator's log", &log),
+        ("the AWS call log", &calls),
+    ] {
+        for value in [CKN_S, CAK_S] {
+            assert!(
+                !text.to_lowercase().contains(value),
+                "a Secret value reached {what}"
+            );
+        }
+    }
+    assert!(
+        e.calls()
+            .iter()
+            .all(|c| c.target.as_deref() != Some("dxcon-swap0001")
+                || !common::MUTATING.contains(&c.operation.as_str())),
+        "a refused key reached AWS"
+    );
+}
+
+/// Every operator log this run wrote so far, as one text.
+fn operator_logs() -> String {
+    let mut all = String::new();
+    for entry in std::fs::read_dir(env("E2E_WORK")).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("operator-")
+        {
+            all += &std::fs::read_to_string(&path).unwrap_or_default();
+        }
+    }
+    all
+}
+
+/// A Secrets Manager outage (DescribeSecret and GetSecretValue answer a server error, as in a
+/// regional incident) is not a person's problem: a key read before stays Ready on that reading
+/// and says so; a key never read is AwsError, not Stalled, which Flux and Argo CD see as in
+/// progress, not failed; a Warning event. Once the outage ends, the key converges at the next
+/// retry.
+async fn a_secrets_manager_outage_is_not_a_persons_problem(e: &E2e) {
+    namespace("smblip").await;
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIDSETUP",
+            "x",
+            None,
+            None,
+            "e2e",
+        ))
+        .endpoint_url(e.sim.endpoint())
+        .load()
+        .await;
+    let sm = aws_sdk_secretsmanager::Client::new(&conf);
+    for (id, ckn) in [("dx/blip-old", CKN_A), ("dx/blip-new", CKN_B)] {
+        let cak = if ckn == CKN_A { CAK_A } else { CAK_B };
+        sm.create_secret()
+            .name(id)
+            .secret_string(serde_json::json!({"ckn": ckn, "cak": cak}).to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+    let sm_key = |name: &str, id: &str| {
+        format!(
+            "apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {{name: {name}}}\nspec: {{secretsManager: {{secretId: {id}, region: us-east-1}}}}\n---\n"
+        )
+    };
+    apply(
+        "smblip",
+        &format!(
+            "{}{}",
+            sm_key("old", "dx/blip-old"),
+            dxc_manifest("c", "dxcon-smblip01", "should_encrypt", &["old"], "")
+        ),
+    )
+    .await;
+    wait_ready("smblip", "c").await;
+    let keys: Api<MacSecKey> = Api::namespaced(e.admin.clone(), "smblip");
+    for op in ["GetSecretValue", "DescribeSecret"] {
+        e.sim.shared.add_fault(Fault {
+            operation: op.into(),
+            error: Some("DirectConnectServerException".into()),
+            message: Some("Service unavailable".into()),
+            count: None,
+            rate: None,
+            latency_ms: 0,
+        });
+    }
+    apply("smblip", &sm_key("new", "dx/blip-new")).await;
+    wait_for("smblip/new AwsError", Duration::from_secs(60), || async {
+        key_condition(&keys, "new", "Ready")
+            .await
+            .is_some_and(|c| c.reason == "AwsError")
+    })
+    .await;
+    let new = keys.get("new").await.unwrap();
+    assert_eq!(new.condition("Ready").unwrap().status, "False");
+    assert_eq!(new.condition("Stalled").unwrap().status, "False");
+    assert_eq!(
+        verdict("smblip", "mskey/new").await,
+        "InProgress Progressing"
+    );
+    // The key read before: its resync (6 s) reads again, fails, and it stays Ready.
+    wait_for(
+        "smblip/old re-read failed",
+        Duration::from_secs(30),
+        || async {
+            key_condition(&keys, "old", "Ready")
+                .await
+                .is_some_and(|c| c.status == "True" && c.message.contains("passing reason"))
+        },
+    )
+    .await;
+    assert_eq!(
+        keys.get("old")
+            .await
+            .unwrap()
+            .condition("Stalled")
+            .unwrap()
+            .status,
+        "False"
+    );
+    assert!(ready_condition(e, "smblip", "c").await.unwrap().0 == "True");
+    assert!(events_of("smblip", "new").await.contains("AwsError"));
+
+    let healed = std::time::Instant::now();
+    e.sim.shared.clear_faults();
+    wait_for(
+        "smblip/new Ready after the outage",
+        Duration::from_secs(15),
+        || async {
+            key_condition(&keys, "new", "Ready")
+                .await
+                .is_some_and(|c| c.status == "True")
+        },
+    )
+    .await;
+    eprintln!(
+        "the key converged {:?} after the outage ended",
+        healed.elapsed()
+    );
+}
+
+/// A TCP proxy between one replica and the API server that the test can freeze: connections
+/// stay open and no byte passes either way, as in a partition or a hung API server.
+struct FreezableProxy {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezableProxy {
+    async fn start(upstream: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = frozen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(cr) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                        Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+                    ),
+                    (Box::new(sr), Box::new(cw)),
+                ] {
+                    let flag = flag.clone();
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            // Frozen: hold the bytes, keep the connection open.
+                            while flag.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        FreezableProxy { port, frozen, task }
+    }
+
+    fn freeze(&self, on: bool) {
+        self.frozen.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The partition the old code failed: the leader's API server connection hangs (a frozen
+/// proxy: open, silent), while a second replica reaches the API server directly. The frozen
+/// leader makes no AWS mutation after its renew deadline and no call after the other
+/// replica's first; the other replica takes over and finishes the rotation the frozen one
+/// had started; after the unfreeze, the first replica does not act again.
+async fn a_leader_cut_off_from_the_api_server_stops_at_its_deadline(e: &mut E2e) {
+    const ID: &str = "dxcon-part0001";
+    // A short Lease keeps the test short: the renew deadline is 4 s.
+    let lease = [("DXM_LEASE_DURATION", "6s"), ("DXM_LEASE_RENEW", "2s")];
+    let running: Vec<String> = e.operators.iter().map(|(n, _)| n.clone()).collect();
+    for name in running {
+        e.kill_operator(&name).await;
+    }
+    let direct = env("E2E_OPERATOR_KUBECONFIG");
+    let config = std::fs::read_to_string(&direct).unwrap();
+    let start = config.find("server: https://").unwrap() + "server: https://".len();
+    let end = start + config[start..].find(['\n', '"']).unwrap();
+    let proxy = FreezableProxy::start(config[start..end].to_string()).await;
+    let proxied = format!("{}/partition.kubeconfig", env("E2E_WORK"));
+    std::fs::write(
+        &proxied,
+        format!(
+            "{}127.0.0.1:{}{}",
+            &config[..start],
+            proxy.port,
+            &config[end..]
+        ),
+    )
+    .unwrap();
+    e.start_operator_with("AKIDFROZEN", &proxied, &lease);
+
+    namespace("partition").await;
+    apply(
+        "partition",
+        &format!(
+            "{}{}",
+            keys_a_and_b(),
+            dxc_manifest(
+                "p",
+                ID,
+                "must_encrypt",
+                &["k-a"],
+                ", rotation: {overlapSeconds: 8}"
+            )
+        ),
+    )
+    .await;
+    wait_ready("partition", "p").await;
+    apply(
+        "partition",
+        &dxc_manifest(
+            "p",
+            ID,
+            "must_encrypt",
+            &["k-b"],
+            ", rotation: {overlapSeconds: 8}",
+        ),
+    )
+    .await;
+    wait_for(
+        "key B associated by the leader",
+        Duration::from_secs(60),
+        || async {
+            ok_calls(&e.calls(), "AssociateMacSecKey", ID)
+                .iter()
+                .any(|c| c.caller == "AKIDFROZEN")
+        },
+    )
+    .await;
+
+    // Freeze: from now on its Lease cannot be renewed; its deadline is 4 s after its last
+    // renewal, which was at most 2 s ago.
+    proxy.freeze(true);
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let deadline = e.calls().len();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    e.start_operator_with("AKIDDIRECT", &direct, &lease);
+    wait_for(
+        "the rotation finished by the other replica",
+        Duration::from_secs(90),
+        || async { key_ckns(&e.sim.shared.state(), ID) == [CKN_B.to_string()] },
+    )
+    .await;
+    wait_ready("partition", "p").await;
+    let calls = e.calls();
+    let late: Vec<&CallRecord> = calls[deadline..]
+        .iter()
+        .filter(|c| c.caller == "AKIDFROZEN")
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the frozen leader called AWS after its renew deadline: {late:?}"
+    );
+    let first_new = calls.iter().position(|c| c.caller == "AKIDDIRECT").unwrap();
+    assert!(
+        calls[first_new..].iter().all(|c| c.caller != "AKIDFROZEN"),
+        "the frozen leader called AWS after the other replica's first call"
+    );
+    assert_eq!(
+        ok_calls(&calls, "AssociateMacSecKey", ID)
+            .iter()
+            .filter(|c| c.caller == "AKIDDIRECT")
+            .count(),
+        0,
+        "key B was associated again"
+    );
+    assert!(
+        ok_calls(&calls, "DisassociateMacSecKey", ID)
+            .iter()
+            .all(|c| c.caller == "AKIDDIRECT"),
+        "the old key was removed by the replica that lost the Lease"
+    );
+
+    // Unfrozen, the first replica (which exited, to restart as a follower) does not act.
+    proxy.freeze(false);
+    let unfrozen = e.calls().len();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        e.calls()[unfrozen..]
+            .iter()
+            .all(|c| c.caller != "AKIDFROZEN"),
+        "the first replica acted after the unfreeze"
+    );
+    let log =
+        std::fs::read_to_string(format!("{}/operator-AKIDFROZEN.log", env("E2E_WORK"))).unwrap();
+    assert!(
+        log.contains("renew deadline"),
+        "the frozen replica did not say why it stopped"
+    );
+}
+
+/// A condition of MacSecKey `name`, as the API server has it now.
+async fn key_condition(
+    keys: &Api<MacSecKey>,
+    name: &str,
+    type_: &str,
+) -> Option<dx_macsec_operator::crd::Condition> {
+    keys.get(name).await.ok()?.condition(type_).cloned()
 }

@@ -113,6 +113,21 @@ fn callers(calls: &[CallRecord], target: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The spec that names the test's DxAccess.
+const GRANTED: &str = ", accessRef: {name: network}";
+
+/// As a cluster admin: DxAccess `network` lets the test's namespaces use the operator's own
+/// credentials.
+async fn grant_own_credentials() {
+    let (ok, out, err) = run(
+        "kubectl",
+        &["apply", "-f", "-"],
+        Some("apiVersion: dxmacsec.io/v1alpha1\nkind: DxAccess\nmetadata: {name: network}\nspec: {namespaces: [enable, rotate]}\n"),
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+}
+
 /// `helm install` or `helm upgrade` of the chart with what this test machine needs: the
 /// image loaded on the node (never pulled), host networking (dx-sim and the API server listen
 /// on loopback), the API server's loopback address (there is no kube-proxy for the
@@ -190,11 +205,33 @@ async fn in_pods_installed_with_helm() {
 
 /// The chart's pod becomes Ready (its readiness probe passes), and brings a DxConnection to
 /// Ready; the calls come from that pod.
+///
+/// Installed with defaults, the operator's own credentials serve its own namespace only: a
+/// DxConnection elsewhere is Forbidden, naming the DxAccess a cluster admin must create, and
+/// nothing reaches AWS for it; with that DxAccess named in spec.accessRef it converges.
 async fn enables_macsec_from_a_pod(sim: &Sim, pod: &str) {
     kubectl(&["create", "namespace", "enable"]).await;
     apply(
         "enable",
         &must_encrypt_with_key_a("nyc", "dxcon-pod0001", CKN_A, CAK_A),
+    )
+    .await;
+    wait_for("nyc Forbidden", Duration::from_secs(60), || async {
+        kubectl(&["get", "dxc", "-n", "enable", "nyc", "-o", "json"])
+            .await
+            .contains("\"reason\": \"Forbidden\"")
+    })
+    .await;
+    let out = kubectl(&["get", "dxc", "-n", "enable", "nyc", "-o", "json"]).await;
+    assert!(
+        out.contains("create a DxAccess whose spec.namespaces lists enable"),
+        "{out}"
+    );
+    assert!(callers(&sim.shared.calls(), "dxcon-pod0001").is_empty());
+    grant_own_credentials().await;
+    apply(
+        "enable",
+        &dxc_manifest("nyc", "dxcon-pod0001", "must_encrypt", &["k-a"], GRANTED),
     )
     .await;
     wait_ready("enable", "nyc").await;
@@ -226,7 +263,7 @@ async fn a_pod_deleted_mid_rotation_is_replaced_without_a_second_association(sim
             "must_encrypt",
             &[k],
             // Longer than the deleted pod lives: its successor removes the old key.
-            ", rotation: {overlapSeconds: 20}",
+            &format!("{GRANTED}, rotation: {{overlapSeconds: 20}}"),
         )
     };
     apply("rotate", &format!("{keys}{}", spec("k-a"))).await;
@@ -282,7 +319,13 @@ async fn helm_upgrade_rolls_the_pod_and_loses_no_reconcile(sim: &Sim) {
     );
     apply(
         "enable",
-        &dxc_manifest("chicago", "dxcon-pod0003", "should_encrypt", &["k-a"], ""),
+        &dxc_manifest(
+            "chicago",
+            "dxcon-pod0003",
+            "should_encrypt",
+            &["k-a"],
+            GRANTED,
+        ),
     )
     .await;
     wait_ready("enable", "chicago").await;

@@ -144,6 +144,15 @@ pub struct MacSecKeyStatus {
 impl MacSecKey {
     /// Its status says the key material was read and found valid for the current spec (the
     /// CKN is in the status).
+    /// The condition of the given type, if present.
+    pub fn condition(&self, type_: &str) -> Option<&super::Condition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+    }
+
     pub fn validated(&self) -> bool {
         self.status.as_ref().is_some_and(|s| {
             s.observed_generation.is_some()

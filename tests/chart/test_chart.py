@@ -174,7 +174,8 @@ def test_default_render_is_restricted_and_least_privilege():
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert {p["httpGet"]["path"] for p in [pod["containers"][0]["livenessProbe"], pod["containers"][0]["readinessProbe"]]} == {"/healthz", "/readyz"}
-    assert env["DXM_DEFAULT_ACCESS_NAMESPACES"]["value"] == "*"
+    # The operator's own namespace only (the binary's default), not every namespace.
+    assert "DXM_DEFAULT_ACCESS_NAMESPACES" not in env, "own namespace only by default"
     assert "DXM_CLUSTER_NAME" not in env, "the kube-system UID by default"
     roles = {r["metadata"]["name"]: r for r in by_kind(docs, "ClusterRole")}
     rules = roles[NAME]["rules"]
@@ -234,6 +235,7 @@ def test_default_render_is_restricted_and_least_privilege():
     {"prometheusRule": {"keyMaxAgeDays": "1y"}},
     {"grafanaDashboard": {"enabled": "true"}},
     {"access": {"defaultNamespaces": "*"}},
+    {"access": {"defaultNamespaces": ""}},
     {"clusterName": "has spaces"},
     {"watchNamespaces": "network"},
     {"access": {"defaultNamespaces": ["Net Prod"]}},
