@@ -263,6 +263,19 @@ impl E2e {
         took
     }
 
+    /// An AWS SDK configuration for dx-sim in us-east-1, as someone with access key `key`
+    /// (the call log names them).
+    async fn sdk_config(&self, key: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                key, "x", None, None, "e2e",
+            ))
+            .endpoint_url(self.sim.endpoint())
+            .load()
+            .await
+    }
+
     fn calls(&self) -> Vec<CallRecord> {
         self.sim.shared.calls()
     }
@@ -1143,18 +1156,7 @@ async fn drift_is_repaired_at_resync(e: &E2e) {
     )
     .await;
     wait_ready("drift", "x").await;
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "AKIDAPERSON",
-            "x",
-            None,
-            None,
-            "e2e",
-        ))
-        .endpoint_url(e.sim.endpoint())
-        .load()
-        .await;
+    let conf = e.sdk_config("AKIDAPERSON").await;
     aws_sdk_directconnect::Client::new(&conf)
         .update_connection()
         .connection_id("dxcon-drift001")
@@ -2260,18 +2262,7 @@ fn operator_logs() -> String {
 /// retry.
 async fn a_secrets_manager_outage_is_not_a_persons_problem(e: &E2e) {
     namespace("smblip").await;
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "AKIDSETUP",
-            "x",
-            None,
-            None,
-            "e2e",
-        ))
-        .endpoint_url(e.sim.endpoint())
-        .load()
-        .await;
+    let conf = e.sdk_config("AKIDSETUP").await;
     let sm = aws_sdk_secretsmanager::Client::new(&conf);
     for (id, ckn) in [("dx/blip-old", CKN_A), ("dx/blip-new", CKN_B)] {
         let cak = if ckn == CKN_A { CAK_A } else { CAK_B };

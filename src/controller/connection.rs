@@ -319,6 +319,36 @@ fn may_roll_back(dxc: &DxConnection) -> bool {
     let encrypting = status
         .and_then(|s| s.encryption_mode.as_deref())
         .is_none_or(|m| m == "should_encrypt" || m == "must_encrypt");
-    let up = status.and_then(|s| s.port_encryption_status.as_deref()) == Some("Encryption Up");
+    let up = crate::observed::is_port_up(status.and_then(|s| s.port_encryption_status.as_deref()));
     wants_keys && encrypting && !up
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::DxConnectionStatus;
+
+    /// The port-up test is the one the planner uses (observed.rs): a port status AWS writes
+    /// in another case or with spaces around it is up here too, so no rollback material is
+    /// read for a port that is up.
+    #[test]
+    fn a_port_up_in_any_spelling_cannot_roll_back() {
+        let spec = serde_json::from_value(serde_json::json!({
+            "connectionId": "dxcon-1", "encryptionMode": "must_encrypt", "keys": [{"name": "k"}]
+        }))
+        .unwrap();
+        let mut dxc = DxConnection::new("c", spec);
+        for (port, rolls_back) in [
+            ("Encryption Up", false),
+            (" encryption up ", false),
+            ("Encryption Down", true),
+        ] {
+            dxc.status = Some(DxConnectionStatus {
+                encryption_mode: Some("must_encrypt".into()),
+                port_encryption_status: Some(port.into()),
+                ..DxConnectionStatus::default()
+            });
+            assert_eq!(may_roll_back(&dxc), rolls_back, "{port:?}");
+        }
+    }
 }
