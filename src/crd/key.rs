@@ -66,14 +66,17 @@ pub struct MacSecKeySpec {
     pub direct_connect_secret_arn: Option<String>,
 }
 
-/// Keys of a Kubernetes Secret holding the pair.
+/// Keys of a Kubernetes Secret holding the pair. The operator reads only a Secret labelled
+/// `dxmacsec.io/key-material: "true"`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeySource {
-    /// Name of the Secret (same namespace).
+    /// Name of the Secret (same namespace). It must carry the label
+    /// `dxmacsec.io/key-material: "true"`; the operator reads no other Secret.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// Key in the Secret holding the CKN.
+    /// Key in the Secret holding the CKN: the key the Secret marks as its CKN, `ckn` or the
+    /// one its annotation `dxmacsec.io/ckn-key` names.
     #[serde(default = "default_ckn")]
     pub ckn_key: String,
     /// Key in the Secret holding the CAK.
