@@ -472,6 +472,25 @@ mod tests {
                 in_progress,
                 progressing,
             ),
+            // Secrets Manager failed for a moment: in progress, never failed.
+            (
+                mskey(
+                    "key-source-blip",
+                    key_value(false, "AwsError"),
+                    Standing::Pending,
+                ),
+                in_progress,
+                progressing,
+            ),
+            (
+                mskey(
+                    "key-secret-unlabelled",
+                    key_value(false, "SecretNotLabelled"),
+                    Standing::NeedsAPerson,
+                ),
+                failed,
+                degraded,
+            ),
         ]
     }
 
