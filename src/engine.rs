@@ -248,7 +248,7 @@ impl Engine {
             Ok(Observation::Deferred(wait)) => return PassOutcome::Deferred(wait),
             Err(e) => return PassOutcome::Unread(e),
         };
-        let desired = self.with_known_secret_arns(scope, desired).await;
+        let desired = self.with_known_secret_arns(scope, desired);
         let plan = plan(&desired, observed.as_ref(), prior, now);
         let (mut executed, mut failed) = (Vec::new(), None);
         if mode == Mode::Execute {
@@ -281,9 +281,9 @@ impl Engine {
                     }
                 };
                 // Changed, or perhaps changed: re-read it (and a LAG's members) next time.
-                self.cache.mark_changed(scope, &target.id).await;
+                self.cache.mark_changed(scope, &target.id);
                 for m in observed.iter().flat_map(|o| &o.members) {
-                    self.cache.mark_changed(scope, &m.connection_id).await;
+                    self.cache.mark_changed(scope, &m.connection_id);
                 }
                 match outcome {
                     Ok(()) => executed.push(action.clone()),
@@ -302,8 +302,7 @@ impl Engine {
         let waiting = plan.requeue == Requeue::Soon || plan.reason == Reason::EncryptionDown;
         if plan.actions.is_empty() && ((plan.synced && !plan.ready && waiting) || plan.guarding) {
             self.cache
-                .look_again(scope, &desired.connection_id, read_at)
-                .await;
+                .look_again(scope, &desired.connection_id, read_at);
         }
         PassOutcome::Planned(Box::new(Planned {
             observed,
@@ -316,7 +315,7 @@ impl Engine {
     /// Fills in the managed secret ARN of wanted keys whose CKN the scope has shown on some
     /// connection or LAG (the one source of that ARN), so the CAK is sent only when no such
     /// ARN is known.
-    async fn with_known_secret_arns(&self, scope: &Scope, desired: &Desired) -> Desired {
+    fn with_known_secret_arns(&self, scope: &Scope, desired: &Desired) -> Desired {
         let mut desired = desired.clone();
         for key in desired.keys.iter_mut().flatten() {
             if let Ok(m) = &mut key.material

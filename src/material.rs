@@ -128,7 +128,7 @@ fn invalid(message: String) -> KeyProblem {
 /// retried, not a person's problem), refused (`AccessDenied`, `AwsCredentials`), a secret
 /// that does not exist (`SecretNotFound`), or another answer that needs the spec or the
 /// secret fixed (`SecretReadError`).
-fn aws_problem(e: &AwsError, what: String) -> KeyProblem {
+fn aws_problem(e: &AwsError, what: &str) -> KeyProblem {
     let reason = match (e.class, e.kind) {
         (ErrorClass::Throttled, _) => "Throttled",
         (_, ErrorKind::Credentials) => "AwsCredentials",
@@ -345,11 +345,11 @@ async fn from_secrets_manager(
     let api = aws
         .secrets(&sm_scope)
         .await
-        .map_err(|e| aws_problem(&e, what.clone()))?;
+        .map_err(|e| aws_problem(&e, &what))?;
     let text = api
         .secret_string(&sm.secret_id)
         .await
-        .map_err(|e| aws_problem(&e, what))?;
+        .map_err(|e| aws_problem(&e, &what))?;
     let source = format!("Secrets Manager secret {}", sm.secret_id);
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
         invalid(format!(

@@ -266,7 +266,7 @@ mod tests {
     }
 
     /// A MacSecKey named `name` whose Ready is `value` with `standing`.
-    fn mskey(name: &str, value: ConditionValue, standing: Standing) -> Value {
+    fn mskey(name: &str, value: &ConditionValue, standing: Standing) -> Value {
         let mut k = MacSecKey::new(
             name,
             MacSecKeySpec {
@@ -281,7 +281,7 @@ mod tests {
             observed_generation: Some(1),
             ..Default::default()
         };
-        set_ready(&mut status.conditions, &value, standing, Some(1), t(0));
+        set_ready(&mut status.conditions, value, standing, Some(1), t(0));
         k.status = Some(status);
         serde_json::to_value(k).unwrap()
     }
@@ -452,7 +452,7 @@ mod tests {
             (
                 mskey(
                     "key-valid",
-                    key_value(true, "KeyMaterialValid"),
+                    &key_value(true, "KeyMaterialValid"),
                     Standing::Converged,
                 ),
                 current,
@@ -461,14 +461,14 @@ mod tests {
             (
                 mskey(
                     "key-missing",
-                    key_value(false, "SecretNotFound"),
+                    &key_value(false, "SecretNotFound"),
                     Standing::NeedsAPerson,
                 ),
                 failed,
                 degraded,
             ),
             (
-                mskey("key-in-use", key_value(false, "InUse"), Standing::Pending),
+                mskey("key-in-use", &key_value(false, "InUse"), Standing::Pending),
                 in_progress,
                 progressing,
             ),
@@ -476,7 +476,7 @@ mod tests {
             (
                 mskey(
                     "key-source-blip",
-                    key_value(false, "AwsError"),
+                    &key_value(false, "AwsError"),
                     Standing::Pending,
                 ),
                 in_progress,
@@ -485,7 +485,7 @@ mod tests {
             (
                 mskey(
                     "key-secret-unlabelled",
-                    key_value(false, "SecretNotLabelled"),
+                    &key_value(false, "SecretNotLabelled"),
                     Standing::NeedsAPerson,
                 ),
                 failed,

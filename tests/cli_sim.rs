@@ -1233,10 +1233,10 @@ async fn apply_while_membership_changes(sim: &Sim) -> Value {
         until_called(sim, "AssociateMacSecKey", "dxlag-l1").await;
         let req = |id: &str| serde_json::json!({"connectionId": id, "lagId": "dxlag-l1"});
         sim.shared
-            .call("AssociateConnectionWithLag", req("dxcon-m3"))
+            .call("AssociateConnectionWithLag", &req("dxcon-m3"))
             .unwrap();
         sim.shared
-            .call("DisassociateConnectionFromLag", req("dxcon-m2"))
+            .call("DisassociateConnectionFromLag", &req("dxcon-m2"))
             .unwrap();
     };
     let (out, ()) = tokio::join!(child, change);

@@ -812,11 +812,11 @@ async fn an_interconnect_and_lag_membership_changes(e: &E2e) {
     let req = |id: &str| serde_json::json!({"connectionId": id, "lagId": "dxlag-e2elag02"});
     e.sim
         .shared
-        .call("AssociateConnectionWithLag", req("dxcon-lagm0005"))
+        .call("AssociateConnectionWithLag", &req("dxcon-lagm0005"))
         .unwrap();
     e.sim
         .shared
-        .call("DisassociateConnectionFromLag", req("dxcon-lagm0004"))
+        .call("DisassociateConnectionFromLag", &req("dxcon-lagm0004"))
         .unwrap();
 
     wait_for("m5 ManagedByLag", Duration::from_secs(60), || async {

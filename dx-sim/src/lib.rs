@@ -431,7 +431,7 @@ impl Shared {
     /// A Direct Connect call made outside the operator (the console, Terraform, a Partner's
     /// tooling): dispatched as over HTTP, without faults, and logged with caller
     /// `out-of-band`.
-    pub fn call(&self, operation: &str, req: Value) -> Result<Value, String> {
+    pub fn call(&self, operation: &str, req: &Value) -> Result<Value, String> {
         let mut inner = self.lock();
         let target = ["connectionId", "interconnectId", "lagId"]
             .iter()
@@ -439,7 +439,7 @@ impl Shared {
         let scope = target
             .as_deref()
             .map_or_else(|| inner.home.clone(), |id| inner.scope_of_id(id));
-        let result = inner.dispatch(&scope, "OvertureService", operation, &req);
+        let result = inner.dispatch(&scope, "OvertureService", operation, req);
         let outcome = result.as_ref().map_or_else(|e| e.code, |_| "ok");
         inner.record(operation, "out-of-band".into(), &scope, target, outcome);
         result.map_err(|e| format!("{}: {}", e.code, e.message))
@@ -532,7 +532,7 @@ async fn sts_call(sim: Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     }
 }
 
-fn aws_response(status: StatusCode, body: Value, error_type: Option<&str>) -> Response {
+fn aws_response(status: StatusCode, body: &Value, error_type: Option<&str>) -> Response {
     let mut resp = (status, body.to_string()).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -565,7 +565,7 @@ async fn aws_call(State(sim): State<Shared>, headers: HeaderMap, body: Bytes) ->
     else {
         return aws_response(
             StatusCode::BAD_REQUEST,
-            json!({"__type": "MissingAction", "message": "X-Amz-Target header is required"}),
+            &json!({"__type": "MissingAction", "message": "X-Amz-Target header is required"}),
             Some("MissingAction"),
         );
     };
@@ -578,7 +578,7 @@ async fn aws_call(State(sim): State<Shared>, headers: HeaderMap, body: Bytes) ->
             Err(e) => {
                 return aws_response(
                     StatusCode::BAD_REQUEST,
-                    json!({"__type": "SerializationException", "message": e.to_string()}),
+                    &json!({"__type": "SerializationException", "message": e.to_string()}),
                     Some("SerializationException"),
                 );
             }
@@ -619,7 +619,7 @@ async fn aws_call(State(sim): State<Shared>, headers: HeaderMap, body: Bytes) ->
     inner.record(&operation, caller, &scope, target, outcome);
     drop(inner);
     match result {
-        Ok(body) => aws_response(StatusCode::OK, body, None),
+        Ok(body) => aws_response(StatusCode::OK, &body, None),
         Err(e) => {
             let message_key = if service == "secretsmanager" {
                 "Message"
@@ -628,7 +628,7 @@ async fn aws_call(State(sim): State<Shared>, headers: HeaderMap, body: Bytes) ->
             };
             aws_response(
                 StatusCode::BAD_REQUEST,
-                json!({"__type": e.code, message_key: e.message}),
+                &json!({"__type": e.code, message_key: e.message}),
                 Some(e.code),
             )
         }

@@ -82,6 +82,10 @@ pub(crate) async fn reconcile<K: Reconciled>(
 /// After a failed reconcile: expected waits (a deletion in progress, a key still in use) are
 /// logged at info, everything else at warn; a key in use is looked at again after a while
 /// (a DxConnection change re-triggers it at once), anything else soon.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature kube-runtime's Controller::run takes"
+)]
 pub(crate) fn error_policy<K: Reconciled>(
     obj: Arc<DeserializeGuard<K>>,
     error: &Error,
