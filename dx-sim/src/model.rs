@@ -1,5 +1,5 @@
 //! The emulated account: connections, LAGs, MACsec keys, Direct Connect-managed secrets and
-//! customer routers, with the rules of DOMAIN.md. No HTTP here: each operation takes the
+//! customer routers, with the rules of docs/domain.md. No HTTP here: each operation takes the
 //! request's JSON and returns the response JSON or an AWS-shaped error.
 
 use std::collections::{BTreeMap, BTreeSet};

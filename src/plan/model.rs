@@ -1,6 +1,6 @@
 //! A small in-memory model of one Direct Connect connection or LAG, for property tests.
 //!
-//! It applies the planner's actions the way DOMAIN.md says AWS does (3-key keychain,
+//! It applies the planner's actions the way docs/domain.md says AWS does (3-key keychain,
 //! asynchronous key states, the last key removed under must_encrypt turning the mode into
 //! should_encrypt, LAG members mirroring the LAG) and refuses what AWS would refuse. A
 //! simulated customer router decides `Encryption Up`: the port is up while some associated
