@@ -4,7 +4,8 @@
 //! engine and its observation cache, the event recorder, metrics and the reflector stores.
 //! Decisions come from `engine`/`plan`; this module reads Kubernetes, writes status with
 //! server-side apply, publishes events and chooses when to look again. Secrets are read
-//! with `get` only.
+//! with `get` by name, their metadata first and their data only when labelled as key
+//! material; with `--watch-secrets`, a metadata-only watch also tells when one changed.
 
 pub mod connection;
 pub mod key;

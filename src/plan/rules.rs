@@ -261,8 +261,6 @@ fn ownership(
     }
 }
 
-/// Rule 3, lower mode: turning encryption off or down sets the mode first, so AWS never flips
-/// it itself and no key removal happens under must_encrypt.
 /// Outgoing keys removed less than the guard window ago, oldest first.
 pub(super) fn recent_removals<'a>(
     desired: &Desired,
@@ -355,6 +353,8 @@ fn guard(v: &Validated<'_>, s: &Situation<'_>, prior: &PriorState, now: Timestam
     None
 }
 
+/// Rule 3, lower mode: turning encryption off or down sets the mode first, so AWS never flips
+/// it itself and no key removal happens under must_encrypt.
 fn lower_mode(v: &Validated<'_>, s: &Situation<'_>) -> Option<Step> {
     let mode @ (EncryptionMode::NoEncrypt | EncryptionMode::ShouldEncrypt) = v.mode()? else {
         return None;
