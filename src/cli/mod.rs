@@ -73,6 +73,10 @@ struct Item {
     done: bool,
     /// Since when the current reason has held (progress shows the slowest waits).
     since: Instant,
+    /// The reason `apply` last reported for it (empty before its first pass).
+    reason: String,
+    /// The last line `apply` printed for it, so an unchanged one is not printed again.
+    last_line: String,
 }
 
 /// Resolves every DxConnection of the inputs. Access is the controller's rule
@@ -130,6 +134,8 @@ async fn prepare(
             due: Instant::now(),
             done: false,
             since: Instant::now(),
+            reason: String::new(),
+            last_line: String::new(),
         });
     }
     items
@@ -320,17 +326,14 @@ fn progress_state(item: &Item) -> progress::State {
     }
 }
 
-fn tally(items: &[Item], reasons: &[String], now: Instant) -> progress::Tally {
+fn tally(items: &[Item], now: Instant) -> progress::Tally {
     progress::Tally::of(
-        items
-            .iter()
-            .zip(reasons)
-            .map(|(item, reason)| progress::Entry {
-                name: &item.name,
-                state: progress_state(item),
-                reason,
-                since: item.since,
-            }),
+        items.iter().map(|item| progress::Entry {
+            name: &item.name,
+            state: progress_state(item),
+            reason: &item.reason,
+            since: item.since,
+        }),
         now,
     )
 }
@@ -360,19 +363,15 @@ pub async fn apply(
     let said = |progress: &mut progress::Progress, line: String| {
         progress.say(&line, output == Output::Json);
     };
-    let mut reasons: Vec<String> = vec![String::new(); items.len()];
-    let mut last_lines: Vec<String> = vec![String::new(); items.len()];
     loop {
-        for ((item, last_line), reason_seen) in
-            items.iter_mut().zip(&mut last_lines).zip(&mut reasons)
-        {
+        for item in items.iter_mut() {
             if item.done || item.due > Instant::now() {
                 continue;
             }
             if item.scope.is_err() {
                 item.done = true;
                 let (reason, message) = reason_and_message(item);
-                *reason_seen = reason;
+                item.reason = reason;
                 progress.say(&format!("{}: {message}", item.name), true);
                 continue;
             }
@@ -383,20 +382,18 @@ pub async fn apply(
                 }
             }
             let (reason, message) = reason_and_message(item);
-            if reason != *reason_seen {
+            if reason != item.reason {
                 item.since = Instant::now();
-                *reason_seen = reason.clone();
+                item.reason = reason.clone();
             }
             let line = format!("{}: {reason}: {message}", item.name);
-            if line != *last_line {
+            if line != item.last_line {
                 said(&mut progress, line.clone());
-                *last_line = line;
+                item.last_line = line;
             }
             item.done = standing(item) != Standing::Pending;
         }
-        if let Some(text) =
-            progress.update(&tally(&items, &reasons, Instant::now()), Instant::now())
-        {
+        if let Some(text) = progress.update(&tally(&items, Instant::now()), Instant::now()) {
             progress::show(&text);
         }
         let Some(next) = items.iter().filter(|i| !i.done).map(|i| i.due).min() else {
@@ -414,7 +411,7 @@ pub async fn apply(
         }
         tokio::time::sleep_until(wake.into()).await;
     }
-    progress::show(&progress.finish(&tally(&items, &reasons, Instant::now())));
+    progress::show(&progress.finish(&tally(&items, Instant::now())));
     match output {
         Output::Text => print_table(&items),
         Output::Json => {
