@@ -366,6 +366,165 @@ fn triggers(
     })
 }
 
+/// The namespaces the controllers watch: `None` for the whole cluster, or each watched
+/// namespace (then the operator needs Roles in those namespaces only, no cluster-wide read
+/// of Secrets).
+fn watch_scopes(settings: &Settings) -> Vec<Option<String>> {
+    if settings.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings
+            .watch_namespaces
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
+    }
+}
+
+/// DxAccesses in a reflector of their own, read by every DxConnection reconcile: the store,
+/// a sender that ticks on every change once the store holds it (every DxConnection is then
+/// reconciled again), and the watch task.
+fn watch_grants(
+    client: &Client,
+    wc: &watcher::Config,
+) -> (
+    Store<DxAccess>,
+    tokio::sync::broadcast::Sender<()>,
+    tokio::task::AbortHandle,
+) {
+    let (grants, writer) = kube::runtime::reflector::store::<DxAccess>();
+    let (changed_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let access_api: Api<DxAccess> = Api::all(client.clone());
+    let tx = changed_tx.clone();
+    let watch = kube::runtime::reflector(writer, watcher(access_api, wc.clone()).default_backoff())
+        .touched_objects()
+        .for_each(move |event| {
+            match event {
+                // No receiver yet: no controller runs yet, and each reconciles every
+                // object when it starts.
+                Ok(_) => {
+                    let _ = tx.send(());
+                }
+                Err(e) => tracing::warn!(error = %e, "watching DxAccesses"),
+            }
+            std::future::ready(())
+        });
+    (grants, changed_tx, tokio::spawn(watch).abort_handle())
+}
+
+/// Secrets' names and versions in each scope (metadata only; data, labels and annotations,
+/// which may hold a copy of the data, are dropped on arrival): the stores, a sender that
+/// ticks when a Secret a MacSecKey names changes (the MacSecKeys are reconciled again; each
+/// re-reads its Secret only if its version moved), and the watch tasks.
+fn watch_secret_versions(
+    client: &Client,
+    wc: &watcher::Config,
+    scopes: &[Option<String>],
+    keys: &Stores<DeserializeGuard<MacSecKey>>,
+) -> (
+    Vec<Store<PartialObjectMeta<Secret>>>,
+    tokio::sync::broadcast::Sender<()>,
+    Vec<tokio::task::AbortHandle>,
+) {
+    let (secret_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut stores = Vec::new();
+    let mut tasks = Vec::new();
+    for ns in scopes {
+        let (store, writer) = kube::runtime::reflector::store::<PartialObjectMeta<Secret>>();
+        stores.push(store);
+        // An Api of PartialObjectMeta makes metadata-only list and watch requests.
+        let stream = watcher(
+            api_in::<PartialObjectMeta<Secret>>(client, ns.as_deref()),
+            wc.clone(),
+        )
+        .default_backoff()
+        .modify(|m| {
+            m.metadata = kube::core::ObjectMeta {
+                name: m.metadata.name.take(),
+                namespace: m.metadata.namespace.take(),
+                resource_version: m.metadata.resource_version.take(),
+                ..Default::default()
+            };
+        });
+        let (keys, secret_tx) = (keys.clone(), secret_tx.clone());
+        let watch = kube::runtime::reflector(writer, stream)
+            .touched_objects()
+            .for_each(move |event| {
+                match event {
+                    Ok(secret) => {
+                        let (ns, name) = (secret.namespace(), secret.name_any());
+                        let named = keys.state().iter().filter_map(|g| g.0.as_ref().ok()).any(|k| {
+                            k.namespace() == ns
+                                && k.spec.secret_ref.as_ref().is_some_and(|r| r.name == name)
+                        });
+                        if named {
+                            let _ = secret_tx.send(());
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot watch Secrets (metadata only): grant list and watch on secrets, or run with --watch-secrets=false (the chart's watchSecrets)"),
+                }
+                std::future::ready(())
+            });
+        tasks.push(tokio::spawn(watch).abort_handle());
+    }
+    (stores, secret_tx, tasks)
+}
+
+/// A MacSecKey, by namespace and name.
+type KeyName = (String, String);
+
+/// Which DxConnections a MacSecKey change must reconcile again: those that reference the key,
+/// and only when what matters to them changed (`key_relevance`). Status writes that touch
+/// only usedBy or conditions are skipped: with one key shared by N DxConnections each would
+/// cost N reconciles.
+struct KeyChanges {
+    connections: Store<DeserializeGuard<DxConnection>>,
+    /// What mattered of each key when last seen.
+    seen: std::sync::Mutex<std::collections::HashMap<KeyName, relations::KeyRelevance>>,
+}
+
+impl KeyChanges {
+    fn connections_to_reconcile(
+        &self,
+        key: &DeserializeGuard<MacSecKey>,
+    ) -> Vec<ObjectRef<DeserializeGuard<DxConnection>>> {
+        let ns = key.namespace().unwrap_or_default();
+        let name = key.name_any();
+        let relevant = key_relevance(key);
+        let previous = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((ns.clone(), name.clone()), relevant.clone());
+        if previous.as_ref() == Some(&relevant) {
+            return Vec::new();
+        }
+        self.connections
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter(|d| d.namespace().as_deref() == Some(ns.as_str()) && references(d, &name))
+            .map(|d| ObjectRef::new(&d.name_any()).within(&ns))
+            .collect()
+    }
+}
+
+/// The MacSecKeys a DxConnection names: a DxConnection change (deletion included) updates
+/// their usedBy.
+fn keys_of(guard: &DeserializeGuard<DxConnection>) -> Vec<ObjectRef<DeserializeGuard<MacSecKey>>> {
+    let ns = guard.namespace().unwrap_or_default();
+    guard
+        .0
+        .as_ref()
+        .ok()
+        .and_then(|d| d.spec.keys.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|k| ObjectRef::new(&k.name).within(&ns))
+        .collect()
+}
+
 /// Runs both controllers until `shutdown` resolves.
 pub async fn run_controllers(
     clients: KubeClients,
@@ -379,18 +538,7 @@ pub async fn run_controllers(
     let wc = watcher::Config::default().any_semantic();
     // Bounded concurrency keeps memory flat and the AWS call rate smooth with many objects.
     let config = kube::runtime::controller::Config::default().concurrency(settings.concurrency);
-    // One pair of controllers for the whole cluster, or one per watched namespace (then the
-    // operator needs Roles in those namespaces only, no cluster-wide read of Secrets).
-    let scopes: Vec<Option<String>> = if settings.watch_namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings
-            .watch_namespaces
-            .iter()
-            .cloned()
-            .map(Some)
-            .collect()
-    };
+    let scopes = watch_scopes(&settings);
     let mut pairs = Vec::new();
     for ns in &scopes {
         let dxc_api: Api<DeserializeGuard<DxConnection>> = api_in(&client, ns.as_deref());
@@ -403,121 +551,35 @@ pub async fn run_controllers(
     }
     let connections = Stores(pairs.iter().map(|p| p.2.store()).collect());
     let keys = Stores(pairs.iter().map(|p| p.3.store()).collect());
-    // DxAccesses in a reflector of their own, read by every DxConnection reconcile. A change
-    // re-reconciles every DxConnection, once the store holds it; reconciles start once the
-    // store holds every DxAccess, so a restart never reports a granted DxConnection
-    // Forbidden.
-    let (grants, writer) = kube::runtime::reflector::store::<DxAccess>();
-    let (changed_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let access_api: Api<DxAccess> = Api::all(client.clone());
-    let access_watch = {
-        let changed_tx = changed_tx.clone();
-        kube::runtime::reflector(writer, watcher(access_api, wc.clone()).default_backoff())
-            .touched_objects()
-            .for_each(move |event| {
-                match event {
-                    // No receiver yet: no controller runs yet, and each reconciles every
-                    // object when it starts.
-                    Ok(_) => {
-                        let _ = changed_tx.send(());
-                    }
-                    Err(e) => tracing::warn!(error = %e, "watching DxAccesses"),
-                }
-                std::future::ready(())
-            })
-    };
+    // Reconciles start once the grants' store holds every DxAccess, so a restart never
+    // reports a granted DxConnection Forbidden.
+    let (grants, changed_tx, grants_watch) = watch_grants(&client, &wc);
     // The watch tasks end with the controllers, also when shutdown cuts them off.
-    let mut watches = AbortOnDrop(vec![tokio::spawn(access_watch).abort_handle()]);
-
-    // Secrets' names and versions (metadata only; data, labels and annotations, which may
-    // hold a copy of the data, are dropped on arrival). A change to a Secret that a MacSecKey
-    // names re-reconciles the MacSecKeys; each re-reads its Secret only if its version moved.
-    let (secret_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let mut secret_stores = Vec::new();
-    if settings.watch_secrets {
-        for ns in &scopes {
-            let (store, writer) = kube::runtime::reflector::store::<PartialObjectMeta<Secret>>();
-            secret_stores.push(store);
-            // An Api of PartialObjectMeta makes metadata-only list and watch requests.
-            let stream = watcher(
-                api_in::<PartialObjectMeta<Secret>>(&client, ns.as_deref()),
-                wc.clone(),
-            )
-            .default_backoff()
-            .modify(|m| {
-                m.metadata = kube::core::ObjectMeta {
-                    name: m.metadata.name.take(),
-                    namespace: m.metadata.namespace.take(),
-                    resource_version: m.metadata.resource_version.take(),
-                    ..Default::default()
-                };
-            });
-            let (keys, secret_tx) = (keys.clone(), secret_tx.clone());
-            let watch = kube::runtime::reflector(writer, stream)
-                .touched_objects()
-                .for_each(move |event| {
-                    match event {
-                        Ok(secret) => {
-                            let (ns, name) = (secret.namespace(), secret.name_any());
-                            let named = keys.state().iter().filter_map(|g| g.0.as_ref().ok()).any(|k| {
-                                k.namespace() == ns
-                                    && k.spec.secret_ref.as_ref().is_some_and(|r| r.name == name)
-                            });
-                            if named {
-                                let _ = secret_tx.send(());
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cannot watch Secrets (metadata only): grant list and watch on secrets, or run with --watch-secrets=false (the chart's watchSecrets)"),
-                    }
-                    std::future::ready(())
-                });
-            watches.0.push(tokio::spawn(watch).abort_handle());
-        }
-    }
+    let mut watches = AbortOnDrop(vec![grants_watch]);
+    let (secret_stores, secret_tx, secret_watches) = if settings.watch_secrets {
+        watch_secret_versions(&client, &wc, &scopes, &keys)
+    } else {
+        (
+            Vec::new(),
+            tokio::sync::broadcast::channel::<()>(1).0,
+            Vec::new(),
+        )
+    };
+    watches.0.extend(secret_watches);
 
     let mut runs = Vec::new();
     for (dxc_api, key_api, dxc_controller, key_controller) in pairs {
         let dxc_controller = dxc_controller.reconcile_all_on(triggers(&changed_tx));
-        // A MacSecKey change that matters to DxConnections re-reconciles every DxConnection
-        // that references it. Status writes that only touch usedBy or conditions are
-        // skipped: with one key shared by N DxConnections each would cost N reconciles.
-        let by_key = dxc_controller.store();
-        let seen = std::sync::Mutex::new(std::collections::HashMap::new());
+        let changes = KeyChanges {
+            connections: dxc_controller.store(),
+            seen: std::sync::Mutex::default(),
+        };
         let dxc_controller = dxc_controller.watches(key_api, wc.clone(), move |key| {
-            let ns = key.namespace().unwrap_or_default();
-            let name = key.name_any();
-            let relevant = key_relevance(&key);
-            let previous = seen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert((ns.clone(), name.clone()), relevant.clone());
-            if previous.as_ref() == Some(&relevant) {
-                return Vec::new();
-            }
-            by_key
-                .state()
-                .iter()
-                .filter_map(|g| g.0.as_ref().ok())
-                .filter(|d| d.namespace().as_deref() == Some(ns.as_str()) && references(d, &name))
-                .map(|d| {
-                    ObjectRef::<DeserializeGuard<DxConnection>>::new(&d.name_any()).within(&ns)
-                })
-                .collect::<Vec<_>>()
+            changes.connections_to_reconcile(&key)
         });
-        let key_controller = key_controller.reconcile_all_on(triggers(&secret_tx));
-        // A DxConnection change (including deletion) updates the usedBy of its MacSecKeys.
-        let key_controller = key_controller.watches(dxc_api, wc.clone(), |guard| {
-            let ns = guard.namespace().unwrap_or_default();
-            guard
-                .0
-                .as_ref()
-                .ok()
-                .and_then(|d| d.spec.keys.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .map(move |k| ObjectRef::new(&k.name).within(&ns))
-                .collect::<Vec<_>>()
-        });
+        let key_controller = key_controller
+            .reconcile_all_on(triggers(&secret_tx))
+            .watches(dxc_api, wc.clone(), |guard| keys_of(&guard));
         runs.push((dxc_controller, key_controller));
     }
 
@@ -535,8 +597,24 @@ pub async fn run_controllers(
         grants: grants.clone(),
         secret_versions,
     });
-    let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
     let _ = grants.wait_until_ready().await;
+    run_until(runs, ctx, shutdown).await;
+    drop(watches);
+}
+
+/// The DxConnection and MacSecKey controllers of one watched scope.
+type ControllerPair = (
+    Controller<DeserializeGuard<DxConnection>>,
+    Controller<DeserializeGuard<MacSecKey>>,
+);
+
+/// Runs every pair of controllers with `ctx` until `shutdown` resolves.
+async fn run_until(
+    runs: Vec<ControllerPair>,
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
     let mut all = Vec::new();
     for (dxc_controller, key_controller) in runs {
         all.push(
@@ -563,7 +641,6 @@ pub async fn run_controllers(
         );
     }
     futures_util::future::join_all(all).await;
-    drop(watches);
 }
 
 /// Aborts its tasks when dropped.

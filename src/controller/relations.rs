@@ -233,24 +233,26 @@ pub(crate) fn valid(
 /// kube-runtime's `predicate_filter`, which can only feed a controller through the unstable
 /// `watches_stream`. A key removed for good while still referenced is found at the
 /// DxConnections' next requeue (its finalizer keeps a key in use from going).
-pub(crate) fn key_relevance(
-    key: &DeserializeGuard<MacSecKey>,
-) -> (
-    Option<String>,
-    Option<i64>,
-    bool,
-    Option<String>,
-    Option<String>,
-) {
+pub(crate) fn key_relevance(key: &DeserializeGuard<MacSecKey>) -> KeyRelevance {
     let meta = key.meta();
     let status = key.0.as_ref().ok().and_then(|k| k.status.as_ref());
-    (
-        meta.uid.clone(),
-        meta.generation,
-        meta.deletion_timestamp.is_some(),
-        status.and_then(|s| s.ckn.clone()),
-        status.and_then(|s| s.direct_connect_secret_arn.clone()),
-    )
+    KeyRelevance {
+        uid: meta.uid.clone(),
+        generation: meta.generation,
+        deleting: meta.deletion_timestamp.is_some(),
+        ckn: status.and_then(|s| s.ckn.clone()),
+        managed_secret_arn: status.and_then(|s| s.direct_connect_secret_arn.clone()),
+    }
+}
+
+/// What of a MacSecKey matters to the DxConnections that use it ([`key_relevance`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyRelevance {
+    uid: Option<String>,
+    generation: Option<i64>,
+    deleting: bool,
+    ckn: Option<String>,
+    managed_secret_arn: Option<String>,
 }
 
 #[cfg(test)]
