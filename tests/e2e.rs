@@ -2290,14 +2290,9 @@ async fn a_secrets_manager_outage_is_not_a_persons_problem(e: &E2e) {
     wait_ready("smblip", "c").await;
     let keys: Api<MacSecKey> = Api::namespaced(e.admin.clone(), "smblip");
     for op in ["GetSecretValue", "DescribeSecret"] {
-        e.sim.shared.add_fault(Fault {
-            operation: op.into(),
-            error: Some("DirectConnectServerException".into()),
-            message: Some("Service unavailable".into()),
-            count: None,
-            rate: None,
-            latency_ms: 0,
-        });
+        e.sim
+            .shared
+            .add_fault(dx_sim::Fault::outage(op, "DirectConnectServerException"));
     }
     // A new key, added to the DxConnection's keys, is first read during the outage.
     apply(

@@ -73,6 +73,21 @@ pub struct Fault {
     pub latency_ms: u64,
 }
 
+impl Fault {
+    /// Every call of `operation` fails with `error` (an AWS error code) until the faults are
+    /// cleared: an outage.
+    pub fn outage(operation: &str, error: &str) -> Self {
+        Fault {
+            operation: operation.into(),
+            error: Some(error.into()),
+            message: Some("Service unavailable".into()),
+            count: None,
+            rate: None,
+            latency_ms: 0,
+        }
+    }
+}
+
 /// Controls body for `POST /_sim/connection-state`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -872,14 +872,9 @@ async fn a_secrets_manager_outage_is_retried_and_not_stalled() {
         .unwrap();
     let outage = |h: &Harness| {
         for op in ["DescribeSecret", "GetSecretValue"] {
-            h.sim.shared.add_fault(dx_sim::Fault {
-                operation: op.into(),
-                error: Some("DirectConnectServerException".into()),
-                message: Some("Service unavailable".into()),
-                count: None,
-                rate: None,
-                latency_ms: 0,
-            });
+            h.sim
+                .shared
+                .add_fault(dx_sim::Fault::outage(op, "DirectConnectServerException"));
         }
     };
     let condition = |body: &Value, type_: &str| {
