@@ -127,7 +127,7 @@ impl PassOutcome {
     pub fn ready(&self) -> ConditionValue {
         match (self.plan(), self.error()) {
             (Some(p), _) => ConditionValue::new(p.ready, p.reason, &p.message),
-            (None, Some(e)) => ConditionValue::new(false, error_reason(e), e.to_string()),
+            (None, Some(e)) => ConditionValue::new(false, e.reason(), e.to_string()),
             (None, None) => ConditionValue::new(false, Reason::AwsError, "AWS was not read"),
         }
     }
@@ -135,7 +135,7 @@ impl PassOutcome {
     /// The `Synced` condition: false when a call failed or the spec cannot be acted on.
     pub fn synced(&self) -> ConditionValue {
         match (self.error(), self.plan()) {
-            (Some(e), _) => ConditionValue::new(false, error_reason(e), e.to_string()),
+            (Some(e), _) => ConditionValue::new(false, e.reason(), e.to_string()),
             (None, Some(p)) => ConditionValue::new(p.synced, p.reason, &p.message),
             (None, None) => ConditionValue::new(false, Reason::AwsError, "AWS was not read"),
         }
@@ -181,17 +181,6 @@ impl PassOutcome {
             Some(p) if p.needs_a_person() => Standing::NeedsAPerson,
             _ => Standing::Pending,
         }
-    }
-}
-
-/// The condition reason of an AWS error: `Throttled`, `AwsCredentials`, `AccessDenied`, or
-/// `AwsError` for everything else.
-pub fn error_reason(e: &AwsError) -> Reason {
-    match (e.class, e.kind) {
-        (ErrorClass::Throttled, _) => Reason::Throttled,
-        (_, ErrorKind::Credentials) => Reason::AwsCredentials,
-        (_, ErrorKind::AccessDenied) => Reason::AccessDenied,
-        _ => Reason::AwsError,
     }
 }
 

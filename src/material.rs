@@ -15,10 +15,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::ObjectMeta;
 
-use crate::aws::{AwsError, AwsProvider, BoxFut, ErrorClass, ErrorKind, Scope};
+use crate::aws::{AwsError, AwsProvider, BoxFut, ErrorClass, Scope};
 use crate::crd::{MacSecKey, MacSecKeySpec, SecretKeySource, SecretsManagerSource};
 use crate::keys::{Cak, Ckn};
-use crate::plan::{KeyMaterial, KeyProblem};
+use crate::plan::{KeyMaterial, KeyProblem, Reason};
 
 /// The data of a Kubernetes Secret, by key.
 pub type SecretData = BTreeMap<String, Vec<u8>>;
@@ -129,15 +129,19 @@ fn invalid(message: String) -> KeyProblem {
 /// that does not exist (`SecretNotFound`), or another answer that needs the spec or the
 /// secret fixed (`SecretReadError`).
 fn aws_problem(e: &AwsError, what: &str) -> KeyProblem {
-    let reason = match (e.class, e.kind) {
-        (ErrorClass::Throttled, _) => "Throttled",
-        (_, ErrorKind::Credentials) => "AwsCredentials",
-        (_, ErrorKind::AccessDenied) => "AccessDenied",
-        (ErrorClass::RetrySoon, _) => "AwsError",
-        _ if e.code.as_deref() == Some("ResourceNotFoundException") => "SecretNotFound",
-        _ => "SecretReadError",
-    };
     let transient = e.class != ErrorClass::Terminal;
+    // The DxConnection's reasons for an AWS error, except a terminal one of no other kind,
+    // which is about the secret itself.
+    let reason = match e.reason() {
+        Reason::AwsError if !transient => {
+            if e.code.as_deref() == Some("ResourceNotFoundException") {
+                "SecretNotFound"
+            } else {
+                "SecretReadError"
+            }
+        }
+        other => other.as_str(),
+    };
     let retry = if transient {
         "; a passing failure, retried"
     } else {

@@ -99,6 +99,18 @@ const NOT_READY_HINTS: &[&str] = &[
 ];
 
 impl AwsError {
+    /// The condition reason of this error: `Throttled`, `AwsCredentials`, `AccessDenied`, or
+    /// `AwsError` for everything else.
+    pub fn reason(&self) -> crate::plan::Reason {
+        use crate::plan::Reason;
+        match (self.class, self.kind) {
+            (ErrorClass::Throttled, _) => Reason::Throttled,
+            (_, ErrorKind::Credentials) => Reason::AwsCredentials,
+            (_, ErrorKind::AccessDenied) => Reason::AccessDenied,
+            _ => Reason::AwsError,
+        }
+    }
+
     /// Classifies an error the service returned (code and message), including moto's and
     /// dx-sim's codes. Access and credential errors get a message that says what to fix.
     pub fn from_service(operation: &'static str, code: Option<&str>, message: &str) -> Self {

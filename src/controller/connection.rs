@@ -37,7 +37,7 @@ async fn publish_calls(
     }
     if let Some(e) = result.error() {
         let act = action.unwrap_or(e.operation);
-        let reason = crate::engine::error_reason(e);
+        let reason = e.reason();
         ctx.publish(r, EventType::Warning, reason.as_str(), act, e.to_string())
             .await;
     }

@@ -32,7 +32,7 @@ impl Reconciled for MacSecKey {
 
         let checked = check_material(key, ctx, &users, &all, &mut status).await;
         let (condition, requeue) = (checked.condition, checked.requeue);
-        let standing = match (condition.status, checked.transient) {
+        let standing = match (condition.status, checked.transient_failure.is_some()) {
             (true, _) => Standing::Converged,
             // AWS or the API server failed for a moment: it heals by itself.
             (false, true) => Standing::Pending,
@@ -115,10 +115,8 @@ impl Reconciled for MacSecKey {
 struct Checked {
     /// The `Ready` condition.
     condition: ConditionValue,
-    /// The condition is False for a passing reason, not a person's problem.
-    transient: bool,
-    /// A read that failed for a passing reason, for a Warning event (also when the key
-    /// stays Ready on its last good reading).
+    /// A read that failed for a passing reason, not a person's problem: a Warning event,
+    /// and (unless the key stays Ready on its last good reading) the condition's cause.
     transient_failure: Option<KeyProblem>,
     requeue: Requeue,
 }
@@ -150,7 +148,6 @@ async fn check_material(
                 reason: "SecretReadError",
                 message: message.into(),
             },
-            transient: false,
             transient_failure: None,
             requeue: Requeue::Resync,
         };
@@ -166,7 +163,6 @@ async fn check_material(
             reason: "KeyMaterialValid",
             message,
         },
-        transient: false,
         transient_failure: None,
         requeue: Requeue::Resync,
     };
@@ -200,28 +196,26 @@ async fn check_material(
             } else {
                 Requeue::Soon
             };
-            let mut checked = if key.validated() {
+            let condition = if key.validated() {
                 // The last good reading stands; its source_version too, so the next look
                 // reads the source again only if it changed or is still unknown.
                 valid(format!(
                     "{message}, as last read; reading it again failed for a passing reason and is retried: {}",
                     problem.message
                 ))
+                .condition
             } else {
-                Checked {
-                    condition: ConditionValue {
-                        status: false,
-                        reason: problem.reason,
-                        message: problem.message.clone(),
-                    },
-                    transient: true,
-                    transient_failure: None,
-                    requeue,
+                ConditionValue {
+                    status: false,
+                    reason: problem.reason,
+                    message: problem.message.clone(),
                 }
             };
-            checked.requeue = requeue;
-            checked.transient_failure = Some(problem);
-            checked
+            Checked {
+                condition,
+                transient_failure: Some(problem),
+                requeue,
+            }
         }
         // A missing Secret may be created at any time: look again soon.
         Err(problem) => {
@@ -232,7 +226,6 @@ async fn check_material(
                     reason: problem.reason,
                     message: problem.message,
                 },
-                transient: false,
                 transient_failure: None,
                 requeue: Requeue::Soon,
             }
