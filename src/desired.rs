@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::access::Access;
-use crate::aws::{AwsProvider, Scope};
+use crate::aws::{Scope, SecretsProvider};
 use crate::crd::{CONFIRM_REMOVAL_ANNOTATION, DxConnection, MacSecKey, RemovalConfirmation};
 use crate::keys::Ckn;
 use crate::material::{self, SecretReader};
@@ -49,7 +49,7 @@ pub async fn desired(
     find_key: impl Fn(&str) -> Option<MacSecKey>,
     known_arn: impl Fn(&Ckn) -> Option<String>,
     secrets: &dyn SecretReader,
-    aws: &dyn AwsProvider,
+    aws: &dyn SecretsProvider,
     scope: &Scope,
 ) -> Desired {
     let namespace = dxc.metadata.namespace.as_deref().unwrap_or("default");
@@ -98,7 +98,7 @@ pub async fn restorable(
     removed: &[String],
     candidates: Vec<MacSecKey>,
     secrets: &dyn SecretReader,
-    aws: &dyn AwsProvider,
+    aws: &dyn SecretsProvider,
     scope: &Scope,
 ) -> Vec<crate::plan::KeyMaterial> {
     let mut out = Vec::new();

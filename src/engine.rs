@@ -13,15 +13,18 @@ use jiff::Timestamp;
 
 use crate::aws::{
     AwsError, AwsProvider, ErrorClass, ErrorKind, Observation, ObservationCache, Scope,
+    SecretsProvider,
 };
+use crate::keys::Ckn;
 use crate::observed::ObservedResource;
 use crate::plan::{Action, Association, Desired, Plan, PriorState, Reason, Requeue, plan};
 
-/// AWS access shared by every pass.
+/// AWS access shared by every pass: the one way the CLI and the controller reach Direct
+/// Connect.
 #[derive(Clone)]
 pub struct Engine {
-    pub aws: Arc<dyn AwsProvider>,
-    pub cache: Arc<ObservationCache>,
+    aws: Arc<dyn AwsProvider>,
+    cache: Arc<ObservationCache>,
 }
 
 /// How long a throttled pass waits before it runs again (the shells add jitter). The SDK has
@@ -168,6 +171,17 @@ impl PassOutcome {
         }
     }
 
+    /// Whether a deletion's pass left nothing to do: no call failed, and the owner tag was
+    /// released now or nothing is left to change.
+    pub fn deletion_done(&self) -> bool {
+        self.error().is_none()
+            && (self
+                .executed()
+                .iter()
+                .any(|a| matches!(a, Action::Release { .. }))
+                || self.plan().is_some_and(|p| p.ready && p.actions.is_empty()))
+    }
+
     pub fn standing(&self) -> Standing {
         if let Some(e) = self.error() {
             return if e.class == ErrorClass::Terminal {
@@ -193,6 +207,17 @@ pub fn jitter(base: Duration) -> Duration {
 impl Engine {
     pub fn new(aws: Arc<dyn AwsProvider>, cache: Arc<ObservationCache>) -> Self {
         Engine { aws, cache }
+    }
+
+    /// Secrets Manager, for reading key material; Direct Connect is reached only by a pass.
+    pub fn secrets(&self) -> &dyn SecretsProvider {
+        self.aws.as_ref()
+    }
+
+    /// The ARN of the Direct Connect-managed secret of `ckn` in `scope`, when the scope has
+    /// shown one (see [`ObservationCache::managed_secret_arn`]).
+    pub fn managed_secret_arn(&self, scope: &Scope, ckn: &Ckn) -> Option<String> {
+        self.cache.managed_secret_arn(scope, ckn)
     }
 
     /// What AWS answers when it refuses the scope's caller outright (credentials rejected or
@@ -228,11 +253,19 @@ impl Engine {
             Ok(api) => api,
             Err(e) => return PassOutcome::Unread(e),
         };
-        let (observed, read_at) = match self
-            .cache
-            .observe(scope, api.as_ref(), &desired.connection_id)
-            .await
-        {
+        let id = &desired.connection_id;
+        let observation = if desired.deletion.is_some() {
+            // A deletion acts on what AWS shows now, and waits out the read budget rather
+            // than coming back later.
+            self.cache.mark_changed(scope, id);
+            self.cache
+                .observe_now(scope, api.as_ref(), id)
+                .await
+                .map(|(o, read_at)| Observation::Current(o, read_at))
+        } else {
+            self.cache.observe(scope, api.as_ref(), id).await
+        };
+        let (observed, read_at) = match observation {
             Ok(Observation::Current(o, read_at)) => (o, read_at),
             Ok(Observation::Deferred(wait)) => return PassOutcome::Deferred(wait),
             Err(e) => return PassOutcome::Unread(e),
@@ -252,6 +285,9 @@ impl Engine {
                     Action::SetMode { mode, .. } => api.set_mode(target, *mode).await,
                     Action::Claim { arn, owner, .. } => {
                         api.tag_resource(arn, crate::crd::OWNER_TAG, owner).await
+                    }
+                    Action::Release { arn, .. } => {
+                        api.untag_resource(arn, crate::crd::OWNER_TAG).await
                     }
                     Action::Restore {
                         secret_arn,

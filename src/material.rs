@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::ObjectMeta;
 
-use crate::aws::{AwsError, AwsProvider, BoxFut, ErrorClass, Scope};
+use crate::aws::{AwsError, BoxFut, ErrorClass, Scope, SecretsProvider};
 use crate::crd::{MacSecKey, MacSecKeySpec, SecretKeySource, SecretsManagerSource};
 use crate::keys::{Cak, Ckn};
 use crate::plan::{KeyMaterial, KeyProblem, Reason};
@@ -217,7 +217,7 @@ pub fn settled(key: &MacSecKey, known_arn: impl Fn(&Ckn) -> Option<String>) -> O
 pub async fn resolve(
     key: &MacSecKey,
     secrets: &dyn SecretReader,
-    aws: &dyn AwsProvider,
+    aws: &dyn SecretsProvider,
     scope: &Scope,
 ) -> Result<KeyMaterial, KeyProblem> {
     check_one_source(&key.spec).map_err(invalid)?;
@@ -335,7 +335,7 @@ async fn from_secret(
 /// The pair in a customer-owned Secrets Manager secret whose SecretString is JSON.
 async fn from_secrets_manager(
     sm: &SecretsManagerSource,
-    aws: &dyn AwsProvider,
+    aws: &dyn SecretsProvider,
     scope: &Scope,
 ) -> Result<(Ckn, Cak, String), KeyProblem> {
     let sm_scope = Scope {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{AwsError, AwsProvider, BoxFut, DirectConnectApi, Scope, SecretsApi};
+use super::{AwsError, AwsProvider, BoxFut, DirectConnectApi, Scope, SecretsApi, SecretsProvider};
 use crate::crd::EncryptionMode;
 use crate::metrics::Metrics;
 use crate::observed::ObservedResource;
@@ -67,7 +67,9 @@ impl AwsProvider for MeteredProvider {
             }) as Arc<dyn DirectConnectApi>)
         })
     }
+}
 
+impl SecretsProvider for MeteredProvider {
     fn secrets<'a>(
         &'a self,
         scope: &'a Scope,

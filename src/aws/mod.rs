@@ -95,12 +95,17 @@ pub trait SecretsApi: Send + Sync {
     ) -> BoxFut<'a, Result<Option<String>, AwsError>>;
 }
 
-/// Hands out clients per scope.
-pub trait AwsProvider: Send + Sync {
+/// Hands out Secrets Manager clients per scope: all that reading key material needs.
+pub trait SecretsProvider: Send + Sync {
+    fn secrets<'a>(&'a self, scope: &'a Scope)
+    -> BoxFut<'a, Result<Arc<dyn SecretsApi>, AwsError>>;
+}
+
+/// Hands out clients per scope. Direct Connect clients are for the engine, which reads
+/// through the observation cache and calls what the planner decides.
+pub trait AwsProvider: SecretsProvider {
     fn direct_connect<'a>(
         &'a self,
         scope: &'a Scope,
     ) -> BoxFut<'a, Result<Arc<dyn DirectConnectApi>, AwsError>>;
-    fn secrets<'a>(&'a self, scope: &'a Scope)
-    -> BoxFut<'a, Result<Arc<dyn SecretsApi>, AwsError>>;
 }

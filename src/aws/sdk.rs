@@ -12,7 +12,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_directconnect as dc;
 use aws_sdk_secretsmanager as sm;
 
-use super::{AwsError, AwsProvider, BoxFut, DirectConnectApi, Scope, SecretsApi};
+use super::{AwsError, AwsProvider, BoxFut, DirectConnectApi, Scope, SecretsApi, SecretsProvider};
 use crate::crd::{EncryptionMode, ResourceType};
 use crate::observed::{ObservedKey, ObservedMember, ObservedResource};
 use crate::plan::{Association, Target};
@@ -176,7 +176,9 @@ impl AwsProvider for SdkProvider {
             Ok(dx as Arc<dyn DirectConnectApi>)
         })
     }
+}
 
+impl SecretsProvider for SdkProvider {
     fn secrets<'a>(
         &'a self,
         scope: &'a Scope,

@@ -13,7 +13,7 @@ use super::{Context, Error, KubeSecrets, reference};
 use crate::crd::{DeletionPolicy, DxConnection, ManagementPolicy, OWNER_TAG};
 use crate::desired;
 use crate::engine::{Mode, PassOutcome};
-use crate::plan::{Desired, PriorState, Reason, Requeue};
+use crate::plan::{Deletion, Desired, PriorState, Reason, Requeue};
 use crate::status::dxconnection_status;
 
 /// A Normal event per AWS call the pass made and a Warning for the one that failed; the
@@ -89,9 +89,9 @@ async fn pass(
     let mut desired = desired::desired(
         dxc,
         |name| ctx.find_key(ns, name),
-        |ckn| ctx.engine.cache.managed_secret_arn(scope, ckn),
+        |ckn| ctx.engine.managed_secret_arn(scope, ckn),
         &secrets,
-        ctx.engine.aws.as_ref(),
+        ctx.engine.secrets(),
         scope,
     )
     .await;
@@ -111,7 +111,7 @@ async fn pass(
                 .is_some_and(|c| removed.contains(c))
         });
         desired.restorable =
-            desired::restorable(&removed, outgoing, &secrets, ctx.engine.aws.as_ref(), scope).await;
+            desired::restorable(&removed, outgoing, &secrets, ctx.engine.secrets(), scope).await;
     }
 
     ctx.engine
@@ -123,20 +123,6 @@ async fn pass(
             Mode::Execute,
         )
         .await
-}
-
-/// Removes this DxConnection's owner tag from the resource, if it carries it.
-async fn release(
-    api: &dyn crate::aws::DirectConnectApi,
-    observed: &crate::observed::ObservedResource,
-    owner: &str,
-) -> Result<(), crate::aws::AwsError> {
-    match &observed.arn {
-        Some(arn) if observed.tags.get(OWNER_TAG).map(String::as_str) == Some(owner) => {
-            api.untag_resource(arn, OWNER_TAG).await
-        }
-        _ => Ok(()),
-    }
 }
 
 impl Reconciled for DxConnection {
@@ -200,9 +186,7 @@ impl Reconciled for DxConnection {
     }
 
     async fn cleanup(dxc: &Self, ctx: &Context) -> Result<Action, Error> {
-        let r = reference(dxc);
         let ns = dxc.namespace().unwrap_or_default();
-        let retain = dxc.spec.deletion_policy == DeletionPolicy::Retain;
         let observe_only = dxc.spec.management_policy == ManagementPolicy::ObserveOnly;
         let access = ctx.access();
         let scope = match access.scope_of(dxc) {
@@ -213,8 +197,14 @@ impl Reconciled for DxConnection {
                     Err(refusal) => format!("nothing was changed in AWS: {}", refusal.message),
                     Ok(_) => "ObserveOnly: AWS is left as it is".to_string(),
                 };
-                ctx.publish(&r, EventType::Normal, "Retained", "Delete", note)
-                    .await;
+                ctx.publish(
+                    &reference(dxc),
+                    EventType::Normal,
+                    "Retained",
+                    "Delete",
+                    note,
+                )
+                .await;
                 return Ok(Action::await_change());
             }
         };
@@ -222,57 +212,21 @@ impl Reconciled for DxConnection {
         if conflict_owner(dxc, &scope, &ctx.all_connections(), &access).is_some() {
             return Ok(Action::await_change());
         }
-        let owner = desired::owner_tag(&ctx.settings.cluster_name, dxc);
-        let read = async {
-            let api = ctx.engine.aws.direct_connect(&scope).await?;
-            let (observed, _) = ctx
-                .engine
-                .cache
-                .observe_now(&scope, api.as_ref(), &dxc.spec.connection_id)
-                .await?;
-            Ok::<_, crate::aws::AwsError>((api, observed))
+        let deletion = match dxc.spec.deletion_policy {
+            DeletionPolicy::Retain => Deletion::Retain,
+            DeletionPolicy::Disassociate => Deletion::Disassociate {
+                managed: dxc
+                    .status
+                    .as_ref()
+                    .map(|s| s.keys.clone())
+                    .unwrap_or_default(),
+            },
         };
-        if retain {
-            // Keys and mode stay; the owner tag goes, so a successor can adopt the resource.
-            // Best effort: Retain never holds a deletion up.
-            let released = match read.await {
-                Ok((api, Some(observed))) => release(api.as_ref(), &observed, &owner).await,
-                Ok((_, None)) => Ok(()),
-                Err(e) => Err(e),
-            };
-            ctx.metrics.forget(&ns, &dxc.name_any());
-            let (type_, note) = match released {
-                Ok(()) => (
-                    EventType::Normal,
-                    format!(
-                        "deletionPolicy Retain: keys and mode are left as they are; the {OWNER_TAG} tag is removed"
-                    ),
-                ),
-                Err(e) => (
-                    EventType::Warning,
-                    format!(
-                        "deletionPolicy Retain: keys and mode are left as they are, but the {OWNER_TAG} tag could not be removed ({e}); remove it by hand so another owner can adopt {}",
-                        dxc.spec.connection_id
-                    ),
-                ),
-            };
-            ctx.publish(&r, type_, "Retained", "Delete", note).await;
-            return Ok(Action::await_change());
-        }
-        let (api, observed) = read
-            .await
-            .map_err(|e| Error::CleanupPending(e.to_string()))?;
-        let Some(observed) = observed else {
-            // Not found counts as done.
-            ctx.metrics.forget(&ns, &dxc.name_any());
-            return Ok(Action::await_change());
+        let desired = Desired {
+            owner: Some(desired::owner_tag(&ctx.settings.cluster_name, dxc)),
+            deletion: Some(deletion),
+            ..Desired::new(&dxc.spec.connection_id)
         };
-        let managed = dxc
-            .status
-            .as_ref()
-            .map(|s| s.keys.as_slice())
-            .unwrap_or_default();
-        let desired = Desired::cleanup(&dxc.spec.connection_id, &observed, managed);
         let result = ctx
             .engine
             .pass(
@@ -283,32 +237,76 @@ impl Reconciled for DxConnection {
                 Mode::Execute,
             )
             .await;
-        publish_calls(ctx, &r, &result, Some("Delete")).await;
-        if let Some(e) = result.error() {
-            return Err(Error::CleanupPending(e.to_string()));
-        }
-        match result.plan() {
-            Some(p) if p.spec_met() => {
-                release(api.as_ref(), &observed, &owner)
-                    .await
-                    .map_err(|e| Error::CleanupPending(e.to_string()))?;
-                ctx.metrics.forget(&ns, &dxc.name_any());
-                ctx.publish(
-                    &r,
-                    EventType::Normal,
-                    "Disassociated",
-                    "Delete",
-                    format!("deletionPolicy Disassociate: the keys this DxConnection managed are removed, and its {OWNER_TAG} tag"),
-                )
-                .await;
+        publish_calls(ctx, &reference(dxc), &result, Some("Delete")).await;
+        match dxc.spec.deletion_policy {
+            DeletionPolicy::Retain => {
+                retained(ctx, dxc, &result).await;
                 Ok(Action::await_change())
             }
-            Some(p) => Err(Error::CleanupPending(p.message.clone())),
-            None => Err(Error::CleanupPending(
-                "waiting to read the connection from AWS again".into(),
-            )),
+            DeletionPolicy::Disassociate => disassociated(ctx, dxc, &result).await,
         }
     }
+}
+
+/// The end of a `deletionPolicy: Retain` deletion, which never holds the deletion up: an
+/// event that says whether the owner tag went, so a successor can adopt the resource.
+async fn retained(ctx: &Context, dxc: &DxConnection, result: &PassOutcome) {
+    let ns = dxc.namespace().unwrap_or_default();
+    ctx.metrics.forget(&ns, &dxc.name_any());
+    let kept = "deletionPolicy Retain: keys and mode are left as they are";
+    let released = result
+        .executed()
+        .iter()
+        .any(|a| matches!(a, crate::plan::Action::Release { .. }));
+    let (type_, note) = match result.error() {
+        Some(e) => (
+            EventType::Warning,
+            format!(
+                "{kept}, but the {OWNER_TAG} tag could not be removed ({e}); remove it by hand so another owner can adopt {}",
+                dxc.spec.connection_id
+            ),
+        ),
+        None if released => (
+            EventType::Normal,
+            format!("{kept}; the {OWNER_TAG} tag is removed"),
+        ),
+        None => (
+            EventType::Normal,
+            format!("{kept}; it carries no {OWNER_TAG} tag of this DxConnection"),
+        ),
+    };
+    ctx.publish(&reference(dxc), type_, "Retained", "Delete", note)
+        .await;
+}
+
+/// The end of a `deletionPolicy: Disassociate` deletion once a pass left nothing to do; until
+/// then the finalizer stays, and the error says what is pending.
+async fn disassociated(
+    ctx: &Context,
+    dxc: &DxConnection,
+    result: &PassOutcome,
+) -> Result<Action, Error> {
+    if let Some(e) = result.error() {
+        return Err(Error::CleanupPending(e.to_string()));
+    }
+    if !result.deletion_done() {
+        let pending = result.plan().map_or_else(
+            || "waiting to read the connection from AWS again".to_string(),
+            |p| p.message.clone(),
+        );
+        return Err(Error::CleanupPending(pending));
+    }
+    let ns = dxc.namespace().unwrap_or_default();
+    ctx.metrics.forget(&ns, &dxc.name_any());
+    ctx.publish(
+        &reference(dxc),
+        EventType::Normal,
+        "Disassociated",
+        "Delete",
+        format!("deletionPolicy Disassociate: the keys this DxConnection managed are removed, and its {OWNER_TAG} tag"),
+    )
+    .await;
+    Ok(Action::await_change())
 }
 
 /// Whether a rotation's guard could roll `dxc` back, as its last status saw the port: keys

@@ -184,7 +184,7 @@ async fn check_material(
         return valid(message);
     }
     let secrets = KubeSecrets(ctx.client.clone());
-    match crate::material::resolve(key, &secrets, ctx.engine.aws.as_ref(), &scope).await {
+    match crate::material::resolve(key, &secrets, ctx.engine.secrets(), &scope).await {
         Ok(material) => {
             learn(key, status, &material, all);
             status.source_version = version;
@@ -247,7 +247,7 @@ async fn source_version(key: &MacSecKey, ctx: &Context, scope: &Scope) -> Option
         region: sm.region.clone().unwrap_or_else(|| scope.region.clone()),
         role_arn: scope.role_arn.clone(),
     };
-    let api = ctx.engine.aws.secrets(&sm_scope).await.ok()?;
+    let api = ctx.engine.secrets().secrets(&sm_scope).await.ok()?;
     api.current_version(&sm.secret_id).await.ok().flatten()
 }
 

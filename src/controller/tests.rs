@@ -599,16 +599,26 @@ async fn deletion_with_retain_leaves_aws_alone() {
     let tagged = "connections:\n  - { id: dxcon-c1, macSecCapable: true, tags: {dxmacsec.io/owner: test-cluster/net/c1, team: net} }\n";
     let mut h = harness(tagged, vec![d.clone()], vec![]).await;
     let (result, bodies) = h
-        .reconcile(d.clone(), vec![expect("POST", EVENTS), object_patch(&d)])
+        .reconcile(
+            d.clone(),
+            vec![
+                expect("POST", EVENTS),
+                expect("POST", EVENTS),
+                object_patch(&d),
+            ],
+        )
         .await;
     result.unwrap();
+    // The release is an action like the others: its own event, then the deletion's.
+    assert_eq!(bodies[0]["reason"], "UntagResource");
+    assert_eq!(bodies[0]["action"], "Delete");
     assert!(
-        bodies[0]["note"]
+        bodies[1]["note"]
             .as_str()
             .unwrap()
             .contains("tag is removed"),
         "{}",
-        bodies[0]
+        bodies[1]
     );
     assert_eq!(h.mutations(), vec!["UntagResource"]);
     assert_eq!(
@@ -623,7 +633,7 @@ async fn deletion_with_retain_leaves_aws_alone() {
 #[tokio::test]
 async fn deletion_with_disassociate_removes_managed_keys_first() {
     let seed = format!(
-        "delays: {{ associateMs: 100, disassociateMs: 100 }}\nconnections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN}\", cak: \"{CAK}\"}}], router: [\"{CKN}\"] }}\n"
+        "delays: {{ associateMs: 100, disassociateMs: 100 }}\nconnections:\n  - {{ id: dxcon-c1, macSecCapable: true, encryptionMode: must_encrypt, keys: [{{ckn: \"{CKN}\", cak: \"{CAK}\"}}], router: [\"{CKN}\"], tags: {{dxmacsec.io/owner: test-cluster/net/c1}} }}\n"
     );
     let mut d = dxc(
         "c1",
@@ -654,17 +664,27 @@ async fn deletion_with_disassociate_removes_managed_keys_first() {
     assert!(result.is_err());
     assert_eq!(bodies[0]["reason"], "DisassociateMacSecKey");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // Pass 3: gone on AWS: the finalizer is removed.
+    // Pass 3: gone on AWS: the owner tag is released, the last action, and the finalizer
+    // is removed.
     h.handle = Some(new_handle(&mut h));
     let (result, bodies) = h
-        .reconcile(d.clone(), vec![expect("POST", EVENTS), object_patch(&d)])
+        .reconcile(
+            d.clone(),
+            vec![
+                expect("POST", EVENTS),
+                expect("POST", EVENTS),
+                object_patch(&d),
+            ],
+        )
         .await;
     result.unwrap();
-    assert_eq!(bodies[0]["reason"], "Disassociated");
+    assert_eq!(bodies[0]["reason"], "UntagResource");
+    assert_eq!(bodies[1]["reason"], "Disassociated");
     assert_eq!(
         h.mutations(),
-        vec!["UpdateConnection", "DisassociateMacSecKey"]
+        vec!["UpdateConnection", "DisassociateMacSecKey", "UntagResource"]
     );
+    assert_eq!(h.sim.shared.state()["connections"][0]["tags"], json!([]));
     let state = h.sim.shared.state();
     assert_eq!(state["connections"][0]["encryptionMode"], "should_encrypt");
 }

@@ -9,9 +9,11 @@
 //! The pipeline: [`validate`](validate::validate) turns the spec into a `Validated` (rule 1),
 //! then `rules::decide` chains rules 2 to 7 (preconditions, lower mode, make, raise, break,
 //! converged), each a small named function; `plan` turns the step into a [`Plan`] under the
-//! management policy. README "How a reconcile decides" and docs/design.md list the same
+//! management policy. A deletion is planned the same way (`deletion`): the spec its
+//! `deletionPolicy` leaves, then the owner tag's release. README "How a reconcile decides" and docs/design.md list the same
 //! rules in the same order.
 
+mod deletion;
 mod rules;
 mod types;
 mod validate;
@@ -35,6 +37,9 @@ pub fn plan(
     prior: &PriorState,
     now: Timestamp,
 ) -> Plan {
+    if let Some(deletion) = &desired.deletion {
+        return deletion::plan(desired, deletion, observed, now);
+    }
     let keys = observed
         .map(|o| key_report(desired, o, prior, now))
         .unwrap_or_default();

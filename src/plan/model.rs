@@ -104,6 +104,9 @@ impl Model {
                     .tags
                     .insert(crate::crd::OWNER_TAG.into(), owner.clone());
             }
+            Action::Release { .. } => {
+                self.resource.tags.remove(crate::crd::OWNER_TAG);
+            }
             Action::Disassociate { secret_arn, .. } => {
                 let key = self
                     .resource

@@ -1017,3 +1017,81 @@ fn a_connection_that_left_a_lag_is_managed_on_its_own() {
         Reason::Conflict,
     );
 }
+
+/// A deletion is planned like any pass. Disassociate: must_encrypt is lowered, the managed
+/// key goes, the key it did not manage stays, and the owner tag is released last. Retain:
+/// only the release. Another owner's tag, or none, is left alone; a resource Direct Connect
+/// no longer knows is done.
+#[test]
+fn a_deletion_ends_with_the_release_of_the_owner_tag() {
+    let me = "cluster-a/net/x";
+    let managed = |c: char| crate::crd::KeyStatus {
+        ckn: Some(ckn(c)),
+        secret_arn: None,
+        state: Some("associated".into()),
+        start_on: None,
+        mac_sec_key: Some(format!("k{c}")),
+        associated_since: None,
+    };
+    let deleting = |deletion: Deletion| Desired {
+        owner: Some(me.into()),
+        deletion: Some(deletion),
+        ..Desired::new(CON)
+    };
+    let releases =
+        |p: &Plan| matches!(p.actions.as_slice(), [Action::Release { owner, .. }] if owner == me);
+    let d = deleting(Deletion::Disassociate {
+        managed: vec![managed('a')],
+    });
+    let mut m = model::Model::new(con("must_encrypt", true, &[('a', "associated")]));
+    m.resource
+        .tags
+        .insert(crate::crd::OWNER_TAG.into(), me.into());
+    let p = run(&d, Some(&m.resource), 0);
+    assert_sets(&p, ShouldEncrypt, "UpdateConnection");
+    m.apply(&p.actions[0], t(0)).unwrap();
+    let p = run(&d, Some(&m.resource), 0);
+    assert_removes(&p, 'a');
+    m.apply(&p.actions[0], t(0)).unwrap();
+    m.resource.keys.clear();
+    let p = run(&d, Some(&m.resource), 0);
+    assert!(releases(&p) && !p.ready, "{:?}", p.actions);
+    assert_eq!(p.actions[0].operation(), "UntagResource");
+    m.apply(&p.actions[0], t(0)).unwrap();
+    let p = run(&d, Some(&m.resource), 0);
+    assert!(p.ready && p.actions.is_empty(), "{:?}", p.actions);
+
+    // A key this DxConnection did not manage stays, with must_encrypt.
+    let mut shared = con(
+        "must_encrypt",
+        true,
+        &[('a', "associated"), ('b', "associated")],
+    );
+    shared.tags.insert(crate::crd::OWNER_TAG.into(), me.into());
+    let p = run(&d, Some(&shared), 0);
+    assert_removes(&p, 'a');
+
+    let retain = deleting(Deletion::Retain);
+    let p = run(&retain, Some(&shared), 0);
+    assert!(releases(&p), "{:?}", p.actions);
+    for owner in [Some("cluster-b/net/x"), None] {
+        let mut other = shared.clone();
+        other.tags.remove(crate::crd::OWNER_TAG);
+        if let Some(o) = owner {
+            other.tags.insert(crate::crd::OWNER_TAG.into(), o.into());
+        }
+        for d in [&d, &retain] {
+            let p = run(d, Some(&other), 0);
+            assert!(
+                !p.actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Release { .. })),
+                "{owner:?}: {:?}",
+                p.actions
+            );
+        }
+    }
+    let gone = run(&d, None, 0);
+    assert!(gone.ready && gone.actions.is_empty());
+    assert!(gone.message.contains("no longer knows"), "{}", gone.message);
+}

@@ -13,7 +13,7 @@ use crate::crd::{
     DxConnectionStatus, EncryptionMode, KeyStatus, ManagementPolicy, ResourceType, RotationStatus,
 };
 use crate::keys::{Cak, Ckn};
-use crate::observed::{KeyState, ObservedKey, ObservedResource};
+use crate::observed::ObservedKey;
 
 /// Direct Connect holds at most this many keys per connection or LAG.
 pub const KEYCHAIN_SIZE: usize = 3;
@@ -47,6 +47,21 @@ pub struct Desired {
     /// The material of outgoing keys removed within the guard window, from their MacSecKeys:
     /// a rollback associates by CKN/CAK when the managed secret is gone.
     pub restorable: Vec<KeyMaterial>,
+    /// Set when the DxConnection is being deleted: what its `deletionPolicy` leaves behind.
+    /// The planner then works towards that, and releases the owner tag (`owner`) last.
+    pub deletion: Option<Deletion>,
+}
+
+/// What deleting a DxConnection does on AWS, by its `deletionPolicy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletion {
+    /// Keys and mode stay as they are; only this DxConnection's owner tag goes, so a
+    /// successor can adopt the resource.
+    Retain,
+    /// The keys this DxConnection managed go (`managed`: the `keys[]` of its status), every
+    /// other key stays, must_encrypt is lowered to should_encrypt first when no key would
+    /// remain (so AWS does not flip it itself); then the owner tag goes.
+    Disassociate { managed: Vec<KeyStatus> },
 }
 
 impl Desired {
@@ -68,49 +83,7 @@ impl Desired {
             owner: None,
             adopt: false,
             restorable: Vec::new(),
-        }
-    }
-
-    /// The planner input of a deletion under `deletionPolicy: Disassociate`: the keys this
-    /// DxConnection managed (`managed`, the `keys[]` of its status that name a MacSecKey)
-    /// are to go; every other key on AWS stays as it is, and must_encrypt is lowered to
-    /// should_encrypt first when no key would remain (so AWS does not flip it itself).
-    pub fn cleanup(
-        connection_id: &str,
-        observed: &ObservedResource,
-        managed: &[KeyStatus],
-    ) -> Self {
-        let ours: Vec<(Option<&str>, Option<&str>)> = managed
-            .iter()
-            .filter(|k| k.mac_sec_key.is_some())
-            .map(|k| (k.ckn.as_deref(), k.secret_arn.as_deref()))
-            .collect();
-        let is_ours = |k: &ObservedKey| {
-            ours.iter().any(|(ckn, arn)| {
-                (ckn.is_some() && *ckn == k.ckn_normalized().as_deref())
-                    || (arn.is_some() && *arn == k.secret_arn.as_deref())
-            })
-        };
-        let keep: Vec<WantedKey> = observed
-            .keys
-            .iter()
-            .filter(|k| k.state() != KeyState::Disassociated && !is_ours(k))
-            .filter_map(|k| {
-                Some(WantedKey {
-                    name: "(kept: not managed by this DxConnection)".into(),
-                    material: Ok(KeyMaterial::managed_secret(
-                        k.secret_arn.clone()?,
-                        k.ckn.as_deref().and_then(|c| Ckn::parse("ckn", c).ok()),
-                    )),
-                })
-            })
-            .collect();
-        let mode = (keep.is_empty() && observed.mode() == Some(EncryptionMode::MustEncrypt))
-            .then_some(EncryptionMode::ShouldEncrypt);
-        Desired {
-            encryption_mode: mode,
-            keys: Some(keep),
-            ..Desired::new(connection_id)
+            deletion: None,
         }
     }
 }
@@ -310,6 +283,12 @@ pub enum Action {
         arn: String,
         owner: String,
     },
+    /// UntagResource: the `dxmacsec.io/owner` tag goes, the last step of a deletion.
+    Release {
+        target: Target,
+        arn: String,
+        owner: String,
+    },
     /// AssociateMacSecKey of an outgoing key removed within the guard window, by its managed
     /// secret: the port went Encryption Down without it.
     Restore {
@@ -328,6 +307,7 @@ impl Action {
             | Action::Disassociate { target, .. }
             | Action::SetMode { target, .. }
             | Action::Claim { target, .. }
+            | Action::Release { target, .. }
             | Action::Restore { target, .. } => target,
         }
     }
@@ -337,6 +317,7 @@ impl Action {
         match self {
             Action::Associate { .. } | Action::Restore { .. } => "AssociateMacSecKey",
             Action::Claim { .. } => "TagResource",
+            Action::Release { .. } => "UntagResource",
             Action::Disassociate { .. } => "DisassociateMacSecKey",
             Action::SetMode { target, .. } => target.update_operation(),
         }
@@ -402,6 +383,13 @@ impl fmt::Display for Action {
                 self.operation(),
                 target.id,
                 crate::crd::OWNER_TAG
+            ),
+            Action::Release { target, owner, .. } => write!(
+                f,
+                "{}: remove tag {}={owner} from {} (this DxConnection is deleted)",
+                self.operation(),
+                crate::crd::OWNER_TAG,
+                target.id
             ),
             Action::Restore {
                 target,
