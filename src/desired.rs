@@ -63,7 +63,7 @@ pub async fn desired(
                     None => material::resolve(&key, secrets, aws, scope).await,
                 },
                 None => Err(KeyProblem {
-                    reason: "MacSecKeyNotFound",
+                    reason: crate::conditions::KeyReason::MacSecKeyNotFound,
                     message: format!(
                         "MacSecKey {namespace}/{} (spec.keys[{i}].name) not found; create it or fix the name",
                         r.name

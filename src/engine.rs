@@ -15,6 +15,7 @@ use crate::aws::{
     AwsError, AwsProvider, ErrorClass, ErrorKind, Observation, ObservationCache, Scope,
     SecretsProvider,
 };
+pub use crate::conditions::ConditionValue;
 use crate::keys::Ckn;
 use crate::observed::ObservedResource;
 use crate::plan::{Action, Association, Desired, Plan, PriorState, Reason, Requeue, plan};
@@ -62,24 +63,6 @@ pub enum Mode {
     DryRun,
     /// Execute the plan's step.
     Execute,
-}
-
-/// The value of one status condition: True or False, a machine-readable reason, a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConditionValue {
-    pub status: bool,
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl ConditionValue {
-    pub fn new(status: bool, reason: Reason, message: impl Into<String>) -> Self {
-        ConditionValue {
-            status,
-            reason: reason.as_str(),
-            message: message.into(),
-        }
-    }
 }
 
 /// How a resource stands after a pass, for whoever decides whether to go on.
@@ -417,7 +400,7 @@ interconnects: [{ id: dxcon-i1, macSecCapable: true }]
         assert_eq!(connection.executed().len(), 1, "{connection:?}");
         let interconnect = pass("dxcon-i1").await;
         let ready = interconnect.ready();
-        assert_eq!(ready.reason, "AccessDenied");
+        assert_eq!(ready.reason, Reason::AccessDenied);
         assert!(
             ready
                 .message
@@ -426,7 +409,7 @@ interconnects: [{ id: dxcon-i1, macSecCapable: true }]
             ready.message
         );
         // A LAG ID cannot be an interconnect: not found is not found.
-        assert_eq!(pass("dxlag-none").await.ready().reason, "NotFound");
+        assert_eq!(pass("dxlag-none").await.ready().reason, Reason::NotFound);
     }
 
     /// A pass that waits for AWS gets newer data next time, even though the snapshot is

@@ -13,6 +13,7 @@
 pub mod access;
 pub mod aws;
 pub mod cli;
+pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub(crate) mod desired;

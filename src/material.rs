@@ -18,7 +18,7 @@ use kube::core::ObjectMeta;
 use crate::aws::{AwsError, BoxFut, ErrorClass, Scope, SecretsProvider};
 use crate::crd::{MacSecKey, MacSecKeySpec, SecretKeySource, SecretsManagerSource};
 use crate::keys::{Cak, Ckn};
-use crate::plan::{KeyMaterial, KeyProblem, Reason};
+use crate::plan::{KeyMaterial, KeyProblem, KeyReason, Reason};
 
 /// The data of a Kubernetes Secret, by key.
 pub type SecretData = BTreeMap<String, Vec<u8>>;
@@ -112,7 +112,7 @@ pub trait SecretReader: Send + Sync {
     ) -> BoxFut<'a, Result<SecretRead, ReadFailure>>;
 }
 
-fn problem(reason: &'static str, message: String) -> KeyProblem {
+fn problem(reason: KeyReason, message: String) -> KeyProblem {
     KeyProblem {
         reason,
         message,
@@ -121,7 +121,7 @@ fn problem(reason: &'static str, message: String) -> KeyProblem {
 }
 
 fn invalid(message: String) -> KeyProblem {
-    problem("InvalidKeyMaterial", message)
+    problem(KeyReason::InvalidKeyMaterial, message)
 }
 
 /// A failed Secrets Manager call: throttled or failed for a moment (`Throttled`, `AwsError`:
@@ -135,12 +135,15 @@ fn aws_problem(e: &AwsError, what: &str) -> KeyProblem {
     let reason = match e.reason() {
         Reason::AwsError if !transient => {
             if e.code.as_deref() == Some("ResourceNotFoundException") {
-                "SecretNotFound"
+                KeyReason::SecretNotFound
             } else {
-                "SecretReadError"
+                KeyReason::SecretReadError
             }
         }
-        other => other.as_str(),
+        Reason::Throttled => KeyReason::Throttled,
+        Reason::AwsCredentials => KeyReason::AwsCredentials,
+        Reason::AccessDenied => KeyReason::AccessDenied,
+        _ => KeyReason::AwsError,
     };
     let retry = if transient {
         "; a passing failure, retried"
@@ -170,7 +173,7 @@ fn unchanged(
     let fingerprint = status.cak_fingerprint.as_deref();
     if same_ckn && fingerprint.and_then(|f| cak.matches(f)) == Some(false) {
         return Err(problem(
-            "KeyMaterialChanged",
+            KeyReason::KeyMaterialChanged,
             format!(
                 "the CAK in {source} changed but the CKN {ckn} did not; Direct Connect cannot change the CAK of a CKN, so the router and AWS would disagree. Put the previous CAK back, or create a new key with a new CKN (dx-macsec-operator keygen) and rotate to it"
             ),
@@ -280,7 +283,7 @@ async fn from_secret(
         }
         Ok(SecretRead::Missing) => {
             return Err(problem(
-                "SecretNotFound",
+                KeyReason::SecretNotFound,
                 format!(
                     "{source} (spec.secretRef.name) not found; create it in namespace {namespace} or fix the name"
                 ),
@@ -288,7 +291,7 @@ async fn from_secret(
         }
         Ok(SecretRead::Unmarked) => {
             return Err(problem(
-                "SecretNotLabelled",
+                KeyReason::SecretNotLabelled,
                 format!(
                     "{source} (spec.secretRef.name) is not labelled {KEY_MATERIAL_LABEL}=true, so the operator does not read it: label the Secret that holds this key's CKN and CAK (kubectl label secret -n {namespace} {} {KEY_MATERIAL_LABEL}=true), or fix the name",
                     r.name
@@ -297,7 +300,7 @@ async fn from_secret(
         }
         Err(failure) => {
             return Err(KeyProblem {
-                reason: "SecretReadError",
+                reason: KeyReason::SecretReadError,
                 message: format!(
                     "cannot read {source} (spec.secretRef.name): {}",
                     failure.message

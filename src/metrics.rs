@@ -398,7 +398,7 @@ impl Metrics {
         &self,
         namespace: &str,
         name: &str,
-        ready: Option<(bool, &str)>,
+        ready: Option<(bool, crate::conditions::Reason)>,
         observed: Option<&ObservedResource>,
         keys: &[KeyStatus],
     ) {
@@ -407,7 +407,7 @@ impl Metrics {
             let labels = ReadyLabels {
                 namespace: namespace.into(),
                 name: name.into(),
-                reason: reason.into(),
+                reason: reason.as_str().into(),
             };
             self.ready.get_or_create(&labels).set(i64::from(is_ready));
             now.ready.push(labels);
@@ -426,14 +426,7 @@ impl Metrics {
             now.resources.push(labels);
             let mut counts: HashMap<&'static str, i64> = HashMap::new();
             for k in &o.keys {
-                let state = match k.state() {
-                    KeyState::Associating => "associating",
-                    KeyState::Associated => "associated",
-                    KeyState::Disassociating => "disassociating",
-                    KeyState::Disassociated => "disassociated",
-                    KeyState::Other => "other",
-                };
-                *counts.entry(state).or_default() += 1;
+                *counts.entry(k.state().as_str()).or_default() += 1;
             }
             for (state, n) in counts {
                 let labels = KeyLabels {
@@ -536,14 +529,14 @@ mod tests {
         m.observed(
             "ns",
             "c",
-            Some((false, "WaitingForEncryptionUp")),
+            Some((false, crate::conditions::Reason::WaitingForEncryptionUp)),
             Some(&resource("should_encrypt", "Encryption Down")),
             &[],
         );
         m.observed(
             "ns",
             "c",
-            Some((true, "Converged")),
+            Some((true, crate::conditions::Reason::Converged)),
             Some(&resource("must_encrypt", "Encryption Down")),
             &[],
         );
@@ -578,7 +571,7 @@ mod tests {
         m.observed(
             "ns",
             "c",
-            Some((true, "Converged")),
+            Some((true, crate::conditions::Reason::Converged)),
             None,
             &[
                 old.clone(),
@@ -608,7 +601,13 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains(&"aaaa".repeat(16)), "no CKN in a label");
-        m.observed("ns", "c", Some((true, "Converged")), None, &[new]);
+        m.observed(
+            "ns",
+            "c",
+            Some((true, crate::conditions::Reason::Converged)),
+            None,
+            &[new],
+        );
         assert!(
             !m.encode().contains("k-2025"),
             "the rotated-out key's series is gone"
@@ -623,10 +622,34 @@ mod tests {
     fn summary_leader_and_build_info() {
         let m = Metrics::new();
         let up = resource("must_encrypt", "Encryption Up");
-        m.observed("ns", "a", Some((true, "Converged")), Some(&up), &[]);
-        m.observed("ns", "b", Some((false, "EncryptionDown")), Some(&up), &[]);
-        m.observed("ns", "c", Some((false, "EncryptionDown")), None, &[]);
-        m.observed("ns", "d", Some((true, "Converged")), None, &[]);
+        m.observed(
+            "ns",
+            "a",
+            Some((true, crate::conditions::Reason::Converged)),
+            Some(&up),
+            &[],
+        );
+        m.observed(
+            "ns",
+            "b",
+            Some((false, crate::conditions::Reason::EncryptionDown)),
+            Some(&up),
+            &[],
+        );
+        m.observed(
+            "ns",
+            "c",
+            Some((false, crate::conditions::Reason::EncryptionDown)),
+            None,
+            &[],
+        );
+        m.observed(
+            "ns",
+            "d",
+            Some((true, crate::conditions::Reason::Converged)),
+            None,
+            &[],
+        );
         m.forget("ns", "d");
         m.aws_call("DescribeConnections", "ok", false);
         m.aws_call("DescribeConnections", "ThrottlingException", true);

@@ -55,8 +55,9 @@ pub struct ObservedMember {
     pub port_encryption_status: Option<String>,
 }
 
-/// Lifecycle of a key association.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Lifecycle of a key association, named as AWS writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum KeyState {
     Associating,
     Associated,
@@ -68,13 +69,13 @@ pub enum KeyState {
 
 impl KeyState {
     pub fn parse(s: Option<&str>) -> Self {
-        match s.map(str::trim) {
-            Some("associating") => KeyState::Associating,
-            Some("associated") => KeyState::Associated,
-            Some("disassociating") => KeyState::Disassociating,
-            Some("disassociated") => KeyState::Disassociated,
-            _ => KeyState::Other,
-        }
+        s.and_then(|s| s.trim().parse().ok())
+            .unwrap_or(KeyState::Other)
+    }
+
+    /// The state as AWS writes it; `other` for [`KeyState::Other`].
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 

@@ -3,74 +3,10 @@
 
 use jiff::Timestamp;
 
-use crate::crd::{Condition, DxConnectionStatus, MemberStatus, OWNER_TAG};
-use crate::engine::{ConditionValue, PassOutcome, Standing};
+use crate::conditions::{ConditionType, set_condition, set_standing};
+use crate::crd::{DxConnectionStatus, MemberStatus, OWNER_TAG};
+use crate::engine::PassOutcome;
 use crate::observed::KeyState;
-
-/// Sets or updates condition `type_`; `lastTransitionTime` moves only when the status
-/// changes.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    value: &ConditionValue,
-    generation: Option<i64>,
-    now: Timestamp,
-) {
-    let status = if value.status { "True" } else { "False" };
-    let existing = conditions.iter().position(|c| c.type_ == type_);
-    let last_transition_time = match existing.map(|i| &conditions[i]) {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => now.to_string(),
-    };
-    let cond = Condition {
-        type_: type_.to_string(),
-        status: status.to_string(),
-        reason: value.reason.to_string(),
-        message: value.message.clone(),
-        last_transition_time,
-        observed_generation: generation,
-    };
-    match existing {
-        Some(i) => conditions[i] = cond,
-        None => conditions.push(cond),
-    }
-}
-
-/// The kstatus conditions beside `Ready`: `Reconciling` is True while the operator works
-/// toward the spec, `Stalled` is True when only a person can move it on. Flux's kstatus
-/// reads them (Stalled → Failed, Reconciling → InProgress), so a Kustomization with
-/// `wait: true` fails fast on a permanent problem instead of waiting out its timeout. Both
-/// carry `value`'s reason and message; when they do not apply they are False.
-pub fn set_standing(
-    conditions: &mut Vec<Condition>,
-    standing: Standing,
-    value: &ConditionValue,
-    generation: Option<i64>,
-    now: Timestamp,
-) {
-    for (type_, applies) in [
-        ("Reconciling", standing == Standing::Pending),
-        ("Stalled", standing == Standing::NeedsAPerson),
-    ] {
-        let condition = ConditionValue {
-            status: applies,
-            ..value.clone()
-        };
-        set_condition(conditions, type_, &condition, generation, now);
-    }
-}
-
-/// `Ready` from `value`, and the kstatus conditions of `standing` with the same reason.
-pub fn set_ready(
-    conditions: &mut Vec<Condition>,
-    value: &ConditionValue,
-    standing: Standing,
-    generation: Option<i64>,
-    now: Timestamp,
-) {
-    set_condition(conditions, "Ready", value, generation, now);
-    set_standing(conditions, standing, value, generation, now);
-}
 
 /// The status after a pass. Fields AWS could not be read for keep their previous values.
 pub fn dxconnection_status(
@@ -140,14 +76,14 @@ pub fn dxconnection_status(
     }
     set_condition(
         &mut status.conditions,
-        "Ready",
+        ConditionType::Ready,
         &result.ready(),
         generation,
         now,
     );
     set_condition(
         &mut status.conditions,
-        "Synced",
+        ConditionType::Synced,
         &result.synced(),
         generation,
         now,
@@ -171,13 +107,15 @@ mod tests {
 
     use super::*;
     use crate::aws::{AwsError, ErrorClass, ErrorKind};
+    use crate::conditions::{ConditionValue, KeyReason, set_ready};
     use crate::crd::{
         DxConnection, EncryptionMode, MacSecKey, MacSecKeySpec, MacSecKeyStatus, ManagementPolicy,
     };
-    use crate::engine::Planned;
+    use crate::engine::{Planned, Standing};
     use crate::observed::ObservedResource;
     use crate::plan::fixtures::*;
     use crate::plan::{Desired, PriorState, Reason, plan};
+    use strum::VariantArray;
 
     /// What the planner decides for `d` against `o`, as a pass that called nothing.
     fn planned(d: &Desired, o: Option<ObservedResource>) -> PassOutcome {
@@ -266,7 +204,7 @@ mod tests {
     }
 
     /// A MacSecKey named `name` whose Ready is `value` with `standing`.
-    fn mskey(name: &str, value: &ConditionValue, standing: Standing) -> Value {
+    fn mskey(name: &str, value: &ConditionValue<KeyReason>, standing: Standing) -> Value {
         let mut k = MacSecKey::new(
             name,
             MacSecKeySpec {
@@ -286,12 +224,8 @@ mod tests {
         serde_json::to_value(k).unwrap()
     }
 
-    fn key_value(status: bool, reason: &'static str) -> ConditionValue {
-        ConditionValue {
-            status,
-            reason,
-            message: "m".into(),
-        }
+    fn key_value(status: bool, reason: KeyReason) -> ConditionValue<KeyReason> {
+        ConditionValue::new(status, reason, "m")
     }
 
     /// Objects in every state the operator reports, with the verdicts Flux's kstatus and
@@ -452,7 +386,7 @@ mod tests {
             (
                 mskey(
                     "key-valid",
-                    &key_value(true, "KeyMaterialValid"),
+                    &key_value(true, KeyReason::KeyMaterialValid),
                     Standing::Converged,
                 ),
                 current,
@@ -461,14 +395,18 @@ mod tests {
             (
                 mskey(
                     "key-missing",
-                    &key_value(false, "SecretNotFound"),
+                    &key_value(false, KeyReason::SecretNotFound),
                     Standing::NeedsAPerson,
                 ),
                 failed,
                 degraded,
             ),
             (
-                mskey("key-in-use", &key_value(false, "InUse"), Standing::Pending),
+                mskey(
+                    "key-in-use",
+                    &key_value(false, KeyReason::InUse),
+                    Standing::Pending,
+                ),
                 in_progress,
                 progressing,
             ),
@@ -476,7 +414,7 @@ mod tests {
             (
                 mskey(
                     "key-source-blip",
-                    &key_value(false, "AwsError"),
+                    &key_value(false, KeyReason::AwsError),
                     Standing::Pending,
                 ),
                 in_progress,
@@ -485,7 +423,7 @@ mod tests {
             (
                 mskey(
                     "key-secret-unlabelled",
-                    &key_value(false, "SecretNotLabelled"),
+                    &key_value(false, KeyReason::SecretNotLabelled),
                     Standing::NeedsAPerson,
                 ),
                 failed,
@@ -517,7 +455,7 @@ mod tests {
                     .to_string()
             })
             .collect();
-        for r in Reason::ALL {
+        for r in Reason::VARIANTS {
             assert!(reasons.iter().any(|x| x == r.as_str()), "no case for {r}");
         }
         for (o, kstatus, _) in &cases {

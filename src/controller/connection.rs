@@ -49,7 +49,7 @@ async fn publish_events(
     ctx: &Context,
     dxc: &DxConnection,
     result: &PassOutcome,
-    previous_reason: Option<&str>,
+    previous_reason: Option<Reason>,
 ) {
     let r = reference(dxc);
     publish_calls(ctx, &r, result, None).await;
@@ -60,10 +60,7 @@ async fn publish_events(
     if previous_reason == Some(ready.reason) {
         return;
     }
-    let progress = [Reason::Converged, Reason::Progressing]
-        .iter()
-        .any(|r| r.as_str() == ready.reason);
-    let type_ = if progress {
+    let type_ = if matches!(ready.reason, Reason::Converged | Reason::Progressing) {
         EventType::Normal
     } else {
         EventType::Warning
@@ -71,7 +68,7 @@ async fn publish_events(
     // Progress is told by the action events; a change of reason is told when it is the goal
     // reached or something a person should look at.
     if ready.status || type_ == EventType::Warning {
-        ctx.publish(&r, type_, ready.reason, "Reconcile", ready.message)
+        ctx.publish(&r, type_, ready.reason.as_str(), "Reconcile", ready.message)
             .await;
     }
 }
@@ -130,7 +127,7 @@ impl Reconciled for DxConnection {
 
     async fn apply(dxc: &Self, ctx: &Context) -> Result<Action, Error> {
         let ns = dxc.namespace().unwrap_or_default();
-        let previous_reason = dxc.condition("Ready").map(|c| c.reason.clone());
+        let previous_reason = dxc.ready_reason();
         let access = ctx.access();
         let scope = match access.scope_of(dxc) {
             Ok(s) => s,
@@ -142,11 +139,11 @@ impl Reconciled for DxConnection {
                 ctx.metrics.observed(
                     &ns,
                     &dxc.name_any(),
-                    Some((false, refusal.reason.as_str())),
+                    Some((false, refusal.reason)),
                     None,
                     &status.keys,
                 );
-                if previous_reason.as_deref() != Some(refusal.reason.as_str()) {
+                if previous_reason != Some(refusal.reason) {
                     ctx.publish(
                         &reference(dxc),
                         EventType::Warning,
@@ -181,7 +178,7 @@ impl Reconciled for DxConnection {
             result.observed(),
             &status.keys,
         );
-        publish_events(ctx, dxc, &result, previous_reason.as_deref()).await;
+        publish_events(ctx, dxc, &result, previous_reason).await;
         Ok(ctx.requeue(result.next_look()))
     }
 

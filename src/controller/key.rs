@@ -12,11 +12,11 @@ use super::relations::{guarded_by, learn, secrets_scope, used_by};
 use super::shell::{Reconciled, write_status};
 use super::{Context, Error, KubeSecrets};
 use crate::aws::Scope;
+use crate::conditions::{ConditionType, ConditionValue, KeyReason, set_condition, set_ready};
 use crate::crd::{DxConnection, MacSecKey, MacSecKeyStatus};
-use crate::engine::{ConditionValue, Standing};
+use crate::engine::Standing;
 use crate::keys::Ckn;
 use crate::plan::{KeyMaterial, KeyProblem, Requeue};
-use crate::status::{set_condition, set_ready};
 
 impl Reconciled for MacSecKey {
     const KIND: &'static str = "MacSecKey";
@@ -50,7 +50,7 @@ impl Reconciled for MacSecKey {
         // as Ready here; they part only while a deletion waits (Ready False, InUse).
         set_condition(
             &mut status.conditions,
-            "Synced",
+            ConditionType::Synced,
             &condition,
             generation,
             now,
@@ -62,7 +62,7 @@ impl Reconciled for MacSecKey {
             ctx.publish(
                 &super::reference(key),
                 kube::runtime::events::EventType::Warning,
-                warning.reason,
+                warning.reason.as_str(),
                 "ReadKeyMaterial",
                 warning.message.clone(),
             )
@@ -89,11 +89,7 @@ impl Reconciled for MacSecKey {
         };
         let mut status = key.status.clone().unwrap_or_default();
         status.used_by = users.clone();
-        let in_use = ConditionValue {
-            status: false,
-            reason: "InUse",
-            message: msg,
-        };
+        let in_use = ConditionValue::new(false, KeyReason::InUse, msg);
         set_ready(
             &mut status.conditions,
             &in_use,
@@ -114,7 +110,7 @@ impl Reconciled for MacSecKey {
 /// What reading a key's material earned.
 struct Checked {
     /// The `Ready` condition.
-    condition: ConditionValue,
+    condition: ConditionValue<KeyReason>,
     /// A read that failed for a passing reason, not a person's problem: a Warning event,
     /// and (unless the key stays Ready on its last good reading) the condition's cause.
     transient_failure: Option<KeyProblem>,
@@ -143,11 +139,7 @@ async fn check_material(
     }) else {
         let message = "no region and role to read the Secrets Manager secret with: set spec.secretsManager.region, or use the key from a DxConnection that may reach AWS (this namespace may not use the operator's own credentials, or the operator has no default region)";
         return Checked {
-            condition: ConditionValue {
-                status: false,
-                reason: "SecretReadError",
-                message: message.into(),
-            },
+            condition: ConditionValue::new(false, KeyReason::SecretReadError, message),
             transient_failure: None,
             requeue: Requeue::Resync,
         };
@@ -158,11 +150,7 @@ async fn check_material(
         format!("key material is valid; used by {}", users.join(", "))
     };
     let valid = |message: String| Checked {
-        condition: ConditionValue {
-            status: true,
-            reason: "KeyMaterialValid",
-            message,
-        },
+        condition: ConditionValue::new(true, KeyReason::KeyMaterialValid, message),
         transient_failure: None,
         requeue: Requeue::Resync,
     };
@@ -191,7 +179,7 @@ async fn check_material(
             valid(message)
         }
         Err(problem) if problem.transient => {
-            let requeue = if problem.reason == "Throttled" {
+            let requeue = if problem.reason == KeyReason::Throttled {
                 Requeue::After(crate::engine::THROTTLED_RETRY)
             } else {
                 Requeue::Soon
@@ -205,11 +193,7 @@ async fn check_material(
                 ))
                 .condition
             } else {
-                ConditionValue {
-                    status: false,
-                    reason: problem.reason,
-                    message: problem.message.clone(),
-                }
+                ConditionValue::new(false, problem.reason, problem.message.clone())
             };
             Checked {
                 condition,
@@ -221,11 +205,7 @@ async fn check_material(
         Err(problem) => {
             status.source_version = None;
             Checked {
-                condition: ConditionValue {
-                    status: false,
-                    reason: problem.reason,
-                    message: problem.message,
-                },
+                condition: ConditionValue::new(false, problem.reason, problem.message),
                 transient_failure: None,
                 requeue: Requeue::Soon,
             }

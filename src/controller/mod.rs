@@ -40,30 +40,26 @@ use relations::{key_relevance, references};
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "dx-macsec-operator";
 
-/// Errors of one reconcile; each decides how soon to retry.
-#[derive(Debug, thiserror::Error)]
+/// Errors of one reconcile; each decides how soon to retry. Its reason in the metrics is
+/// the name the variant is given here (`strum`), and `Error::VARIANTS` lists them all.
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr, strum::VariantNames)]
 pub enum Error {
     #[error("Kubernetes API: {0}")]
+    #[strum(serialize = "KubeError")]
     Kube(#[from] kube::Error),
     #[error("finalizer: {0}")]
+    #[strum(serialize = "FinalizerError")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("deletion waits: {0}")]
     CleanupPending(String),
     #[error("MacSecKey is in use by {0}; remove it from their spec.keys first")]
+    #[strum(serialize = "InUse")]
     KeyInUse(String),
 }
 
 impl Error {
-    /// Every [`Error::reason`], for metrics that start at zero.
-    pub const REASONS: &[&str] = &["KubeError", "FinalizerError", "CleanupPending", "InUse"];
-
     fn reason(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "KubeError",
-            Error::Finalizer(_) => "FinalizerError",
-            Error::CleanupPending(_) => "CleanupPending",
-            Error::KeyInUse(_) => "InUse",
-        }
+        self.into()
     }
 }
 
@@ -740,7 +736,7 @@ pub async fn run(
             <DxConnection as shell::Reconciled>::KIND,
             <MacSecKey as shell::Reconciled>::KIND,
         ],
-        Error::REASONS,
+        <Error as strum::VariantNames>::VARIANTS,
     );
     let metered = Arc::new(crate::aws::MeteredProvider::new(aws, metrics.clone()));
     let engine = Engine::new(

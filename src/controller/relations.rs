@@ -11,12 +11,12 @@ use kube::{Resource, ResourceExt};
 
 use crate::access::Access;
 use crate::aws::Scope;
+use crate::conditions::{ConditionType, ConditionValue, set_condition, set_standing};
 use crate::crd::{DxConnection, DxConnectionStatus, MacSecKey, MacSecKeyStatus};
 use crate::desired;
-use crate::engine::{ConditionValue, Standing};
+use crate::engine::Standing;
 use crate::keys::Ckn;
 use crate::plan::{KeyMaterial, PriorState, Reason};
-use crate::status::{set_condition, set_standing};
 
 /// Whether `dxc` lists the MacSecKey `name` in `spec.keys`.
 pub(crate) fn references(dxc: &DxConnection, name: &str) -> bool {
@@ -41,7 +41,7 @@ pub(crate) fn prior_of(dxc: &DxConnection) -> PriorState {
         return PriorState::default();
     };
     let converged = dxc
-        .condition("Ready")
+        .condition(ConditionType::Ready)
         .is_some_and(|c| c.status == "True" && c.observed_generation == dxc.metadata.generation);
     PriorState::from_status(status, converged)
 }
@@ -57,7 +57,7 @@ pub(crate) fn blocked_status(
     let generation = dxc.metadata.generation;
     status.observed_generation = generation;
     let value = ConditionValue::new(false, reason, message);
-    for type_ in ["Ready", "Synced"] {
+    for type_ in [ConditionType::Ready, ConditionType::Synced] {
         set_condition(&mut status.conditions, type_, &value, generation, now);
     }
     set_standing(

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Condition;
+use crate::conditions::ConditionType;
 
 /// Desired MACsec state of one Direct Connect dedicated connection or interconnect
 /// (`dxcon-…`) or LAG (`dxlag-…`).
@@ -410,11 +411,13 @@ pub struct KeyStatus {
 
 impl DxConnection {
     /// The condition of the given type, if present.
-    pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        super::find_condition(&self.status.as_ref()?.conditions, type_)
+    }
+
+    /// The reason of the `Ready` condition the status holds, when it is one of this
+    /// operator's.
+    pub fn ready_reason(&self) -> Option<crate::conditions::Reason> {
+        self.condition(ConditionType::Ready)?.reason.parse().ok()
     }
 }

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Condition;
+use crate::conditions::ConditionType;
 
 /// One MACsec CKN/CAK pair. Exactly one source of key material must be set.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -145,25 +146,21 @@ pub struct MacSecKeyStatus {
 }
 
 impl MacSecKey {
-    /// Its status says the key material was read and found valid for the current spec (the
-    /// CKN is in the status).
     /// The condition of the given type, if present.
-    pub fn condition(&self, type_: &str) -> Option<&super::Condition> {
-        self.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
+    pub fn condition(&self, type_: ConditionType) -> Option<&super::Condition> {
+        super::find_condition(&self.status.as_ref()?.conditions, type_)
     }
 
+    /// Its status says the key material was read and found valid for the current spec (the
+    /// CKN is in the status).
     pub fn validated(&self) -> bool {
         self.status.as_ref().is_some_and(|s| {
             s.observed_generation.is_some()
                 && s.observed_generation == self.metadata.generation
                 && s.ckn.is_some()
-                && s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                && self
+                    .condition(ConditionType::Ready)
+                    .is_some_and(|c| c.status == "True")
         })
     }
 }

@@ -17,6 +17,8 @@ pub use key::*;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 use schemars::JsonSchema;
+
+use crate::conditions::ConditionType;
 use serde::{Deserialize, Serialize};
 
 /// API group of both resources.
@@ -31,14 +33,15 @@ pub const OWNER_TAG: &str = "dxmacsec.io/owner";
 pub const FINALIZER: &str = "dxmacsec.io/finalizer";
 
 /// A status condition, shaped like `metav1.Condition` so kstatus, `kubectl wait`, Argo CD and
-/// Flux read it.
+/// Flux read it. The types and reasons written are in `crate::conditions`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// `Ready` or `Synced`.
+    /// `Ready`, `Synced`, `Reconciling` (kstatus: the operator is working towards the spec) or
+    /// `Stalled` (kstatus: only a person can move the object on).
     #[serde(rename = "type")]
     pub type_: String,
-    /// `True`, `False` or `Unknown`.
+    /// `True` or `False`.
     pub status: String,
     /// Machine-readable reason in CamelCase, for example `Converged` or `KeyNotReady`.
     pub reason: String,
@@ -49,6 +52,11 @@ pub struct Condition {
     /// The `metadata.generation` this condition was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// The condition of type `type_` in `conditions`, if present.
+fn find_condition(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == type_.as_str())
 }
 
 /// Every CRD, as installed. Use this rather than `crd()` on the types: it also removes the

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{Desired, KeyMaterial, KeyProblem, WantedKey};
+use super::{Desired, KeyMaterial, KeyProblem, KeyReason, WantedKey};
 use crate::crd::{EncryptionMode, ResourceType};
 use crate::keys::{Cak, Ckn};
 use crate::observed::{ObservedKey, ObservedMember, ObservedResource, PORT_UP};
@@ -120,7 +120,7 @@ pub fn broken(name: &str, message: &str) -> WantedKey {
     WantedKey {
         name: name.into(),
         material: Err(KeyProblem {
-            reason: "SecretNotFound",
+            reason: KeyReason::SecretNotFound,
             message: message.into(),
             transient: false,
         }),

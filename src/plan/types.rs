@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+pub use crate::conditions::{KeyReason, Reason};
 use crate::crd::{
     DxConnectionStatus, EncryptionMode, KeyStatus, ManagementPolicy, ResourceType, RotationStatus,
 };
@@ -110,9 +111,8 @@ pub struct KeyMaterial {
 /// Why a wanted key cannot be used yet (missing Secret, bad format, AWS read failed…).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyProblem {
-    /// Machine-readable: `SecretNotFound`, `InvalidKeyMaterial`, `MacSecKeyNotFound`,
-    /// `SecretNotLabelled`, `SecretReadError`, `AccessDenied`, `AwsError`, `Throttled`.
-    pub reason: &'static str,
+    /// Machine-readable; also the MacSecKey's own reason when the key itself is at fault.
+    pub reason: KeyReason,
     pub message: String,
     /// The source could not be read for a passing reason (AWS throttled or failed, the API
     /// server timed out): retried with back-off, never a person's problem.
@@ -404,94 +404,6 @@ impl fmt::Display for Action {
                 target.id
             ),
         }
-    }
-}
-
-/// Machine-readable condition reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    Converged,
-    Progressing,
-    WaitingForEncryptionUp,
-    /// The spec is met but a port that should carry MACsec reports Encryption Down: under
-    /// must_encrypt the link carries no traffic, under should_encrypt it carries clear text.
-    EncryptionDown,
-    KeyNotReady,
-    NotFound,
-    NotAvailable,
-    NotMacSecCapable,
-    ManagedByLag,
-    Conflict,
-    InvalidSpec,
-    DriftDetected,
-    AwsError,
-    /// No AWS credentials were found, or AWS rejected them.
-    AwsCredentials,
-    /// The operator's AWS identity may not make a call (IAM).
-    AccessDenied,
-    Throttled,
-    /// A removed outgoing key was associated again because the port went Encryption Down:
-    /// the router does not use the new key. Removal waits for a person.
-    RotationRolledBack,
-    /// `rotation.confirm: Manual`: outgoing keys wait for the confirmation annotation.
-    WaitingForConfirmation,
-    /// No DxAccess grants the DxConnection's namespace the role, region or connection it
-    /// names; nothing was sent to AWS.
-    Forbidden,
-}
-
-impl Reason {
-    /// Every reason, for tests that must cover them all.
-    pub const ALL: [Reason; 19] = [
-        Reason::Converged,
-        Reason::Progressing,
-        Reason::WaitingForEncryptionUp,
-        Reason::EncryptionDown,
-        Reason::KeyNotReady,
-        Reason::NotFound,
-        Reason::NotAvailable,
-        Reason::NotMacSecCapable,
-        Reason::ManagedByLag,
-        Reason::Conflict,
-        Reason::InvalidSpec,
-        Reason::DriftDetected,
-        Reason::AwsError,
-        Reason::AwsCredentials,
-        Reason::AccessDenied,
-        Reason::Throttled,
-        Reason::RotationRolledBack,
-        Reason::WaitingForConfirmation,
-        Reason::Forbidden,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Converged => "Converged",
-            Reason::Progressing => "Progressing",
-            Reason::WaitingForEncryptionUp => "WaitingForEncryptionUp",
-            Reason::EncryptionDown => "EncryptionDown",
-            Reason::KeyNotReady => "KeyNotReady",
-            Reason::NotFound => "NotFound",
-            Reason::NotAvailable => "NotAvailable",
-            Reason::NotMacSecCapable => "NotMacSecCapable",
-            Reason::ManagedByLag => "ManagedByLag",
-            Reason::Conflict => "Conflict",
-            Reason::InvalidSpec => "InvalidSpec",
-            Reason::DriftDetected => "DriftDetected",
-            Reason::AwsError => "AwsError",
-            Reason::AwsCredentials => "AwsCredentials",
-            Reason::AccessDenied => "AccessDenied",
-            Reason::Throttled => "Throttled",
-            Reason::RotationRolledBack => "RotationRolledBack",
-            Reason::WaitingForConfirmation => "WaitingForConfirmation",
-            Reason::Forbidden => "Forbidden",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
