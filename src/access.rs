@@ -112,7 +112,7 @@ impl Access {
                 reason: Reason::InvalidSpec,
                 message: "spec.region is not set and the operator has no default region; set spec.region or AWS_REGION (--region)".into(),
             })?;
-        let namespace = dxc.metadata.namespace.as_deref().unwrap_or("default");
+        let namespace = crate::crd::namespace_of(dxc);
         let Some(reference) = &spec.access_ref else {
             if let Some(role) = &spec.role_arn {
                 return Err(Refusal::forbidden(format!(

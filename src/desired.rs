@@ -14,7 +14,7 @@ use crate::plan::{Desired, KeyProblem, WantedKey};
 pub fn owner_tag(cluster: &str, dxc: &DxConnection) -> String {
     format!(
         "{cluster}/{}/{}",
-        dxc.metadata.namespace.as_deref().unwrap_or("default"),
+        crate::crd::namespace_of(dxc),
         dxc.metadata.name.as_deref().unwrap_or_default()
     )
 }
@@ -52,7 +52,7 @@ pub async fn desired(
     aws: &dyn SecretsProvider,
     scope: &Scope,
 ) -> Desired {
-    let namespace = dxc.metadata.namespace.as_deref().unwrap_or("default");
+    let namespace = crate::crd::namespace_of(dxc);
     let mut d = base(dxc);
     if let Some(refs) = &dxc.spec.keys {
         let mut keys = Vec::with_capacity(refs.len());

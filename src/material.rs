@@ -227,7 +227,7 @@ pub async fn resolve(
     let status = key.status.as_ref();
     let spec = &key.spec;
     let (ckn, cak, source) = if let Some(r) = &spec.secret_ref {
-        let namespace = key.metadata.namespace.as_deref().unwrap_or("default");
+        let namespace = crate::crd::namespace_of(key);
         from_secret(r, namespace, secrets).await?
     } else if let Some(sm) = &spec.secrets_manager {
         from_secrets_manager(sm, aws, scope).await?
@@ -335,16 +335,22 @@ async fn from_secret(
     Ok((ckn, cak, source))
 }
 
+/// Where a Secrets Manager source is read for a DxConnection in `scope`: its own region if
+/// it names one, with the scope's role.
+pub fn secrets_manager_scope(sm: &SecretsManagerSource, scope: &Scope) -> Scope {
+    Scope {
+        region: sm.region.clone().unwrap_or_else(|| scope.region.clone()),
+        role_arn: scope.role_arn.clone(),
+    }
+}
+
 /// The pair in a customer-owned Secrets Manager secret whose SecretString is JSON.
 async fn from_secrets_manager(
     sm: &SecretsManagerSource,
     aws: &dyn SecretsProvider,
     scope: &Scope,
 ) -> Result<(Ckn, Cak, String), KeyProblem> {
-    let sm_scope = Scope {
-        region: sm.region.clone().unwrap_or_else(|| scope.region.clone()),
-        role_arn: scope.role_arn.clone(),
-    };
+    let sm_scope = secrets_manager_scope(sm, scope);
     let what = format!(
         "cannot read Secrets Manager secret {} (spec.secretsManager.secretId) in {}",
         sm.secret_id, sm_scope.region

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::seed::{AfterLeavingLag, Delays, Seed, SeedConnection, SeedKey};
+use crate::seed::{AfterLeavingLag, Delays, Generate, Seed, SeedConnection, SeedKey, SeedLag};
 
 /// An error as AWS returns it: `__type` and `message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,87 +260,100 @@ impl Account {
             acc.seed_port(c, true)?;
         }
         for l in &seed.lags {
-            if !l.id.starts_with("dxlag-") {
-                return Err(format!("seed LAG {}: IDs start with dxlag-", l.id));
+            acc.seed_lag(l)?;
+        }
+        if let Some(g) = &seed.generate {
+            acc.generate(g);
+        }
+        Ok(acc)
+    }
+
+    /// A seeded LAG: its members (which drop their own keys and take the LAG's), keys and
+    /// tags.
+    fn seed_lag(&mut self, l: &SeedLag) -> Result<(), String> {
+        if !l.id.starts_with("dxlag-") {
+            return Err(format!("seed LAG {}: IDs start with dxlag-", l.id));
+        }
+        for m in &l.members {
+            let conn = self.connections.get_mut(m).ok_or_else(|| {
+                format!("seed LAG {}: member {m} is not a seeded connection", l.id)
+            })?;
+            if conn.mac_sec_capable != l.mac_sec_capable {
+                return Err(format!(
+                    "Connection {m} and lag should be requested MacSec at the same time"
+                ));
             }
-            for m in &l.members {
-                let conn = acc.connections.get_mut(m).ok_or_else(|| {
-                    format!("seed LAG {}: member {m} is not a seeded connection", l.id)
-                })?;
-                if conn.mac_sec_capable != l.mac_sec_capable {
-                    return Err(format!(
-                        "Connection {m} and lag should be requested MacSec at the same time"
-                    ));
-                }
-                conn.lag_id = Some(l.id.clone());
-                // A connection joining a LAG drops its own keys and takes the LAG's.
-                conn.keys.clear();
+            conn.lag_id = Some(l.id.clone());
+            // A connection joining a LAG drops its own keys and takes the LAG's.
+            conn.keys.clear();
+        }
+        let keys = self.seed_keys(&l.keys, &l.id)?;
+        if !l.tags.is_empty() {
+            self.tags.insert(l.id.clone(), l.tags.clone());
+        }
+        self.lags.insert(
+            l.id.clone(),
+            Lag {
+                id: l.id.clone(),
+                name: l.name.clone().unwrap_or_else(|| l.id.clone()),
+                location: l.location.clone(),
+                bandwidth: l.bandwidth.clone(),
+                state: l.state.clone(),
+                mac_sec_capable: l.mac_sec_capable,
+                encryption_mode: l
+                    .encryption_mode
+                    .clone()
+                    .or_else(|| l.mac_sec_capable.then(|| "no_encrypt".to_string())),
+                keys,
+                device: l.device.clone().unwrap_or_else(|| device_at(&l.location)),
+                minimum_links: l.minimum_links,
+            },
+        );
+        Ok(())
+    }
+
+    /// The connections and LAGs `generate` asks for, all available and MACsec capable, each
+    /// with a router holding `routerCkns`.
+    fn generate(&mut self, g: &Generate) {
+        let mode = Some(g.encryption_mode.clone());
+        let router: BTreeSet<String> = g
+            .router_ckns
+            .iter()
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        for i in 0..g.connections {
+            let id = format!("dxcon-gen{i:05}");
+            let mut c = Connection::new(&id, "EqDC2", "10Gbps", "available", true);
+            c.encryption_mode = mode.clone();
+            self.connections.insert(id.clone(), c);
+            self.routers.insert(id, router.clone());
+        }
+        for i in 0..g.lags {
+            let lag_id = format!("dxlag-gen{i:05}");
+            for m in 0..g.members_per_lag {
+                let id = format!("dxcon-gen{i:05}m{m}");
+                let mut c = Connection::new(&id, "EqDC2", "100Gbps", "available", true);
+                c.encryption_mode = mode.clone();
+                c.lag_id = Some(lag_id.clone());
+                self.connections.insert(id.clone(), c);
+                self.routers.insert(id, router.clone());
             }
-            let keys = acc.seed_keys(&l.keys, &l.id)?;
-            if !l.tags.is_empty() {
-                acc.tags.insert(l.id.clone(), l.tags.clone());
-            }
-            acc.lags.insert(
-                l.id.clone(),
+            self.lags.insert(
+                lag_id.clone(),
                 Lag {
-                    id: l.id.clone(),
-                    name: l.name.clone().unwrap_or_else(|| l.id.clone()),
-                    location: l.location.clone(),
-                    bandwidth: l.bandwidth.clone(),
-                    state: l.state.clone(),
-                    mac_sec_capable: l.mac_sec_capable,
-                    encryption_mode: l
-                        .encryption_mode
-                        .clone()
-                        .or_else(|| l.mac_sec_capable.then(|| "no_encrypt".to_string())),
-                    keys,
-                    device: l.device.clone().unwrap_or_else(|| device_at(&l.location)),
-                    minimum_links: l.minimum_links,
+                    id: lag_id.clone(),
+                    name: lag_id,
+                    location: "EqDC2".into(),
+                    bandwidth: "100Gbps".into(),
+                    state: "available".into(),
+                    mac_sec_capable: true,
+                    encryption_mode: mode.clone(),
+                    keys: Vec::new(),
+                    device: device_at("EqDC2"),
+                    minimum_links: 0,
                 },
             );
         }
-        if let Some(g) = &seed.generate {
-            let mode = Some(g.encryption_mode.clone());
-            let router: BTreeSet<String> = g
-                .router_ckns
-                .iter()
-                .map(|c| c.to_ascii_lowercase())
-                .collect();
-            for i in 0..g.connections {
-                let id = format!("dxcon-gen{i:05}");
-                let mut c = Connection::new(&id, "EqDC2", "10Gbps", "available", true);
-                c.encryption_mode = mode.clone();
-                acc.connections.insert(id.clone(), c);
-                acc.routers.insert(id, router.clone());
-            }
-            for i in 0..g.lags {
-                let lag_id = format!("dxlag-gen{i:05}");
-                for m in 0..g.members_per_lag {
-                    let id = format!("dxcon-gen{i:05}m{m}");
-                    let mut c = Connection::new(&id, "EqDC2", "100Gbps", "available", true);
-                    c.encryption_mode = mode.clone();
-                    c.lag_id = Some(lag_id.clone());
-                    acc.connections.insert(id.clone(), c);
-                    acc.routers.insert(id, router.clone());
-                }
-                acc.lags.insert(
-                    lag_id.clone(),
-                    Lag {
-                        id: lag_id.clone(),
-                        name: lag_id,
-                        location: "EqDC2".into(),
-                        bandwidth: "100Gbps".into(),
-                        state: "available".into(),
-                        mac_sec_capable: true,
-                        encryption_mode: mode.clone(),
-                        keys: Vec::new(),
-                        device: device_at("EqDC2"),
-                        minimum_links: 0,
-                    },
-                );
-            }
-        }
-        Ok(acc)
     }
 
     /// A seeded connection or interconnect, with its keys, tags and router.

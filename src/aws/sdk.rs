@@ -237,28 +237,25 @@ impl SdkDirectConnect {
 
     /// Every interconnect, all pages.
     async fn all_interconnects(&self) -> Result<Vec<ObservedResource>, AwsError> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
+        let pages = every_page(|token| async move {
             let page = self
                 .client
                 .describe_interconnects()
                 .max_results(PAGE_SIZE)
-                .set_next_token(token.take())
+                .set_next_token(token)
                 .send()
                 .await
                 .map_err(|e| AwsError::from_sdk("DescribeInterconnects", &e))?;
-            let account = self.account.get().map(String::as_str);
-            out.extend(
-                page.interconnects()
-                    .iter()
-                    .filter_map(|i| observe_interconnect(i, account)),
-            );
-            match page.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => break,
-            }
-        }
+            let next = page.next_token().map(str::to_string);
+            Ok((page, next))
+        })
+        .await?;
+        let account = self.account.get().map(String::as_str);
+        let out: Vec<ObservedResource> = pages
+            .iter()
+            .flat_map(|p| p.interconnects())
+            .filter_map(|i| observe_interconnect(i, account))
+            .collect();
         *self.interconnects.lock().unwrap_or_else(|e| e.into_inner()) =
             out.iter().map(|r| r.id.clone()).collect();
         Ok(out)
@@ -430,6 +427,27 @@ pub fn observe_lag(l: &dc::types::Lag) -> Option<ObservedResource> {
     })
 }
 
+/// Every page of a Direct Connect list that pages by `nextToken`: `fetch` gets the token of
+/// the page to read (none for the first) and returns the page with the next token. The SDK
+/// has no paginators for these calls (the service model does not mark them paginated), so
+/// this is the one loop they share.
+async fn every_page<P, F, Fut>(mut fetch: F) -> Result<Vec<P>, AwsError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(P, Option<String>), AwsError>>,
+{
+    let mut pages = Vec::new();
+    let mut token = None;
+    loop {
+        let (page, next) = fetch(token.take()).await?;
+        pages.push(page);
+        match next {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Ok(pages),
+        }
+    }
+}
+
 /// "Unknown ID" in the words of AWS, moto or dx-sim: the resource does not exist.
 fn is_not_found(e: &AwsError) -> bool {
     matches!(
@@ -443,44 +461,44 @@ fn is_not_found(e: &AwsError) -> bool {
 impl DirectConnectApi for SdkDirectConnect {
     fn describe_all(&self) -> BoxFut<'_, Result<Vec<ObservedResource>, AwsError>> {
         Box::pin(async move {
-            let mut out = Vec::new();
-            let mut token: Option<String> = None;
-            loop {
+            let connections = every_page(|token| async move {
                 let page = self
                     .client
                     .describe_connections()
                     .max_results(PAGE_SIZE)
-                    .set_next_token(token.take())
+                    .set_next_token(token)
                     .send()
                     .await
                     .map_err(|e| AwsError::from_sdk("DescribeConnections", &e))?;
-                for c in page.connections() {
-                    self.learn_account(c.owner_account());
-                }
-                out.extend(page.connections().iter().filter_map(observe_connection));
-                match page.next_token() {
-                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                    _ => break,
-                }
-            }
-            loop {
+                let next = page.next_token().map(str::to_string);
+                Ok((page, next))
+            })
+            .await?;
+            let lags = every_page(|token| async move {
                 let page = self
                     .client
                     .describe_lags()
                     .max_results(PAGE_SIZE)
-                    .set_next_token(token.take())
+                    .set_next_token(token)
                     .send()
                     .await
                     .map_err(|e| AwsError::from_sdk("DescribeLags", &e))?;
-                for l in page.lags() {
-                    self.learn_account(l.owner_account());
-                }
-                out.extend(page.lags().iter().filter_map(observe_lag));
-                match page.next_token() {
-                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                    _ => break,
-                }
+                let next = page.next_token().map(str::to_string);
+                Ok((page, next))
+            })
+            .await?;
+            let connections = connections.iter().flat_map(|p| p.connections());
+            let lags = lags.iter().flat_map(|p| p.lags());
+            for account in connections.clone().map(|c| c.owner_account()) {
+                self.learn_account(account);
             }
+            for account in lags.clone().map(|l| l.owner_account()) {
+                self.learn_account(account);
+            }
+            let mut out: Vec<ObservedResource> = connections
+                .filter_map(observe_connection)
+                .chain(lags.filter_map(observe_lag))
+                .collect();
             // Interconnects are a Partner's: an account without them, an IAM policy from
             // before they were supported, or an endpoint without the call (moto) must not
             // stop the connections and LAGs from being managed.

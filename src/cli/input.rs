@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::crd::{DxAccess, DxConnection, MacSecKey};
+use crate::crd::{DEFAULT_NAMESPACE, DxAccess, DxConnection, MacSecKey};
 
 /// A parsed object and where it came from.
 #[derive(Debug, Clone)]
@@ -193,74 +193,11 @@ fn add(inputs: &mut Inputs, doc: Value, origin: &str) -> Result<(), String> {
     let what = format!("{kind} {name}");
     match (api_version.as_str(), kind.as_str()) {
         ("dxmacsec.io/v1alpha1", "DxConnection") => {
-            let mut dxc: DxConnection = typed(doc, origin, &what)?;
-            let ns = dxc
-                .metadata
-                .namespace
-                .get_or_insert_with(|| "default".into())
-                .clone();
-            if inputs.connections.iter().any(|c| {
-                c.value.metadata.namespace.as_deref() == Some(&ns)
-                    && c.value.metadata.name.as_deref() == Some(&name)
-            }) {
-                return Err(format!(
-                    "{origin}: {what}: DxConnection {ns}/{name} is defined twice"
-                ));
-            }
-            inputs.connections.push(Sourced {
-                value: dxc,
-                origin: origin.to_string(),
-            });
+            add_connection(inputs, doc, origin, &what, &name)?
         }
-        ("dxmacsec.io/v1alpha1", "MacSecKey") => {
-            let mut key: MacSecKey = typed(doc, origin, &what)?;
-            let ns = key
-                .metadata
-                .namespace
-                .get_or_insert_with(|| "default".into())
-                .clone();
-            crate::material::check_one_source(&key.spec)
-                .map_err(|e| format!("{origin}: {what}: {e}"))?;
-            let previous = inputs.keys.insert(
-                (ns.clone(), name.clone()),
-                Sourced {
-                    value: key,
-                    origin: origin.to_string(),
-                },
-            );
-            if previous.is_some() {
-                return Err(format!(
-                    "{origin}: {what}: MacSecKey {ns}/{name} is defined twice"
-                ));
-            }
-        }
-        ("dxmacsec.io/v1alpha1", "DxAccess") => {
-            let mut grant: DxAccess = typed(doc, origin, &what)?;
-            // Cluster scoped: a namespace in the manifest means nothing, as for kubectl.
-            grant.metadata.namespace = None;
-            let previous = inputs.grants.insert(
-                name.clone(),
-                Sourced {
-                    value: grant,
-                    origin: origin.to_string(),
-                },
-            );
-            if previous.is_some() {
-                return Err(format!(
-                    "{origin}: {what}: DxAccess {name} is defined twice"
-                ));
-            }
-        }
-        ("v1", "Secret") => {
-            let secret: Secret = typed(doc, origin, &what)?;
-            let ns = secret
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into());
-            let data = crate::material::SecretRead::of(secret);
-            inputs.secrets.insert((ns, name), data);
-        }
+        ("dxmacsec.io/v1alpha1", "MacSecKey") => add_key(inputs, doc, origin, &what, &name)?,
+        ("dxmacsec.io/v1alpha1", "DxAccess") => add_grant(inputs, doc, origin, &what, &name)?,
+        ("v1", "Secret") => add_secret(inputs, doc, origin, &what, &name)?,
         (_, "DxConnection" | "MacSecKey" | "DxAccess") => {
             return Err(format!(
                 "{origin}: {what}: apiVersion {api_version:?} is not served; use dxmacsec.io/v1alpha1"
@@ -270,6 +207,110 @@ fn add(inputs: &mut Inputs, doc: Value, origin: &str) -> Result<(), String> {
             .skipped
             .push(format!("{origin}: {what} ({api_version})")),
     }
+    Ok(())
+}
+
+/// A DxConnection document: added to `inputs`, or why it cannot be.
+fn add_connection(
+    inputs: &mut Inputs,
+    doc: Value,
+    origin: &str,
+    what: &str,
+    name: &str,
+) -> Result<(), String> {
+    let mut dxc: DxConnection = typed(doc, origin, what)?;
+    let ns = dxc
+        .metadata
+        .namespace
+        .get_or_insert_with(|| DEFAULT_NAMESPACE.into())
+        .clone();
+    if inputs.connections.iter().any(|c| {
+        c.value.metadata.namespace.as_deref() == Some(&ns)
+            && c.value.metadata.name.as_deref() == Some(name)
+    }) {
+        return Err(format!(
+            "{origin}: {what}: DxConnection {ns}/{name} is defined twice"
+        ));
+    }
+    inputs.connections.push(Sourced {
+        value: dxc,
+        origin: origin.to_string(),
+    });
+    Ok(())
+}
+
+/// A MacSecKey document: added to `inputs`, or why it cannot be.
+fn add_key(
+    inputs: &mut Inputs,
+    doc: Value,
+    origin: &str,
+    what: &str,
+    name: &str,
+) -> Result<(), String> {
+    let mut key: MacSecKey = typed(doc, origin, what)?;
+    let ns = key
+        .metadata
+        .namespace
+        .get_or_insert_with(|| DEFAULT_NAMESPACE.into())
+        .clone();
+    crate::material::check_one_source(&key.spec).map_err(|e| format!("{origin}: {what}: {e}"))?;
+    let previous = inputs.keys.insert(
+        (ns.clone(), name.to_string()),
+        Sourced {
+            value: key,
+            origin: origin.to_string(),
+        },
+    );
+    if previous.is_some() {
+        return Err(format!(
+            "{origin}: {what}: MacSecKey {ns}/{name} is defined twice"
+        ));
+    }
+    Ok(())
+}
+
+/// A DxAccess document: added to `inputs`, or why it cannot be.
+fn add_grant(
+    inputs: &mut Inputs,
+    doc: Value,
+    origin: &str,
+    what: &str,
+    name: &str,
+) -> Result<(), String> {
+    let mut grant: DxAccess = typed(doc, origin, what)?;
+    // Cluster scoped: a namespace in the manifest means nothing, as for kubectl.
+    grant.metadata.namespace = None;
+    let previous = inputs.grants.insert(
+        name.to_string(),
+        Sourced {
+            value: grant,
+            origin: origin.to_string(),
+        },
+    );
+    if previous.is_some() {
+        return Err(format!(
+            "{origin}: {what}: DxAccess {name} is defined twice"
+        ));
+    }
+    Ok(())
+}
+
+/// A Secret document: added to `inputs`, or why it cannot be.
+fn add_secret(
+    inputs: &mut Inputs,
+    doc: Value,
+    origin: &str,
+    what: &str,
+    name: &str,
+) -> Result<(), String> {
+    let secret: Secret = typed(doc, origin, what)?;
+    let ns = secret
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+    let data = crate::material::SecretRead::of(secret);
+    inputs.secrets.insert((ns, name.to_string()), data);
     Ok(())
 }
 

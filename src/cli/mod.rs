@@ -100,11 +100,7 @@ async fn prepare(
     let all = || inputs.connections.iter().map(|c| &c.value).enumerate();
     let mut items = Vec::new();
     for (position, dxc) in all() {
-        let ns = dxc
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
+        let ns = crate::crd::namespace_of(dxc).to_string();
         let name = format!("{ns}/{}", dxc.metadata.name.clone().unwrap_or_default());
         let scope = access.scope_of(dxc);
         let desired = match &scope {

@@ -126,7 +126,7 @@ impl Reconciled for DxConnection {
     const KIND: &'static str = "DxConnection";
 
     async fn apply(dxc: &Self, ctx: &Context) -> Result<Action, Error> {
-        let ns = dxc.namespace().unwrap_or_default();
+        let ns = crate::crd::namespace_of(dxc);
         let previous_reason = dxc.ready_reason();
         let access = ctx.access();
         let scope = match access.scope_of(dxc) {
@@ -137,7 +137,7 @@ impl Reconciled for DxConnection {
                     write_status(ctx, dxc, &status).await?;
                 }
                 ctx.metrics.observed(
-                    &ns,
+                    ns,
                     &dxc.name_any(),
                     Some((false, refusal.reason)),
                     None,
@@ -158,7 +158,7 @@ impl Reconciled for DxConnection {
         };
         let result = match ctx.engine.refused(&scope, &dxc.spec.connection_id).await {
             Some(refusal) => PassOutcome::Unread(refusal),
-            None => pass(dxc, ctx, &ns, &scope, &access).await,
+            None => pass(dxc, ctx, ns, &scope, &access).await,
         };
         if let PassOutcome::Deferred(wait) = result {
             // Nothing was read, decided or done: the status stays as it is.
@@ -172,7 +172,7 @@ impl Reconciled for DxConnection {
         }
         let ready = result.ready();
         ctx.metrics.observed(
-            &ns,
+            ns,
             &dxc.name_any(),
             Some((ready.status, ready.reason)),
             result.observed(),
@@ -183,13 +183,13 @@ impl Reconciled for DxConnection {
     }
 
     async fn cleanup(dxc: &Self, ctx: &Context) -> Result<Action, Error> {
-        let ns = dxc.namespace().unwrap_or_default();
+        let ns = crate::crd::namespace_of(dxc);
         let observe_only = dxc.spec.management_policy == ManagementPolicy::ObserveOnly;
         let access = ctx.access();
         let scope = match access.scope_of(dxc) {
             Ok(scope) if !observe_only => scope,
             refused => {
-                ctx.metrics.forget(&ns, &dxc.name_any());
+                ctx.metrics.forget(ns, &dxc.name_any());
                 let note = match refused {
                     Err(refusal) => format!("nothing was changed in AWS: {}", refusal.message),
                     Ok(_) => "ObserveOnly: AWS is left as it is".to_string(),
@@ -248,8 +248,8 @@ impl Reconciled for DxConnection {
 /// The end of a `deletionPolicy: Retain` deletion, which never holds the deletion up: an
 /// event that says whether the owner tag went, so a successor can adopt the resource.
 async fn retained(ctx: &Context, dxc: &DxConnection, result: &PassOutcome) {
-    let ns = dxc.namespace().unwrap_or_default();
-    ctx.metrics.forget(&ns, &dxc.name_any());
+    let ns = crate::crd::namespace_of(dxc);
+    ctx.metrics.forget(ns, &dxc.name_any());
     let kept = "deletionPolicy Retain: keys and mode are left as they are";
     let released = result
         .executed()
@@ -293,8 +293,8 @@ async fn disassociated(
         );
         return Err(Error::CleanupPending(pending));
     }
-    let ns = dxc.namespace().unwrap_or_default();
-    ctx.metrics.forget(&ns, &dxc.name_any());
+    let ns = crate::crd::namespace_of(dxc);
+    ctx.metrics.forget(ns, &dxc.name_any());
     ctx.publish(
         &reference(dxc),
         EventType::Normal,

@@ -218,15 +218,12 @@ async fn check_material(
 /// ID (DescribeSecret). `None` when unknown (no watch, not seen yet, a failed call): the
 /// source is read.
 async fn source_version(key: &MacSecKey, ctx: &Context, scope: &Scope) -> Option<String> {
-    let namespace = key.metadata.namespace.as_deref().unwrap_or("default");
+    let namespace = crate::crd::namespace_of(key);
     if let Some(r) = &key.spec.secret_ref {
         return ctx.secret_version(namespace, &r.name);
     }
     let sm = key.spec.secrets_manager.as_ref()?;
-    let sm_scope = Scope {
-        region: sm.region.clone().unwrap_or_else(|| scope.region.clone()),
-        role_arn: scope.role_arn.clone(),
-    };
+    let sm_scope = crate::material::secrets_manager_scope(sm, scope);
     let api = ctx.engine.secrets().secrets(&sm_scope).await.ok()?;
     api.current_version(&sm.secret_id).await.ok().flatten()
 }

@@ -105,7 +105,7 @@ pub(crate) fn guarded_by(
     valid(all)
         .filter(|d| d.namespace() == key.namespace())
         .filter_map(|d| {
-            let guard = jiff::SignedDuration::from_secs(i64::from(d.spec.rotation.guard_seconds));
+            let guard = std::time::Duration::from_secs(u64::from(d.spec.rotation.guard_seconds));
             let until = d
                 .status
                 .as_ref()?
@@ -114,13 +114,7 @@ pub(crate) fn guarded_by(
                 .removed
                 .iter()
                 .filter(|r| r.ckn.as_deref() == Some(ckn.as_str()))
-                .filter_map(|r| {
-                    r.removed_at
-                        .parse::<Timestamp>()
-                        .ok()?
-                        .checked_add(guard)
-                        .ok()
-                })
+                .filter_map(|r| r.guarded_until(guard))
                 .max()?;
             (until > now).then(|| (d.name_any(), until))
         })

@@ -369,6 +369,17 @@ pub struct RemovedKey {
     pub removed_at: String,
 }
 
+impl RemovedKey {
+    /// When the guard window of `guard` after this removal ends; `None` when `removedAt`
+    /// cannot be read. The one place the window is computed, for the planner and the
+    /// MacSecKey's deletion alike.
+    pub fn guarded_until(&self, guard: std::time::Duration) -> Option<jiff::Timestamp> {
+        let guard = jiff::SignedDuration::try_from(guard).ok()?;
+        let at: jiff::Timestamp = self.removed_at.parse().ok()?;
+        at.checked_add(guard).ok()
+    }
+}
+
 /// A removal the guard undid.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -54,6 +54,16 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
+/// Where a namespaced object that names no namespace lives: a manifest without
+/// `metadata.namespace` goes there, as `kubectl apply` would place it.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The namespace of a DxConnection or MacSecKey: as the API server gives it, else
+/// [`DEFAULT_NAMESPACE`]. The one fallback for the controller and the CLI alike.
+pub fn namespace_of<K: kube::Resource>(obj: &K) -> &str {
+    obj.meta().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+}
+
 /// The condition of type `type_` in `conditions`, if present.
 fn find_condition(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == type_.as_str())

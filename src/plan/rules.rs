@@ -267,15 +267,13 @@ pub(super) fn recent_removals<'a>(
     prior: &'a PriorState,
     now: Timestamp,
 ) -> Vec<&'a RemovedKey> {
-    let guard = jiff::SignedDuration::try_from(desired.guard).unwrap_or_default();
     prior
         .rotation
         .removed
         .iter()
         .filter(|r| {
-            r.removed_at
-                .parse::<Timestamp>()
-                .is_ok_and(|at| now.duration_since(at) < guard)
+            r.guarded_until(desired.guard)
+                .is_some_and(|until| now < until)
         })
         .collect()
 }
