@@ -219,8 +219,8 @@ impl Context {
         // A Normal event says what one AWS call did: each is an Event of its own. Through
         // the shared Recorder, a second UpdateConnection within 6 minutes would be folded
         // into the first one's series, keeping the first one's note, and every event would
-        // be kept for those 6 minutes (kube-runtime's cache has no bound on their number:
-        // about 5,000 events and 39 MiB while 1,000 resources converge). Warnings repeat
+        // be kept for those 6 minutes (kube-runtime's cache has no bound on their number,
+        // which grows with every call while many resources converge). Warnings repeat
         // while a failure lasts: their series fold is kept.
         let recorder = match type_ {
             EventType::Normal => &Recorder::new(self.client.clone(), self.reporter.clone()),

@@ -732,8 +732,8 @@ async fn secrets_manager(h: &Harness) -> aws_sdk_secretsmanager::Client {
 }
 
 /// A MacSecKey read from Secrets Manager with `spec.secretsManager.region` set, used by no
-/// DxConnection, on an operator without a default region: the key is read in its own region
-/// (it used to be told to set the region it had set).
+/// DxConnection, on an operator without a default region: the key is read in its own region,
+/// and is not told to set the region it has set.
 #[tokio::test]
 async fn secrets_manager_key_is_read_in_its_own_region() {
     let key = secrets_manager_key();

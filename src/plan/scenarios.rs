@@ -686,7 +686,7 @@ fn lag_member_down_under_must_encrypt_is_not_ready() {
     );
 }
 
-/// The run of issue 19: router with key A only, keys [A] then [A, B] then [B] with no
+/// A rotation without overlap: router with key A only, keys [A] then [A, B] then [B] with no
 /// overlap. A goes (the port was up through A), and then the link is down: that is reported,
 /// never Converged.
 #[test]
