@@ -497,7 +497,7 @@ impl Account {
             .values()
             .filter(|c| c.mac_sec_capable)
             .map(|c| {
-                let up = self.port_status(c) == Some("Encryption Up");
+                let up = self.port_up(c) == Some(true);
                 let (mode, _) = self.effective(c);
                 (c.id.clone(), mode, up, c.state == "available")
             })
@@ -558,21 +558,31 @@ impl Account {
 
     /// `Encryption Up` when MACsec is allowed by the mode and some associated key's CKN is
     /// on the customer router of this port.
-    pub fn port_status(&self, c: &Connection) -> Option<&'static str> {
+    /// Whether the port is `Encryption Up`: available, encrypting, and a key associated that
+    /// the router holds too. `None` for a port without MACsec.
+    fn port_up(&self, c: &Connection) -> Option<bool> {
         if !c.mac_sec_capable {
             return None;
         }
         let (mode, keys) = self.effective(c);
         let router = self.routers.get(&c.id);
-        let up = c.state == "available"
-            && matches!(mode.as_deref(), Some("should_encrypt" | "must_encrypt"))
-            && keys.iter().any(|k| {
-                k.state == KeyPhase::Associated && router.is_some_and(|r| r.contains(&k.ckn))
-            });
-        Some(if up {
-            "Encryption Up"
-        } else {
-            "Encryption Down"
+        Some(
+            c.state == "available"
+                && matches!(mode.as_deref(), Some("should_encrypt" | "must_encrypt"))
+                && keys.iter().any(|k| {
+                    k.state == KeyPhase::Associated && router.is_some_and(|r| r.contains(&k.ckn))
+                }),
+        )
+    }
+
+    /// The `portEncryptionStatus` AWS would report.
+    pub fn port_status(&self, c: &Connection) -> Option<&'static str> {
+        self.port_up(c).map(|up| {
+            if up {
+                "Encryption Up"
+            } else {
+                "Encryption Down"
+            }
         })
     }
 

@@ -191,13 +191,16 @@ fn add(inputs: &mut Inputs, doc: Value, origin: &str) -> Result<(), String> {
         return Err(format!("{origin}: {kind}: metadata.name is missing"));
     };
     let what = format!("{kind} {name}");
+    let this = Doc {
+        origin,
+        what: &what,
+        name: &name,
+    };
     match (api_version.as_str(), kind.as_str()) {
-        ("dxmacsec.io/v1alpha1", "DxConnection") => {
-            add_connection(inputs, doc, origin, &what, &name)?
-        }
-        ("dxmacsec.io/v1alpha1", "MacSecKey") => add_key(inputs, doc, origin, &what, &name)?,
-        ("dxmacsec.io/v1alpha1", "DxAccess") => add_grant(inputs, doc, origin, &what, &name)?,
-        ("v1", "Secret") => add_secret(inputs, doc, origin, &what, &name)?,
+        ("dxmacsec.io/v1alpha1", "DxConnection") => add_connection(inputs, doc, &this)?,
+        ("dxmacsec.io/v1alpha1", "MacSecKey") => add_key(inputs, doc, &this)?,
+        ("dxmacsec.io/v1alpha1", "DxAccess") => add_grant(inputs, doc, &this)?,
+        ("v1", "Secret") => add_secret(inputs, doc, &this)?,
         (_, "DxConnection" | "MacSecKey" | "DxAccess") => {
             return Err(format!(
                 "{origin}: {what}: apiVersion {api_version:?} is not served; use dxmacsec.io/v1alpha1"
@@ -210,15 +213,46 @@ fn add(inputs: &mut Inputs, doc: Value, origin: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// One document being added: where it is, what it is, and its `metadata.name`.
+struct Doc<'a> {
+    origin: &'a str,
+    /// `<kind> <name>`, for messages.
+    what: &'a str,
+    name: &'a str,
+}
+
+impl Doc<'_> {
+    /// An error about this document.
+    fn error(&self, problem: impl std::fmt::Display) -> String {
+        format!("{}: {}: {problem}", self.origin, self.what)
+    }
+
+    /// `value` under `key` in `map`, unless an earlier document took that key.
+    fn insert_once<K: Ord, V>(
+        &self,
+        map: &mut BTreeMap<K, Sourced<V>>,
+        key: K,
+        value: V,
+        full_name: &str,
+    ) -> Result<(), String> {
+        match map.entry(key) {
+            std::collections::btree_map::Entry::Occupied(_) => {
+                Err(self.error(format_args!("{full_name} is defined twice")))
+            }
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(Sourced {
+                    value,
+                    origin: self.origin.to_string(),
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
 /// A DxConnection document: added to `inputs`, or why it cannot be.
-fn add_connection(
-    inputs: &mut Inputs,
-    doc: Value,
-    origin: &str,
-    what: &str,
-    name: &str,
-) -> Result<(), String> {
-    let mut dxc: DxConnection = typed(doc, origin, what)?;
+fn add_connection(inputs: &mut Inputs, value: Value, doc: &Doc<'_>) -> Result<(), String> {
+    let mut dxc: DxConnection = typed(value, doc.origin, doc.what)?;
     let ns = dxc
         .metadata
         .namespace
@@ -226,91 +260,57 @@ fn add_connection(
         .clone();
     if inputs.connections.iter().any(|c| {
         c.value.metadata.namespace.as_deref() == Some(&ns)
-            && c.value.metadata.name.as_deref() == Some(name)
+            && c.value.metadata.name.as_deref() == Some(doc.name)
     }) {
-        return Err(format!(
-            "{origin}: {what}: DxConnection {ns}/{name} is defined twice"
-        ));
+        return Err(doc.error(format_args!(
+            "DxConnection {ns}/{} is defined twice",
+            doc.name
+        )));
     }
     inputs.connections.push(Sourced {
         value: dxc,
-        origin: origin.to_string(),
+        origin: doc.origin.to_string(),
     });
     Ok(())
 }
 
 /// A MacSecKey document: added to `inputs`, or why it cannot be.
-fn add_key(
-    inputs: &mut Inputs,
-    doc: Value,
-    origin: &str,
-    what: &str,
-    name: &str,
-) -> Result<(), String> {
-    let mut key: MacSecKey = typed(doc, origin, what)?;
+fn add_key(inputs: &mut Inputs, value: Value, doc: &Doc<'_>) -> Result<(), String> {
+    let mut key: MacSecKey = typed(value, doc.origin, doc.what)?;
     let ns = key
         .metadata
         .namespace
         .get_or_insert_with(|| DEFAULT_NAMESPACE.into())
         .clone();
-    crate::material::check_one_source(&key.spec).map_err(|e| format!("{origin}: {what}: {e}"))?;
-    let previous = inputs.keys.insert(
-        (ns.clone(), name.to_string()),
-        Sourced {
-            value: key,
-            origin: origin.to_string(),
-        },
-    );
-    if previous.is_some() {
-        return Err(format!(
-            "{origin}: {what}: MacSecKey {ns}/{name} is defined twice"
-        ));
-    }
-    Ok(())
+    crate::material::check_one_source(&key.spec).map_err(|e| doc.error(e))?;
+    let full_name = format!("MacSecKey {ns}/{}", doc.name);
+    doc.insert_once(
+        &mut inputs.keys,
+        (ns, doc.name.to_string()),
+        key,
+        &full_name,
+    )
 }
 
 /// A DxAccess document: added to `inputs`, or why it cannot be.
-fn add_grant(
-    inputs: &mut Inputs,
-    doc: Value,
-    origin: &str,
-    what: &str,
-    name: &str,
-) -> Result<(), String> {
-    let mut grant: DxAccess = typed(doc, origin, what)?;
+fn add_grant(inputs: &mut Inputs, value: Value, doc: &Doc<'_>) -> Result<(), String> {
+    let mut grant: DxAccess = typed(value, doc.origin, doc.what)?;
     // Cluster scoped: a namespace in the manifest means nothing, as for kubectl.
     grant.metadata.namespace = None;
-    let previous = inputs.grants.insert(
-        name.to_string(),
-        Sourced {
-            value: grant,
-            origin: origin.to_string(),
-        },
-    );
-    if previous.is_some() {
-        return Err(format!(
-            "{origin}: {what}: DxAccess {name} is defined twice"
-        ));
-    }
-    Ok(())
+    let full_name = format!("DxAccess {}", doc.name);
+    doc.insert_once(&mut inputs.grants, doc.name.to_string(), grant, &full_name)
 }
 
-/// A Secret document: added to `inputs`, or why it cannot be.
-fn add_secret(
-    inputs: &mut Inputs,
-    doc: Value,
-    origin: &str,
-    what: &str,
-    name: &str,
-) -> Result<(), String> {
-    let secret: Secret = typed(doc, origin, what)?;
+/// A Secret document: added to `inputs`.
+fn add_secret(inputs: &mut Inputs, value: Value, doc: &Doc<'_>) -> Result<(), String> {
+    let secret: Secret = typed(value, doc.origin, doc.what)?;
     let ns = secret
         .metadata
         .namespace
         .clone()
         .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
     let data = crate::material::SecretRead::of(secret);
-    inputs.secrets.insert((ns, name.to_string()), data);
+    inputs.secrets.insert((ns, doc.name.to_string()), data);
     Ok(())
 }
 

@@ -325,6 +325,13 @@ fn object_patch<K: kube::Resource<DynamicType = ()> + serde::Serialize>(obj: &K)
 
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/net/events";
 
+/// The end of a deletion: `events` events, then the patch that removes the finalizer.
+fn events_then_finalizer_removed(events: usize, d: &DxConnection) -> Vec<Expect> {
+    let mut script: Vec<Expect> = (0..events).map(|_| expect("POST", EVENTS)).collect();
+    script.push(object_patch(d));
+    script
+}
+
 fn condition<'a>(status_body: &'a Value, type_: &str) -> &'a Value {
     status_body["status"]["conditions"]
         .as_array()
@@ -599,14 +606,7 @@ async fn deletion_with_retain_leaves_aws_alone() {
     let tagged = "connections:\n  - { id: dxcon-c1, macSecCapable: true, tags: {dxmacsec.io/owner: test-cluster/net/c1, team: net} }\n";
     let mut h = harness(tagged, vec![d.clone()], vec![]).await;
     let (result, bodies) = h
-        .reconcile(
-            d.clone(),
-            vec![
-                expect("POST", EVENTS),
-                expect("POST", EVENTS),
-                object_patch(&d),
-            ],
-        )
+        .reconcile(d.clone(), events_then_finalizer_removed(2, &d))
         .await;
     result.unwrap();
     // The release is an action like the others: its own event, then the deletion's.
@@ -668,14 +668,7 @@ async fn deletion_with_disassociate_removes_managed_keys_first() {
     // is removed.
     h.handle = Some(new_handle(&mut h));
     let (result, bodies) = h
-        .reconcile(
-            d.clone(),
-            vec![
-                expect("POST", EVENTS),
-                expect("POST", EVENTS),
-                object_patch(&d),
-            ],
-        )
+        .reconcile(d.clone(), events_then_finalizer_removed(2, &d))
         .await;
     result.unwrap();
     assert_eq!(bodies[0]["reason"], "UntagResource");
