@@ -33,7 +33,8 @@ pub const OWNER_TAG: &str = "dxmacsec.io/owner";
 pub const FINALIZER: &str = "dxmacsec.io/finalizer";
 
 /// A status condition, shaped like `metav1.Condition` so kstatus, `kubectl wait`, Argo CD and
-/// Flux read it. The types and reasons written are in `crate::conditions`.
+/// Flux read it.
+// The types and reasons written are `crate::conditions`'s.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
