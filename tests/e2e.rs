@@ -10,6 +10,7 @@ use std::time::Duration;
 mod common;
 
 use common::{connection, key_ckns, key_manifest, mode_of, mutations, ok_calls, wait_for};
+use dx_macsec_operator::conditions::ConditionType;
 use dx_macsec_operator::crd::{DxConnection, MacSecKey};
 use dx_sim::{CallRecord, Fault, Seed, Sim};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -1319,7 +1320,10 @@ async fn a_namespace_reaches_only_what_a_dxaccess_grants_it(e: &E2e) {
     }
     let dxcs: Api<DxConnection> = Api::namespaced(e.admin.clone(), "sandbox");
     let steal = dxcs.get("steal").await.unwrap();
-    assert_eq!(steal.condition("Synced").unwrap().reason, "Forbidden");
+    assert_eq!(
+        steal.condition(ConditionType::Synced).unwrap().reason,
+        "Forbidden"
+    );
     assert!(events_of("sandbox", "steal").await.contains("Forbidden"));
 
     // The cluster admin grants sandbox the lab access: it converges, with no spec change.
@@ -1423,7 +1427,8 @@ async fn a_rotation_the_router_did_not_follow_is_rolled_back(e: &E2e) {
         || async {
             let dxcs: Api<DxConnection> = Api::namespaced(e.admin.clone(), "guard");
             let d = dxcs.get("x").await.unwrap();
-            d.condition("Stalled").is_some_and(|c| c.status == "True")
+            d.condition(ConditionType::Stalled)
+                .is_some_and(|c| c.status == "True")
                 && key_ckns(&e.sim.shared.state(), "dxcon-guard001").len() == 2
         },
     )
@@ -2174,16 +2179,20 @@ async fn a_macseckey_cannot_publish_a_secret_value(e: &E2e) {
             &format!("swap/{name} {reason}"),
             Duration::from_secs(30),
             || async {
-                key_condition(&keys, name, "Ready")
+                key_condition(&keys, name, ConditionType::Ready)
                     .await
                     .is_some_and(|c| c.reason == reason)
             },
         )
         .await;
         let k = keys.get(name).await.unwrap();
-        let ready = k.condition("Ready").unwrap();
+        let ready = k.condition(ConditionType::Ready).unwrap();
         assert!(ready.message.contains(needle), "{name}: {}", ready.message);
-        assert_eq!(k.condition("Stalled").unwrap().status, "True", "{name}");
+        assert_eq!(
+            k.condition(ConditionType::Stalled).unwrap().status,
+            "True",
+            "{name}"
+        );
     }
     wait_for("swap/c KeyNotReady", Duration::from_secs(30), || async {
         ready_condition(e, "swap", "c")
@@ -2305,14 +2314,17 @@ async fn a_secrets_manager_outage_is_not_a_persons_problem(e: &E2e) {
     )
     .await;
     wait_for("smblip/new AwsError", Duration::from_secs(60), || async {
-        key_condition(&keys, "new", "Ready")
+        key_condition(&keys, "new", ConditionType::Ready)
             .await
             .is_some_and(|c| c.reason == "AwsError")
     })
     .await;
     let new = keys.get("new").await.unwrap();
-    assert_eq!(new.condition("Ready").unwrap().status, "False");
-    assert_eq!(new.condition("Stalled").unwrap().status, "False");
+    assert_eq!(new.condition(ConditionType::Ready).unwrap().status, "False");
+    assert_eq!(
+        new.condition(ConditionType::Stalled).unwrap().status,
+        "False"
+    );
     assert_eq!(
         verdict("smblip", "mskey/new").await,
         "InProgress Progressing"
@@ -2327,21 +2339,24 @@ async fn a_secrets_manager_outage_is_not_a_persons_problem(e: &E2e) {
     .await;
     let dxcs: Api<DxConnection> = Api::namespaced(e.admin.clone(), "smblip");
     let c = dxcs.get("c").await.unwrap();
-    assert_eq!(c.condition("Stalled").unwrap().status, "False");
+    assert_eq!(c.condition(ConditionType::Stalled).unwrap().status, "False");
     assert_eq!(verdict("smblip", "dxc/c").await, "InProgress Progressing");
     // The key read before: its resync (6 s) reads again, fails, and it stays Ready.
     wait_for(
         "smblip/old re-read failed",
         Duration::from_secs(30),
         || async {
-            key_condition(&keys, "old", "Ready")
+            key_condition(&keys, "old", ConditionType::Ready)
                 .await
                 .is_some_and(|c| c.status == "True" && c.message.contains("passing reason"))
         },
     )
     .await;
     assert_eq!(
-        key_condition(&keys, "old", "Stalled").await.unwrap().status,
+        key_condition(&keys, "old", ConditionType::Stalled)
+            .await
+            .unwrap()
+            .status,
         "False"
     );
     assert_eq!(
@@ -2356,7 +2371,7 @@ async fn a_secrets_manager_outage_is_not_a_persons_problem(e: &E2e) {
         "smblip/new Ready after the outage",
         Duration::from_secs(15),
         || async {
-            key_condition(&keys, "new", "Ready")
+            key_condition(&keys, "new", ConditionType::Ready)
                 .await
                 .is_some_and(|c| c.status == "True")
         },
@@ -2575,7 +2590,7 @@ async fn a_leader_cut_off_from_the_api_server_stops_at_its_deadline(e: &mut E2e)
 async fn key_condition(
     keys: &Api<MacSecKey>,
     name: &str,
-    type_: &str,
+    type_: ConditionType,
 ) -> Option<dx_macsec_operator::crd::Condition> {
     keys.get(name).await.ok()?.condition(type_).cloned()
 }
