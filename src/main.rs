@@ -53,6 +53,9 @@ struct AwsArgs {
     cluster_name: Option<String>,
 }
 
+/// Reconciles (or `apply` passes) in flight at once.
+const DEFAULT_CONCURRENCY: u16 = 16;
+
 /// When the controller looks again.
 #[derive(Args)]
 struct TimingArgs {
@@ -69,7 +72,7 @@ struct TimingArgs {
     /// Reconciles in flight at once, per kind (DxConnection, MacSecKey).
     #[arg(
         long,
-        default_value_t = 16,
+        default_value_t = DEFAULT_CONCURRENCY,
         value_parser = clap::value_parser!(u16).range(1..=256),
         env = "DXM_CONCURRENCY"
     )]
@@ -194,6 +197,14 @@ enum Command {
         /// `plan -o json`) with what happens on stderr. Progress is always on stderr.
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: cli::Output,
+        /// Passes in flight at once, over different DxConnections (each one's passes stay in
+        /// order): the default of `run`'s --concurrency.
+        #[arg(
+            long,
+            default_value_t = DEFAULT_CONCURRENCY,
+            value_parser = clap::value_parser!(u16).range(1..=256)
+        )]
+        concurrency: u16,
         #[command(flatten)]
         aws: AwsArgs,
     },
@@ -338,20 +349,18 @@ async fn main() {
             timeout,
             interval,
             output,
+            concurrency,
             aws,
         } => {
             let (provider, region) = provider(&aws).await;
             let cluster = aws.cluster_name.as_deref().unwrap_or(cli::CLUSTER);
-            cli::apply(
-                &files,
+            let options = cli::ApplyOptions {
                 output,
                 timeout,
                 interval,
-                provider,
-                region.as_deref(),
-                cluster,
-            )
-            .await
+                concurrency,
+            };
+            cli::apply(&files, options, provider, region.as_deref(), cluster).await
         }
     };
     std::process::exit(code);

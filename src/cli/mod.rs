@@ -70,6 +70,8 @@ struct Item {
     last: Option<PassOutcome>,
     /// When the next pass is due.
     due: Instant,
+    /// A pass of it is in flight (`apply`).
+    running: bool,
     done: bool,
     /// Since when the current reason has held (progress shows the slowest waits).
     since: Instant,
@@ -128,6 +130,7 @@ async fn prepare(
             status: None,
             last: None,
             due: Instant::now(),
+            running: false,
             done: false,
             since: Instant::now(),
             reason: String::new(),
@@ -144,18 +147,26 @@ async fn run_pass(engine: &Engine, item: &mut Item, mode: Mode, interval: Durati
     };
     let now = jiff::Timestamp::now();
     let result = engine.pass(scope, desired, &item.prior, now, mode).await;
-    let wait = match result.next_look() {
-        Requeue::Soon | Requeue::Resync => interval,
-        Requeue::After(d) => d,
-    };
-    item.due = Instant::now() + crate::engine::jitter(wait);
-    if matches!(result, PassOutcome::Deferred(_)) {
-        return;
+    item.record(result, now, interval);
+}
+
+impl Item {
+    /// Takes in what a pass of this item saw and did at `now`, and when the next is due
+    /// (`interval` stands for "soon").
+    fn record(&mut self, result: PassOutcome, now: jiff::Timestamp, interval: Duration) {
+        let wait = match result.next_look() {
+            Requeue::Soon | Requeue::Resync => interval,
+            Requeue::After(d) => d,
+        };
+        self.due = Instant::now() + crate::engine::jitter(wait);
+        if matches!(result, PassOutcome::Deferred(_)) {
+            return;
+        }
+        let status = dxconnection_status(self.status.as_ref(), &result, None, now);
+        self.prior = PriorState::from_status(&status, false);
+        self.status = Some(status);
+        self.last = Some(result);
     }
-    let status = dxconnection_status(item.status.as_ref(), &result, None, now);
-    item.prior = PriorState::from_status(&status, false);
-    item.status = Some(status);
-    item.last = Some(result);
 }
 
 fn standing(item: &Item) -> Standing {
@@ -334,6 +345,18 @@ fn tally(items: &[Item], now: Instant) -> progress::Tally {
     )
 }
 
+/// How `apply` runs.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyOptions {
+    pub output: Output,
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// Time between passes of one DxConnection while something is in flight.
+    pub interval: Duration,
+    /// Passes in flight at once, over different DxConnections.
+    pub concurrency: u16,
+}
+
 /// `apply -f`: runs passes until every DxConnection converges, fails, or `timeout` passes.
 /// Exit 0 only when all converged. With text output, what happens goes to stdout and a
 /// table ends it; with JSON, stdout holds only the final reports (as `plan -o json`) and
@@ -341,14 +364,20 @@ fn tally(items: &[Item], now: Instant) -> progress::Tally {
 /// paced plain lines otherwise.
 pub async fn apply(
     files: &[PathBuf],
-    output: Output,
-    timeout: Duration,
-    interval: Duration,
+    options: ApplyOptions,
     aws: Arc<dyn AwsProvider>,
     default_region: Option<&str>,
     cluster: &str,
 ) -> i32 {
+    use futures_util::StreamExt;
     use std::io::IsTerminal;
+    let ApplyOptions {
+        output,
+        timeout,
+        interval,
+        concurrency,
+    } = options;
+    let concurrency = usize::from(concurrency.max(1));
     let (engine, mut items, _) = match setup(files, aws, default_region, cluster).await {
         Ok(x) => x,
         Err(code) => return code,
@@ -356,56 +385,64 @@ pub async fn apply(
     let deadline = Instant::now() + timeout;
     let mut progress =
         progress::Progress::new(output == Output::Text && std::io::stderr().is_terminal());
-    let said = |progress: &mut progress::Progress, line: String| {
-        progress.say(&line, output == Output::Json);
-    };
+    // Passes of different items run at once, up to `concurrency`; an item has at most one
+    // pass in flight, so its passes stay in order. Results are taken in as they come.
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
     loop {
-        for item in items.iter_mut() {
-            if item.done || item.due > Instant::now() {
+        let started = Instant::now();
+        for (i, item) in items.iter_mut().enumerate() {
+            if in_flight.len() >= concurrency || started >= deadline {
+                break;
+            }
+            if item.done || item.running || item.due > started {
                 continue;
             }
-            if item.scope.is_err() {
+            let (Ok(scope), Some(desired)) = (&item.scope, &item.desired) else {
                 item.done = true;
                 let (reason, message) = reason_and_message(item);
                 item.reason = reason;
                 progress.say(&format!("{}: {message}", item.name), true);
                 continue;
-            }
-            run_pass(&engine, item, Mode::Execute, interval).await;
-            if let Some(r) = &item.last {
-                for a in r.executed() {
-                    said(&mut progress, format!("{}: {a}", item.name));
-                }
-            }
-            let (reason, message) = reason_and_message(item);
-            if reason != item.reason {
-                item.since = Instant::now();
-                item.reason = reason.clone();
-            }
-            let line = format!("{}: {reason}: {message}", item.name);
-            if line != item.last_line {
-                said(&mut progress, line.clone());
-                item.last_line = line;
-            }
-            item.done = standing(item) != Standing::Pending;
+            };
+            item.running = true;
+            let (scope, desired, prior) = (scope.clone(), desired.clone(), item.prior.clone());
+            let engine = &engine;
+            in_flight.push(async move {
+                let now = jiff::Timestamp::now();
+                let result = engine
+                    .pass(&scope, &desired, &prior, now, Mode::Execute)
+                    .await;
+                (i, result, now)
+            });
+        }
+        let next = items
+            .iter()
+            .filter(|i| !i.done && !i.running)
+            .map(|i| i.due)
+            .min();
+        if in_flight.is_empty() && (next.is_none() || Instant::now() >= deadline) {
+            break;
+        }
+        // Wake for the first pass to end, or when the next item is due (never after the
+        // deadline, which only lets the passes in flight end); a terminal's progress line
+        // ticks at least every second meanwhile.
+        let mut wake = next.unwrap_or(deadline).min(deadline);
+        if output == Output::Text && std::io::stderr().is_terminal() {
+            wake = wake.min(Instant::now() + Duration::from_secs(1));
+        }
+        let ended = tokio::select! {
+            Some(ended) = in_flight.next(), if !in_flight.is_empty() => Some(ended),
+            () = tokio::time::sleep_until(wake.into()) => None,
+        };
+        if let Some((i, result, at)) = ended {
+            let item = &mut items[i];
+            item.running = false;
+            item.record(result, at, interval);
+            report_pass(item, &mut progress, output);
         }
         if let Some(text) = progress.update(&tally(&items, Instant::now()), Instant::now()) {
             progress::show(&text);
         }
-        let Some(next) = items.iter().filter(|i| !i.done).map(|i| i.due).min() else {
-            break;
-        };
-        if Instant::now() >= deadline {
-            break;
-        }
-        // Each item runs again when its pass said (soon: every interval; a rotation
-        // overlap, a deferred read or throttling: later), never after the deadline; a
-        // terminal's progress line ticks at least every second meanwhile.
-        let mut wake = next.min(deadline);
-        if output == Output::Text && std::io::stderr().is_terminal() {
-            wake = wake.min(Instant::now() + Duration::from_secs(1));
-        }
-        tokio::time::sleep_until(wake.into()).await;
     }
     progress::show(&progress.finish(&tally(&items, Instant::now())));
     match output {
@@ -426,6 +463,28 @@ pub async fn apply(
         }
         EXIT_ERROR
     }
+}
+
+/// What `apply` says after a pass of `item`: each call made, and its reason and message
+/// when they changed.
+fn report_pass(item: &mut Item, progress: &mut progress::Progress, output: Output) {
+    let json = output == Output::Json;
+    if let Some(r) = &item.last {
+        for a in r.executed() {
+            progress.say(&format!("{}: {a}", item.name), json);
+        }
+    }
+    let (reason, message) = reason_and_message(item);
+    if reason != item.reason {
+        item.since = Instant::now();
+        item.reason = reason.clone();
+    }
+    let line = format!("{}: {reason}: {message}", item.name);
+    if line != item.last_line {
+        progress.say(&line, json);
+        item.last_line = line;
+    }
+    item.done = standing(item) != Standing::Pending;
 }
 
 /// The table that ends a text `apply`.
