@@ -1097,18 +1097,40 @@ impl Account {
         let id = required(req, "lagId")?.to_string();
         let l = self.lag(&id)?;
         let mode = Self::check_mode(req, l.mac_sec_capable, &id)?;
-        if l.state != "available" {
+        if mode.is_some() && l.state != "available" {
             return Err(client(format!(
                 "Lag {id} is in state {}; it must be available to be updated",
                 l.state
             )));
         }
+        let minimum_links =
+            match req.get("minimumLinks") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(
+                    || {
+                        client(format!(
+                            "minimumLinks must be a whole number of connections, 0 or more; got {v}"
+                        ))
+                    },
+                )?),
+            };
+        let operational = self.operational_members(&id);
         let l = self.lags.get_mut(&id).expect("looked up above");
         if let Some(name) = str_field(req, "lagName") {
             l.name = name.to_string();
         }
         if mode.is_some() {
             l.encryption_mode = mode;
+        }
+        if let Some(minimum) = minimum_links {
+            // AWS's rule: below its minimum of operational connections the LAG goes down
+            // (and comes back once enough are operational).
+            l.minimum_links = minimum;
+            l.state = if (operational as u64) < u64::from(minimum) {
+                "down".into()
+            } else {
+                "available".into()
+            };
         }
         let l = self.lags[&id].clone();
         Ok(self.lag_json(&l))

@@ -921,6 +921,50 @@ lags:
   - { id: dxlag-p0000001, bandwidth: 10Gbps, macSecCapable: true, minimumLinks: 1, members: [dxcon-p0000001, dxcon-p0000002] }
 "#;
 
+/// UpdateLag's minimumLinks is kept and acts as AWS documents it: above the operational
+/// members the LAG goes down, at or below them it is available again; a member may not
+/// leave when that would take the LAG below it; a value that is not a count is refused.
+#[tokio::test]
+async fn update_lag_minimum_links_is_kept_and_enforced() {
+    let sim = start(PARTNER_SEED).await;
+    let c = dx(&sim).await;
+    let lag_state = |out: &dc::operation::update_lag::UpdateLagOutput| {
+        (
+            out.minimum_links(),
+            out.lag_state().map(|s| s.as_str().to_string()),
+        )
+    };
+    let update = |n: i32| {
+        c.update_lag()
+            .lag_id("dxlag-p0000001")
+            .minimum_links(n)
+            .send()
+    };
+    let out = update(3).await.unwrap();
+    assert_eq!(lag_state(&out), (3, Some("down".into())));
+    let listed = c
+        .describe_lags()
+        .lag_id("dxlag-p0000001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.lags()[0].minimum_links(), 3);
+    let out = update(2).await.unwrap();
+    assert_eq!(lag_state(&out), (2, Some("available".into())));
+    let (code, msg) = err_of(
+        c.disassociate_connection_from_lag()
+            .connection_id("dxcon-p0000001")
+            .lag_id("dxlag-p0000001")
+            .send()
+            .await,
+    );
+    assert_eq!(code, "DirectConnectClientException");
+    assert!(msg.contains("below its minimum links of 2"), "{msg}");
+    let (code, msg) = err_of(update(-1).await);
+    assert_eq!(code, "DirectConnectClientException");
+    assert!(msg.contains("minimumLinks"), "{msg}");
+}
+
 /// Interconnects are listed by DescribeInterconnects (paginated, one by ID) and not by
 /// DescribeConnections; they take MACsec keys and the mode by their dxcon ID, and
 /// CreateInterconnect honours requestMACSec.
