@@ -224,8 +224,44 @@ async fn source_version(key: &MacSecKey, ctx: &Context, scope: &Scope) -> Option
     }
     let sm = key.spec.secrets_manager.as_ref()?;
     let sm_scope = crate::material::secrets_manager_scope(sm, scope);
-    let api = ctx.engine.secrets().secrets(&sm_scope).await.ok()?;
-    api.current_version(&sm.secret_id).await.ok().flatten()
+    let source = (sm_scope, sm.secret_id.clone());
+    // Within half a resync of the last look, and with the spec as it was read, the version
+    // looked at then stands: the reconciles a key gets while its DxConnections change (each
+    // changes its usedBy) share one DescribeSecret. The periodic resync looks again.
+    let spec_read =
+        key.status.as_ref().and_then(|s| s.observed_generation) == key.metadata.generation;
+    if spec_read && let Some(version) = ctx.source_versions.recent(&source, ctx.settings.resync / 2)
+    {
+        return Some(version);
+    }
+    let api = ctx.engine.secrets().secrets(&source.0).await.ok()?;
+    let version = api.current_version(&sm.secret_id).await.ok().flatten()?;
+    ctx.source_versions.remember(source, &version);
+    Some(version)
+}
+
+/// The current version ID of each Secrets Manager source (by scope and secret ID) as last
+/// looked at, and when: shared by every MacSecKey reconcile.
+#[derive(Default)]
+pub struct SourceVersions(
+    std::sync::Mutex<std::collections::HashMap<(Scope, String), (String, std::time::Instant)>>,
+);
+
+impl SourceVersions {
+    /// The version of `source` looked at less than `within` ago.
+    fn recent(&self, source: &(Scope, String), within: std::time::Duration) -> Option<String> {
+        let held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.get(source)
+            .filter(|(_, at)| at.elapsed() < within)
+            .map(|(version, _)| version.clone())
+    }
+
+    fn remember(&self, source: (Scope, String), version: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(source, (version.to_string(), std::time::Instant::now()));
+    }
 }
 
 /// Whether `key`'s status already holds a valid reading of this spec at `version`.

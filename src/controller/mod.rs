@@ -145,6 +145,8 @@ pub struct Context {
     pub grants: Store<DxAccess>,
     /// The Secrets' names and resourceVersions (nothing else is kept), when watched.
     pub secret_versions: Option<Stores<PartialObjectMeta<Secret>>>,
+    /// The Secrets Manager sources' versions, as last looked at.
+    pub source_versions: key::SourceVersions,
 }
 
 impl Context {
@@ -592,6 +594,7 @@ pub async fn run_controllers(
         keys,
         grants: grants.clone(),
         secret_versions,
+        source_versions: key::SourceVersions::default(),
     });
     let _ = grants.wait_until_ready().await;
     run_until(runs, ctx, shutdown).await;

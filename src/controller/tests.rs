@@ -266,6 +266,7 @@ async fn harness_with(
         keys: Stores(vec![key_store]),
         grants: grant_store,
         secret_versions: None,
+        source_versions: super::key::SourceVersions::default(),
     });
     Harness {
         ctx,
@@ -752,7 +753,8 @@ async fn secrets_manager_key_is_read_in_its_own_region() {
 }
 
 /// A Secrets Manager key is read (GetSecretValue) once per version: a resync asks only for
-/// the current version (DescribeSecret, no value); a new value is read at once.
+/// the current version (DescribeSecret, no value), and reconciles in between share that
+/// look; a new value is read at the next look.
 #[tokio::test]
 async fn a_secrets_manager_key_is_read_once_per_version() {
     let mut key = secrets_manager_key();
@@ -779,6 +781,15 @@ async fn a_secrets_manager_key_is_read_once_per_version() {
     assert_eq!(reads(&h, "GetSecretValue"), 1);
     key.status = Some(serde_json::from_value(bodies[0]["status"].clone()).unwrap());
 
+    // Reconciles soon after (its DxConnections changing) share the version looked at.
+    for _ in 0..3 {
+        let (result, _) = h.reconcile(key.clone(), vec![]).await;
+        result.unwrap();
+    }
+    assert_eq!(reads(&h, "GetSecretValue"), 1, "not read again");
+    assert_eq!(reads(&h, "DescribeSecret"), 1, "one look per key");
+    // Half a resync later (here: at once) the version is looked at again.
+    Arc::get_mut(&mut h.ctx).unwrap().settings.resync = Duration::ZERO;
     let (result, _) = h.reconcile(key.clone(), vec![]).await;
     result.unwrap();
     assert_eq!(reads(&h, "GetSecretValue"), 1, "not read again");
@@ -939,8 +950,10 @@ async fn a_secrets_manager_outage_is_retried_and_not_stalled() {
     let mut validated = key.clone();
     validated.status = Some(serde_json::from_value(bodies[0]["status"].clone()).unwrap());
 
-    // Validated, then another outage: still Ready, saying the re-read failed; the Warning
-    // again (folded into the first one's series).
+    // Validated, then another outage at the next look (half a resync later; here at
+    // once): still Ready, saying the re-read failed; the Warning again (folded into the
+    // first one's series).
+    Arc::get_mut(&mut h.ctx).unwrap().settings.resync = Duration::ZERO;
     outage(&h);
     let (result, bodies) = h
         .reconcile(
