@@ -12,7 +12,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::aws::{
-    AwsError, AwsProvider, ErrorClass, ErrorKind, Observation, ObservationCache, Scope,
+    Answer, AwsError, AwsProvider, ErrorClass, ErrorKind, Observation, ObservationCache, Scope,
     SecretsProvider,
 };
 pub use crate::conditions::ConditionValue;
@@ -266,12 +266,15 @@ impl Engine {
                         api.disassociate(target, secret_arn).await
                     }
                     Action::SetMode { mode, .. } => api.set_mode(target, *mode).await,
-                    Action::Claim { arn, owner, .. } => {
-                        api.tag_resource(arn, crate::crd::OWNER_TAG, owner).await
-                    }
-                    Action::Release { arn, .. } => {
-                        api.untag_resource(arn, crate::crd::OWNER_TAG).await
-                    }
+                    // A tag call answers with nothing of the resource.
+                    Action::Claim { arn, owner, .. } => api
+                        .tag_resource(arn, crate::crd::OWNER_TAG, owner)
+                        .await
+                        .map(|()| Answer::Nothing),
+                    Action::Release { arn, .. } => api
+                        .untag_resource(arn, crate::crd::OWNER_TAG)
+                        .await
+                        .map(|()| Answer::Nothing),
                     Action::Restore {
                         secret_arn,
                         fallback,
@@ -288,14 +291,19 @@ impl Engine {
                         }
                     }
                 };
-                // Changed, or perhaps changed: re-read it (and a LAG's members) next time.
-                self.cache.mark_changed(scope, &target.id);
+                // A LAG's members change with it: re-read them before they are used.
                 for m in observed.iter().flat_map(|o| &o.members) {
                     self.cache.mark_changed(scope, &m.connection_id);
                 }
                 match outcome {
-                    Ok(()) => executed.push(action.clone()),
+                    Ok(answer) => {
+                        // What the answer carries is taken in; what it does not, re-read.
+                        self.cache.take_answer(scope, &target.id, answer);
+                        executed.push(action.clone());
+                    }
                     Err(e) => {
+                        // Perhaps changed: re-read it next time.
+                        self.cache.mark_changed(scope, &target.id);
                         tracing::warn!(operation = action.operation(), target = %target.id, error = %e, "AWS call failed");
                         failed = Some(e);
                         break;
@@ -451,7 +459,8 @@ interconnects: [{ id: dxcon-i1, macSecCapable: true }]
             vec!["UpdateConnection"],
             "the key is seen associated and should_encrypt follows"
         );
-        // One fill, then each pass after a change or a wait read the connection alone.
+        // One fill; the association's answer carries the key (associating), so the pass
+        // after it reads nothing; the wait then reads the connection alone.
         assert_eq!(
             operations(&sim),
             vec![
@@ -459,7 +468,6 @@ interconnects: [{ id: dxcon-i1, macSecCapable: true }]
                 "DescribeLags",
                 "DescribeInterconnects",
                 "AssociateMacSecKey",
-                "DescribeConnections",
                 "DescribeConnections",
                 "UpdateConnection",
             ]
@@ -481,6 +489,8 @@ interconnects: [{ id: dxcon-i1, macSecCapable: true }]
         let prior = PriorState::default();
         let pass = || engine.pass(&scope, &want, &prior, Timestamp::now(), Mode::Execute);
         assert_eq!(pass().await.executed().len(), 1);
+        // The update's answer is taken in; a mark (as after a failed call) asks for a read.
+        engine.cache.mark_changed(&scope, "dxcon-d1");
         let calls = operations(&sim).len();
         let deferred = pass().await;
         let PassOutcome::Deferred(wait) = deferred else {

@@ -153,6 +153,15 @@ impl ObservedKey {
             .map(crate::keys::Ckn::normalize_observed)
     }
 
+    /// Whether `other` is this key, as an answer may show it: by managed secret ARN, else
+    /// by CKN.
+    pub fn same_key(&self, other: &ObservedKey) -> bool {
+        match (&self.secret_arn, &other.secret_arn) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.ckn_normalized().is_some() && self.ckn_normalized() == other.ckn_normalized(),
+        }
+    }
+
     /// A stable identity for remembering the key across passes: its CKN, else its ARN.
     pub fn identity(&self) -> String {
         self.ckn_normalized()

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{AwsError, DirectConnectApi, Scope};
+use super::{Answer, AwsError, DirectConnectApi, Scope};
 use crate::crd::ResourceType;
 use crate::keys::Ckn;
 use crate::observed::ObservedResource;
@@ -376,6 +376,51 @@ impl ObservationCache {
             .insert(id.to_string(), Instant::now());
     }
 
+    /// After a mutation of `id` that AWS answered: what the answer carries replaces what is
+    /// held (keys by identity; the mode, state, keys and port of a resource, and a LAG's
+    /// members when the answer lists them). What it does not carry (tags, a LAG's members
+    /// it does not list) or an answer that carries nothing marks `id` for a re-read, as does
+    /// a resource not held.
+    pub fn take_answer(&self, scope: &Scope, id: &str, answer: Answer) {
+        let scoped = self.entry(scope);
+        let mut e = scoped.data();
+        let carried = match (answer, e.resources.get_mut(id)) {
+            (Answer::Keys(keys), Some(held)) if !keys.is_empty() => {
+                for key in keys {
+                    match held.keys.iter_mut().find(|k| k.same_key(&key)) {
+                        Some(k) => *k = key,
+                        None => held.keys.push(key),
+                    }
+                }
+                true
+            }
+            (Answer::Resource(new), Some(held)) if new.id == held.id => {
+                held.state = new.state;
+                held.mac_sec_capable = new.mac_sec_capable;
+                held.encryption_mode = new.encryption_mode;
+                held.keys = new.keys;
+                held.port_encryption_status = new.port_encryption_status;
+                if held.kind == ResourceType::Lag {
+                    if new.members.is_empty() {
+                        false
+                    } else {
+                        held.members = new.members;
+                        true
+                    }
+                } else {
+                    true
+                }
+            }
+            _ => false,
+        };
+        if carried {
+            let held = e.resources.get(id).cloned();
+            e.learn_arns(held.iter());
+        } else {
+            e.marked.insert(id.to_string(), Instant::now());
+        }
+    }
+
     /// A pass waits for AWS on `id` with data read at `read_at`: the next pass needs newer
     /// data. Nothing to do when newer data is already held.
     pub fn look_again(&self, scope: &Scope, id: &str, read_at: Instant) {
@@ -476,22 +521,22 @@ mod tests {
             &'a self,
             _: &'a Target,
             _: &'a Association,
-        ) -> BoxFut<'a, Result<(), AwsError>> {
-            Box::pin(async { Ok(()) })
+        ) -> BoxFut<'a, Result<super::super::Answer, AwsError>> {
+            Box::pin(async { Ok(super::super::Answer::Nothing) })
         }
         fn disassociate<'a>(
             &'a self,
             _: &'a Target,
             _: &'a str,
-        ) -> BoxFut<'a, Result<(), AwsError>> {
-            Box::pin(async { Ok(()) })
+        ) -> BoxFut<'a, Result<super::super::Answer, AwsError>> {
+            Box::pin(async { Ok(super::super::Answer::Nothing) })
         }
         fn set_mode<'a>(
             &'a self,
             _: &'a Target,
             _: EncryptionMode,
-        ) -> BoxFut<'a, Result<(), AwsError>> {
-            Box::pin(async { Ok(()) })
+        ) -> BoxFut<'a, Result<super::super::Answer, AwsError>> {
+            Box::pin(async { Ok(super::super::Answer::Nothing) })
         }
         fn tag_resource<'a>(
             &'a self,
@@ -592,6 +637,69 @@ mod tests {
         assert_eq!(api.all.load(Ordering::SeqCst), 1);
         assert_eq!(api.one.load(Ordering::SeqCst), 0);
         assert_eq!(cache.describe_counts(), (1, 0));
+    }
+
+    /// A mutation's answer is taken in place of a re-read where it carries the new state:
+    /// keys by identity, an updated connection whole. A LAG answer without members, an
+    /// answer with nothing, or a resource not held is read again.
+    #[tokio::test]
+    async fn mutation_answers_replace_rereads_where_they_carry_the_state() {
+        use crate::observed::ObservedKey;
+        let cache = ObservationCache::new(Duration::from_secs(60));
+        let api = CountingApi::default();
+        let read = |id: &'static str| {
+            let (cache, api) = (&cache, &api);
+            async move { current(cache.observe(&scope(), api, id).await.unwrap()).unwrap() }
+        };
+        read("dxcon-1").await;
+        let key = |state: &str| ObservedKey {
+            secret_arn: Some("arn:aws:secretsmanager:us-east-1:1:secret:k".into()),
+            ckn: Some("AB".repeat(32)),
+            state: Some(state.into()),
+            start_on: None,
+        };
+        cache.take_answer(&scope(), "dxcon-1", Answer::Keys(vec![key("associating")]));
+        cache.take_answer(&scope(), "dxcon-1", Answer::Keys(vec![key("associated")]));
+        let held = read("dxcon-1").await;
+        assert_eq!(
+            held.keys,
+            vec![key("associated")],
+            "one key, its state updated"
+        );
+        assert_eq!(
+            cache.managed_secret_arn(&scope(), &Ckn::parse("ckn", &"ab".repeat(32)).unwrap()),
+            key("x").secret_arn,
+            "the managed ARN is learned from the answer"
+        );
+        let mut updated = resource("dxcon-1");
+        updated.encryption_mode = Some("should_encrypt".into());
+        updated.port_encryption_status = Some("Encryption Up".into());
+        cache.take_answer(&scope(), "dxcon-1", Answer::Resource(updated));
+        let held = read("dxcon-1").await;
+        assert_eq!(held.encryption_mode.as_deref(), Some("should_encrypt"));
+        assert_eq!(
+            held.port_encryption_status.as_deref(),
+            Some("Encryption Up")
+        );
+        assert_eq!(counts(&api), (1, 0), "no Describe after the fill");
+
+        cache.take_answer(&scope(), "dxcon-1", Answer::Nothing);
+        read("dxcon-1").await;
+        assert_eq!(counts(&api), (1, 1), "an answer with nothing: read again");
+        let mut lag = resource("dxcon-2");
+        lag.kind = ResourceType::Lag;
+        cache
+            .entry(&scope())
+            .data()
+            .resources
+            .insert("dxcon-2".into(), lag.clone());
+        cache.take_answer(&scope(), "dxcon-2", Answer::Resource(lag));
+        read("dxcon-2").await;
+        assert_eq!(
+            counts(&api),
+            (1, 2),
+            "a LAG answer without members: read again"
+        );
     }
 
     /// A changed resource is re-read alone, once; others keep being served from the snapshot.

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{AwsError, AwsProvider, BoxFut, DirectConnectApi, Scope, SecretsApi, SecretsProvider};
+use super::{
+    Answer, AwsError, AwsProvider, BoxFut, DirectConnectApi, Scope, SecretsApi, SecretsProvider,
+};
 use crate::crd::EncryptionMode;
 use crate::metrics::Metrics;
 use crate::observed::ObservedResource;
@@ -117,7 +119,7 @@ impl DirectConnectApi for Metered<dyn DirectConnectApi> {
         &'a self,
         target: &'a Target,
         with: &'a Association,
-    ) -> BoxFut<'a, Result<(), AwsError>> {
+    ) -> BoxFut<'a, Result<Answer, AwsError>> {
         Box::pin(async move {
             let r = self.inner.associate(target, with).await;
             record(&self.metrics, "AssociateMacSecKey", &r);
@@ -129,7 +131,7 @@ impl DirectConnectApi for Metered<dyn DirectConnectApi> {
         &'a self,
         target: &'a Target,
         secret_arn: &'a str,
-    ) -> BoxFut<'a, Result<(), AwsError>> {
+    ) -> BoxFut<'a, Result<Answer, AwsError>> {
         Box::pin(async move {
             let r = self.inner.disassociate(target, secret_arn).await;
             record(&self.metrics, "DisassociateMacSecKey", &r);
@@ -158,7 +160,7 @@ impl DirectConnectApi for Metered<dyn DirectConnectApi> {
         &'a self,
         target: &'a Target,
         mode: EncryptionMode,
-    ) -> BoxFut<'a, Result<(), AwsError>> {
+    ) -> BoxFut<'a, Result<Answer, AwsError>> {
         Box::pin(async move {
             let r = self.inner.set_mode(target, mode).await;
             record(&self.metrics, target.update_operation(), &r);

@@ -19,7 +19,7 @@ pub use metered::{METERED_OPERATIONS, MeteredProvider};
 pub use sdk::{SdkOptions, SdkProvider};
 
 use crate::crd::EncryptionMode;
-use crate::observed::ObservedResource;
+use crate::observed::{ObservedKey, ObservedResource};
 use crate::plan::{Association, Target};
 
 /// A boxed future, so the traits below can be used as trait objects.
@@ -42,6 +42,20 @@ impl std::fmt::Display for Scope {
     }
 }
 
+/// What the answer to a mutating call says of the resource after it, for the observation
+/// cache: what it carries is taken in place of a re-read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// AssociateMacSecKey, DisassociateMacSecKey: keys of the resource in their state after
+    /// the call (the one associated, or those no longer associated). Keys it does not list
+    /// are as they were.
+    Keys(Vec<ObservedKey>),
+    /// UpdateConnection, UpdateLag: the resource after the call.
+    Resource(ObservedResource),
+    /// An answer that carries nothing of the resource (or nothing could be read from it).
+    Nothing,
+}
+
 /// Direct Connect in one scope.
 pub trait DirectConnectApi: Send + Sync {
     /// Every connection (LAG members included), every LAG and every interconnect, all pages.
@@ -61,17 +75,17 @@ pub trait DirectConnectApi: Send + Sync {
         &'a self,
         target: &'a Target,
         with: &'a Association,
-    ) -> BoxFut<'a, Result<(), AwsError>>;
+    ) -> BoxFut<'a, Result<Answer, AwsError>>;
     fn disassociate<'a>(
         &'a self,
         target: &'a Target,
         secret_arn: &'a str,
-    ) -> BoxFut<'a, Result<(), AwsError>>;
+    ) -> BoxFut<'a, Result<Answer, AwsError>>;
     fn set_mode<'a>(
         &'a self,
         target: &'a Target,
         mode: EncryptionMode,
-    ) -> BoxFut<'a, Result<(), AwsError>>;
+    ) -> BoxFut<'a, Result<Answer, AwsError>>;
     /// TagResource: sets one tag on a connection or LAG.
     fn tag_resource<'a>(
         &'a self,

@@ -12,7 +12,9 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_directconnect as dc;
 use aws_sdk_secretsmanager as sm;
 
-use super::{AwsError, AwsProvider, BoxFut, DirectConnectApi, Scope, SecretsApi, SecretsProvider};
+use super::{
+    Answer, AwsError, AwsProvider, BoxFut, DirectConnectApi, Scope, SecretsApi, SecretsProvider,
+};
 use crate::crd::{EncryptionMode, ResourceType};
 use crate::observed::{ObservedKey, ObservedMember, ObservedResource};
 use crate::plan::{Association, Target};
@@ -46,6 +48,25 @@ impl Default for SdkOptions {
     }
 }
 
+/// One HTTPS client for every SDK client the provider builds, in every scope (and for STS):
+/// the SDK's default (rustls with aws-lc, the proxy from the environment), built once. Left
+/// to itself the SDK builds one per client, each with its own connection pool and TLS root
+/// store, so memory grew with the number of (account, region) scopes.
+fn shared_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig, tls};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
 /// The Direct Connect and Secrets Manager clients of one scope.
 type ScopeClients = (Arc<SdkDirectConnect>, Arc<SdkSecrets>);
 
@@ -74,6 +95,7 @@ impl SdkProvider {
         if let Some(url) = &options.endpoint_url {
             loader = loader.endpoint_url(url);
         }
+        loader = loader.http_client(shared_https_client());
         SdkProvider {
             base: loader.load().await,
             clients: Mutex::new(HashMap::new()),
@@ -348,24 +370,45 @@ fn tags_of(tags: &[dc::types::Tag]) -> std::collections::BTreeMap<String, String
         .collect()
 }
 
+/// A connection as the domain sees it, from anything that reads like DescribeConnections'
+/// `Connection` (UpdateConnection answers with the same fields); `None` without an ID.
+macro_rules! observe_connection_like {
+    ($c:expr) => {{
+        let c = $c;
+        Some(ObservedResource {
+            id: c.connection_id()?.to_string(),
+            kind: ResourceType::Connection,
+            state: c
+                .connection_state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            mac_sec_capable: c.mac_sec_capable().unwrap_or(false),
+            encryption_mode: c.encryption_mode().map(str::to_string),
+            port_encryption_status: c.port_encryption_status().map(str::to_string),
+            lag_id: c.lag_id().filter(|l| !l.is_empty()).map(str::to_string),
+            keys: c.mac_sec_keys().iter().map(key_of).collect(),
+            members: Vec::new(),
+            arn: resource_arn(c.connection_id()?, c.owner_account(), c.region()),
+            tags: tags_of(c.tags()),
+        })
+    }};
+}
+
 /// A connection as the domain sees it; `None` without an ID.
 pub fn observe_connection(c: &dc::types::Connection) -> Option<ObservedResource> {
-    Some(ObservedResource {
-        id: c.connection_id()?.to_string(),
-        kind: ResourceType::Connection,
-        state: c
-            .connection_state()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_else(|| "unknown".into()),
-        mac_sec_capable: c.mac_sec_capable().unwrap_or(false),
-        encryption_mode: c.encryption_mode().map(str::to_string),
-        port_encryption_status: c.port_encryption_status().map(str::to_string),
-        lag_id: c.lag_id().filter(|l| !l.is_empty()).map(str::to_string),
-        keys: c.mac_sec_keys().iter().map(key_of).collect(),
-        members: Vec::new(),
-        arn: resource_arn(c.connection_id()?, c.owner_account(), c.region()),
-        tags: tags_of(c.tags()),
-    })
+    observe_connection_like!(c)
+}
+
+/// The connection or interconnect (`kind`) UpdateConnection answers with.
+fn observe_connection_output(
+    c: &dc::operation::update_connection::UpdateConnectionOutput,
+    kind: ResourceType,
+) -> Option<ObservedResource> {
+    let mut r: Option<ObservedResource> = (|| observe_connection_like!(c))();
+    if let Some(r) = &mut r {
+        r.kind = kind;
+    }
+    r
 }
 
 /// An interconnect as the domain sees it; `None` without an ID. Its answer names no
@@ -392,39 +435,59 @@ pub fn observe_interconnect(
     })
 }
 
+/// A LAG with its members as the domain sees it, from anything that reads like DescribeLags'
+/// `Lag` (UpdateLag answers with the same fields); `None` without an ID.
+macro_rules! observe_lag_like {
+    ($l:expr) => {{
+        let l = $l;
+        Some(ObservedResource {
+            id: l.lag_id()?.to_string(),
+            kind: ResourceType::Lag,
+            state: l
+                .lag_state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            mac_sec_capable: l.mac_sec_capable().unwrap_or(false),
+            encryption_mode: l.encryption_mode().map(str::to_string),
+            port_encryption_status: None,
+            lag_id: None,
+            keys: l.mac_sec_keys().iter().map(key_of).collect(),
+            members: l
+                .connections()
+                .iter()
+                .filter_map(|m| {
+                    Some(ObservedMember {
+                        connection_id: m.connection_id()?.to_string(),
+                        state: m
+                            .connection_state()
+                            .map(|s| s.as_str().to_string())
+                            .unwrap_or_else(|| "unknown".into()),
+                        mac_sec_capable: m.mac_sec_capable().unwrap_or(false),
+                        encryption_mode: m.encryption_mode().map(str::to_string),
+                        port_encryption_status: m.port_encryption_status().map(str::to_string),
+                    })
+                })
+                .collect(),
+            arn: resource_arn(l.lag_id()?, l.owner_account(), l.region()),
+            tags: tags_of(l.tags()),
+        })
+    }};
+}
+
 /// A LAG with its members as the domain sees it; `None` without an ID.
 pub fn observe_lag(l: &dc::types::Lag) -> Option<ObservedResource> {
-    Some(ObservedResource {
-        id: l.lag_id()?.to_string(),
-        kind: ResourceType::Lag,
-        state: l
-            .lag_state()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_else(|| "unknown".into()),
-        mac_sec_capable: l.mac_sec_capable().unwrap_or(false),
-        encryption_mode: l.encryption_mode().map(str::to_string),
-        port_encryption_status: None,
-        lag_id: None,
-        keys: l.mac_sec_keys().iter().map(key_of).collect(),
-        members: l
-            .connections()
-            .iter()
-            .filter_map(|m| {
-                Some(ObservedMember {
-                    connection_id: m.connection_id()?.to_string(),
-                    state: m
-                        .connection_state()
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_else(|| "unknown".into()),
-                    mac_sec_capable: m.mac_sec_capable().unwrap_or(false),
-                    encryption_mode: m.encryption_mode().map(str::to_string),
-                    port_encryption_status: m.port_encryption_status().map(str::to_string),
-                })
-            })
-            .collect(),
-        arn: resource_arn(l.lag_id()?, l.owner_account(), l.region()),
-        tags: tags_of(l.tags()),
-    })
+    observe_lag_like!(l)
+}
+
+/// The LAG UpdateLag answers with.
+fn observe_lag_output(l: &dc::operation::update_lag::UpdateLagOutput) -> Option<ObservedResource> {
+    observe_lag_like!(l)
+}
+
+/// The answer of a call that returns the resource: the resource, or nothing when the
+/// answer could not be read as one.
+fn answer_of(resource: Option<ObservedResource>) -> Answer {
+    resource.map_or(Answer::Nothing, Answer::Resource)
 }
 
 /// Every page of a Direct Connect list that pages by `nextToken`: `fetch` gets the token of
@@ -559,7 +622,7 @@ impl DirectConnectApi for SdkDirectConnect {
         &'a self,
         target: &'a Target,
         with: &'a Association,
-    ) -> BoxFut<'a, Result<(), AwsError>> {
+    ) -> BoxFut<'a, Result<Answer, AwsError>> {
         Box::pin(async move {
             let req = self
                 .client
@@ -573,7 +636,7 @@ impl DirectConnectApi for SdkDirectConnect {
             };
             req.send()
                 .await
-                .map(|_| ())
+                .map(|out| Answer::Keys(out.mac_sec_keys().iter().map(key_of).collect()))
                 .map_err(|e| AwsError::from_sdk("AssociateMacSecKey", &e).scrubbed(secret))
         })
     }
@@ -582,7 +645,7 @@ impl DirectConnectApi for SdkDirectConnect {
         &'a self,
         target: &'a Target,
         secret_arn: &'a str,
-    ) -> BoxFut<'a, Result<(), AwsError>> {
+    ) -> BoxFut<'a, Result<Answer, AwsError>> {
         Box::pin(async move {
             self.client
                 .disassociate_mac_sec_key()
@@ -590,7 +653,7 @@ impl DirectConnectApi for SdkDirectConnect {
                 .secret_arn(secret_arn)
                 .send()
                 .await
-                .map(|_| ())
+                .map(|out| Answer::Keys(out.mac_sec_keys().iter().map(key_of).collect()))
                 .map_err(|e| AwsError::from_sdk("DisassociateMacSecKey", &e))
         })
     }
@@ -616,7 +679,7 @@ impl DirectConnectApi for SdkDirectConnect {
         &'a self,
         target: &'a Target,
         mode: EncryptionMode,
-    ) -> BoxFut<'a, Result<(), AwsError>> {
+    ) -> BoxFut<'a, Result<Answer, AwsError>> {
         Box::pin(async move {
             match target.kind {
                 ResourceType::Lag => self
@@ -626,7 +689,7 @@ impl DirectConnectApi for SdkDirectConnect {
                     .encryption_mode(mode.as_aws_str())
                     .send()
                     .await
-                    .map(|_| ())
+                    .map(|out| answer_of(observe_lag_output(&out)))
                     .map_err(|e| AwsError::from_sdk("UpdateLag", &e)),
                 ResourceType::Connection | ResourceType::Interconnect => self
                     .client
@@ -635,7 +698,7 @@ impl DirectConnectApi for SdkDirectConnect {
                     .encryption_mode(mode.as_aws_str())
                     .send()
                     .await
-                    .map(|_| ())
+                    .map(|out| answer_of(observe_connection_output(&out, target.kind)))
                     .map_err(|e| AwsError::from_sdk("UpdateConnection", &e)),
             }
         })
