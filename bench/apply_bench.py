@@ -11,12 +11,17 @@ bounds the run:
   time / floor   = wall time of apply / floor
   describes per resync = Describe calls of one `plan` over all of them once converged
   calls to converge    = every successful AWS call apply made (Describes included)
+  Describes to converge = Describe calls apply made (throttled ones included)
   first call     = from starting apply to its first AWS call
+
+A latency axis runs N = --latency-size again with every call --latencies ms slower (dx-sim's
+latency fault), as Direct Connect answers in roughly 100 to 300 ms: the floor is the same, so
+time / floor shows what latency costs.
 
 Peak RSS and CPU seconds are the apply process's own (wait4). Writes JSON results for
 bench/report.py.
 
-Usage: python3 bench/apply_bench.py [--sizes 10,100,1000] [--rate 100]
+Usage: python3 bench/apply_bench.py [--sizes 10,100,1000] [--rate 100] [--latencies 100,250] [--latency-size 1000]
 """
 
 import argparse
@@ -73,7 +78,17 @@ def post(endpoint, path, body):
     urllib.request.urlopen(req).close()
 
 
-def run_one(n, rate, workdir):
+def add_latency(endpoint, latency_ms):
+    """Every call to the emulator takes `latency_ms` more from now on."""
+    if latency_ms:
+        post(endpoint, "/_sim/faults", {"operation": "*", "latencyMs": latency_ms})
+
+
+def describes(calls):
+    return sum(1 for c in calls if c["operation"].startswith("Describe"))
+
+
+def run_one(n, rate, workdir, latency_ms=0):
     lags = max(1, n // 10)
     seed_file = workdir / f"seed-{n}.yaml"
     seed_file.write_text(seed(n, lags, rate))
@@ -88,6 +103,7 @@ def run_one(n, rate, workdir):
     endpoint = line.strip().rsplit(" ", 1)[-1]
     env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
                AWS_EC2_METADATA_DISABLED="true", AWS_ENDPOINT_URL=endpoint)
+    add_latency(endpoint, latency_ms)
     try:
         started = time.monotonic()
         log = workdir / f"apply-{n}.log"
@@ -119,6 +135,8 @@ def run_one(n, rate, workdir):
             "lags": lags,
             "resources": resources,
             "rate": rate,
+            "latency_ms": latency_ms,
+            "describes_to_converge": describes(calls),
             "exit": exit_code,
             "wall_s": round(wall, 2),
             "mutating": len(mutating),
@@ -139,17 +157,22 @@ def run_one(n, rate, workdir):
 
 
 def run_sizes(run_one, default_out, default_sizes="10,100,1000", default_rate=100):
-    """Command line shared by the benchmarks: runs run_one(n, rate, workdir) per size and
-    writes the results as JSON for bench/report.py."""
+    """Command line shared by the benchmarks: runs run_one(n, rate, workdir, latency_ms) per
+    size with no latency, then at --latency-size per latency, and writes the results as JSON
+    for bench/report.py."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default=default_sizes)
     parser.add_argument("--rate", type=float, default=default_rate)
+    parser.add_argument("--latencies", default="100,250", help="ms per call; empty for none")
+    parser.add_argument("--latency-size", type=int, default=1000)
     parser.add_argument("--out", default=str(ROOT / "target" / default_out))
     args = parser.parse_args()
+    runs = [(int(x), 0) for x in args.sizes.split(",")]
+    runs += [(args.latency_size, int(x)) for x in args.latencies.split(",") if x.strip()]
     results = []
     with tempfile.TemporaryDirectory() as d:
-        for n in [int(x) for x in args.sizes.split(",")]:
-            r = run_one(n, args.rate, pathlib.Path(d))
+        for n, latency_ms in runs:
+            r = run_one(n, args.rate, pathlib.Path(d), latency_ms)
             print(json.dumps(r), flush=True)
             results.append(r)
     pathlib.Path(args.out).write_text(json.dumps(results))

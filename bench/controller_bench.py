@@ -16,7 +16,7 @@ import os
 import subprocess
 import time
 
-from apply_bench import MUTATING, SIM, OPERATOR, get, manifests, run_sizes, seed
+from apply_bench import MUTATING, SIM, OPERATOR, add_latency, describes, get, manifests, run_sizes, seed
 
 RESYNC_S = 30
 
@@ -94,9 +94,76 @@ def grant_secret_watch():
     kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=rendered)
 
 
-def run_one(n, rate, workdir):
+def operator_env(endpoint):
+    return dict(os.environ, KUBECONFIG=os.environ["E2E_OPERATOR_KUBECONFIG"], AWS_ACCESS_KEY_ID="bench",
+                AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+                AWS_ENDPOINT_URL=endpoint, DXM_RESYNC=f"{RESYNC_S}s", DXM_REQUEUE="2s",
+                DXM_OBSERVATION_MAX_AGE=f"{RESYNC_S}s", DXM_LEADER_ELECTION="false", DXM_LOG_LEVEL="warn",
+                # The chart's watchSecrets: true (list/watch on Secrets), so that a steady
+                # resync can read no Secret; without it each MacSecKey reads its Secret once
+                # per resync.
+                DXM_WATCH_SECRETS="true",
+                # A cluster of the benchmark alone: its namespaces may use the operator's credentials.
+                DXM_DEFAULT_ACCESS_NAMESPACES="*")
+
+
+SM_CONNECTIONS = 200
+CREATE_SECRET = """
+import boto3, json, sys
+sm = boto3.client("secretsmanager", endpoint_url=sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id="bench", aws_secret_access_key="bench")
+sm.create_secret(Name="bench/k1", SecretString=json.dumps({"ckn": sys.argv[2], "cak": sys.argv[3]}))
+"""
+
+
+def secrets_manager_key(rate, workdir):
+    """SM_CONNECTIONS DxConnections sharing one MacSecKey from Secrets Manager, converged by
+    the controller: the Secrets Manager calls that took (one look per key per change is the
+    aim, not one per DxConnection), and the Direct Connect calls throttled meanwhile."""
+    from apply_bench import CAK, CKN
+    n, ns = SM_CONNECTIONS, "bench-sm"
+    seed_file = workdir / "seed-sm.yaml"
+    seed_file.write_text(seed(n, 0, rate))
+    ids = [f"dxcon-gen{i:05}" for i in range(n)]
+    docs = ["apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\n"
+            f"metadata: {{name: k1, namespace: {ns}}}\n"
+            "spec: {secretsManager: {secretId: bench/k1, region: us-east-1}}\n"]
+    docs += ["apiVersion: dxmacsec.io/v1alpha1\nkind: DxConnection\n"
+             f"metadata: {{name: c{i}, namespace: {ns}}}\n"
+             f"spec: {{connectionId: {cid}, region: us-east-1, encryptionMode: must_encrypt, keys: [{{name: k1}}]}}\n"
+             for i, cid in enumerate(ids)]
+    sim = subprocess.Popen([str(SIM), "--seed", str(seed_file), "--listen", "127.0.0.1:0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    endpoint = sim.stdout.readline().strip().rsplit(" ", 1)[-1]
+    subprocess.run([os.environ["E2E_PYTHON"], "-c", CREATE_SECRET, endpoint, CKN, CAK], check=True)
+    op = None
+    try:
+        kubectl("create", "namespace", ns)
+        kubectl("apply", "--server-side", "-f", "-", stdin="---\n".join(docs))
+        started = time.monotonic()
+        op = subprocess.Popen([str(OPERATOR), "run", "--http-addr", "127.0.0.1:0"], env=operator_env(endpoint),
+                              stdout=subprocess.DEVNULL, stderr=open(workdir / "operator-sm.log", "w"))
+        while not converged(endpoint, ids):
+            if time.monotonic() - started > 900:
+                raise SystemExit("Secrets Manager key: not converged in 15 min")
+            time.sleep(0.5)
+        wall = time.monotonic() - started
+        calls = [c for c in get(endpoint, "/_sim/calls")["calls"] if c["operation"] != "CreateSecret"]
+        count = lambda op, outcome=None: sum(
+            1 for c in calls if c["operation"] == op and (outcome is None or c["outcome"] == outcome))
+        return {
+            "connections": n, "wall_s": round(wall, 2),
+            "describe_secret": count("DescribeSecret"), "get_secret_value": count("GetSecretValue"),
+            "throttled_associate": count("AssociateMacSecKey", "ThrottlingException"),
+            "throttled_tag": count("TagResource", "ThrottlingException"),
+        }
+    finally:
+        teardown(ns, op, sim)
+
+
+def run_one(n, rate, workdir, latency_ms=0):
     lags = max(1, n // 10)
-    ns = f"bench-{n}"
+    ns = f"bench-{n}-{latency_ms}"
     seed_file = workdir / f"seed-{n}.yaml"
     seed_file.write_text(seed(n, lags, rate))
     text, resources = manifests(n, lags)
@@ -109,16 +176,8 @@ def run_one(n, rate, workdir):
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     endpoint = sim.stdout.readline().strip().rsplit(" ", 1)[-1]
     sim_ready = time.monotonic()
-    env = dict(os.environ, KUBECONFIG=os.environ["E2E_OPERATOR_KUBECONFIG"], AWS_ACCESS_KEY_ID="bench",
-               AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
-               AWS_ENDPOINT_URL=endpoint, DXM_RESYNC=f"{RESYNC_S}s", DXM_REQUEUE="2s",
-               DXM_OBSERVATION_MAX_AGE=f"{RESYNC_S}s", DXM_LEADER_ELECTION="false", DXM_LOG_LEVEL="warn",
-               # The chart's watchSecrets: true (list/watch on Secrets), so that a steady
-               # resync can read no Secret; without it each MacSecKey reads its Secret once
-               # per resync.
-               DXM_WATCH_SECRETS="true",
-               # A cluster of the benchmark alone: its namespaces may use the operator's credentials.
-               DXM_DEFAULT_ACCESS_NAMESPACES="*")
+    add_latency(endpoint, latency_ms)
+    env = operator_env(endpoint)
     log = open(workdir / f"operator-{n}.log", "w")
     op = None
     try:
@@ -159,25 +218,26 @@ def run_one(n, rate, workdir):
         # Spec change to first AWS call for that resource.
         t_change = time.monotonic()
         kubectl("patch", "dxc", "c0", "-n", ns, "--type", "merge", "-p", '{"spec":{"encryptionMode":"should_encrypt"}}')
-        latency_ms = None
+        change_ms = None
         while time.monotonic() - t_change < 30:
             for c in get(endpoint, "/_sim/calls")["calls"][before:]:
                 if c.get("target") == ids[0] and c["operation"] in MUTATING:
-                    latency_ms = round(c["atMs"] - (t_change - sim_ready) * 1000)
+                    change_ms = round(c["atMs"] - (t_change - sim_ready) * 1000)
                     break
-            if latency_ms is not None:
+            if change_ms is not None:
                 break
             time.sleep(0.05)
         rss, cpu = proc_figures(op.pid)
         floor = len(mutating) / rate
         return {
-            "n": n, "lags": lags, "resources": resources, "rate": rate,
+            "n": n, "lags": lags, "resources": resources, "rate": rate, "latency_ms": latency_ms,
+            "describes_to_converge": describes(calls),
             "create_s": round(create_s, 1), "wall_s": round(wall, 2), "mutating": len(mutating), "expected_mutating": 4 * resources,
             "calls_ok": len(ok), "calls_by_operation": dict(sorted(by_operation.items())), "throttled": throttled, "floor_s": round(floor, 2),
             "time_over_floor": round(wall / floor, 2),
             "resync_describes": resync_describes, "resync_describes_per_n": round(resync_describes / resources, 4),
             "resync_mutations": resync_mutations,
-            "peak_rss_mib": rss, "cpu_s": cpu, "change_to_call_ms": latency_ms,
+            "peak_rss_mib": rss, "cpu_s": cpu, "change_to_call_ms": change_ms,
             "resync_api": share,
             "resync_api_writes": sum(v for k, v in share.items() if k.split()[0] in WRITES),
             "resync_secret_reads": sum(v for k, v in share.items() if k.split()[1] == "secrets"),
@@ -200,6 +260,14 @@ def teardown(ns, op, sim):
 
 def main():
     run_sizes(run_one, "bench-controller.json")
+    import pathlib
+    import json
+    import tempfile
+    from apply_bench import ROOT
+    with tempfile.TemporaryDirectory() as d:
+        r = secrets_manager_key(100, pathlib.Path(d))
+    print(json.dumps(r), flush=True)
+    (ROOT / "target" / "bench-secrets-manager.json").write_text(json.dumps(r))
 
 
 if __name__ == "__main__":

@@ -22,9 +22,14 @@ def load(name):
     return json.loads(path.read_text()) if path.exists() else []
 
 
+def at_latency(rows, latency_ms):
+    return [r for r in rows if r.get("latency_ms", 0) == latency_ms]
+
+
 def main():
-    apply = load("bench-apply.json")
-    controller = load("bench-controller.json")
+    apply_all = load("bench-apply.json")
+    controller_all = load("bench-controller.json")
+    apply, controller = at_latency(apply_all, 0), at_latency(controller_all, 0)
     rate = (apply or controller)[0]["rate"]
     rate = int(rate) if float(rate).is_integer() else rate
     out = [
@@ -44,14 +49,16 @@ def main():
         "- Describes per resync: Describe calls of one steady-state pass over every resource (plan for",
         "  apply; one resync period of the controller). Pages needed: (connections + LAG members) / 100",
         "  plus LAGs / 100, rounded up, plus one DescribeInterconnects page (none here).",
+        "- Describes to converge: every Describe call made from the start until every resource",
+        "  converged (throttled ones included).",
         "",
         "## `dx-macsec-operator apply`",
         "",
-        "| N | resources | mutating calls | all ok calls | throttled answers | wall s | floor s | time / floor | Describes per resync | per resource | peak RSS MiB | CPU s | first AWS call ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| N | resources | mutating calls | all ok calls | throttled answers | Describes to converge | wall s | floor s | time / floor | Describes per resync | per resource | peak RSS MiB | CPU s | first AWS call ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in apply:
-        out.append(f"| {r['n']} | {r['resources']} | {r['mutating']} | {r['calls_ok']} | {r['throttled']} | {r['wall_s']} | {r['floor_s']} | "
+        out.append(f"| {r['n']} | {r['resources']} | {r['mutating']} | {r['calls_ok']} | {r['throttled']} | {r.get('describes_to_converge', '')} | {r['wall_s']} | {r['floor_s']} | "
                    f"{r['time_over_floor']} | {r['resync_describes']} | {r['resync_describes_per_n']} | {r['peak_rss_mib']} | {r['cpu_s']} | {r['first_call_ms']} |")
     out += [
         "",
@@ -69,6 +76,8 @@ def main():
         out.append(f"| {r['n']} | {r['resources']} | {r.get('create_s', '')} | {r['mutating']} | {r['calls_ok']} | {describes} | {r['throttled']} | "
                    f"{r['wall_s']} | {r['floor_s']} | {r['time_over_floor']} | {r['resync_describes']} | {r['resync_describes_per_n']} | "
                    f"{r['peak_rss_mib']} | {r['cpu_s']} | {r['change_to_call_ms']} |")
+    out += slow_aws(apply_all, controller_all)
+    out += secrets_manager(load("bench-secrets-manager.json"))
     out += api_share(controller)
     out += scope_figures(load("bench-scopes.json"))
     out += handover(load("bench-handover.json"))
@@ -83,6 +92,64 @@ def main():
     out += reliability(load("bench-faults.json"))
     out += HISTORY
     (ROOT / "docs" / "benchmarks.md").write_text("\n".join(out))
+
+
+def slow_aws(apply_all, controller_all):
+    """The latency axis: N = 1,000 with every call slower, as Direct Connect answers."""
+    rows = [("apply", r) for r in apply_all if r["n"] >= 1000] + \
+           [("controller", r) for r in controller_all if r["n"] >= 1000]
+    if not any(r.get("latency_ms") for _, r in rows):
+        return []
+    out = [
+        "",
+        "## When AWS is slow (N = 1,000)",
+        "",
+        "The same workload at N = 1,000 with every call to dx-sim slower by the latency shown",
+        "(its `latencyMs` fault on every operation): Direct Connect answers in roughly 100 to 300 ms.",
+        "The floor does not change with latency; time / floor shows what it costs.",
+        "",
+        "| runs | latency ms | wall s | floor s | time / floor | Describes to converge | throttled answers | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for who, r in sorted(rows, key=lambda x: (x[0], x[1].get("latency_ms", 0))):
+        out.append(f"| {who} | {r.get('latency_ms', 0)} | {r['wall_s']} | {r['floor_s']} | {r['time_over_floor']} | "
+                   f"{r.get('describes_to_converge', '')} | {r['throttled']} | {r['peak_rss_mib']} |")
+    def find(who, latency):
+        return next((r for w, r in rows if w == who and r.get("latency_ms", 0) == latency), None)
+    checks = [
+        ("apply, 100 ms a call: time / floor <= 1.15", find("apply", 100), 1.15),
+        ("controller, no latency: time / floor <= 1.1", find("controller", 0), 1.1),
+        ("controller, 100 ms a call: time / floor <= 1.15", find("controller", 100), 1.15),
+    ]
+    out += [""]
+    for name, r, limit in checks:
+        out.append(f"- {name}: " + (verdict(r["time_over_floor"] <= limit, f"{r['time_over_floor']}x") if r else "not measured"))
+    r = find("controller", 0)
+    if r and "describes_to_converge" in r:
+        out.append("- controller, Describes to converge at most half of 516 (before mutation answers fed the "
+                   f"cache): {verdict(r['describes_to_converge'] <= 258, str(r['describes_to_converge']))}")
+    return out
+
+
+def secrets_manager(r):
+    """bench/controller_bench.py: many DxConnections on one Secrets Manager key."""
+    if not r:
+        return []
+    return [
+        "",
+        "## One Secrets Manager key shared by many DxConnections (controller)",
+        "",
+        f"{r['connections']} DxConnections name one MacSecKey whose material is a Secrets Manager secret;",
+        "the controller converges them all at R = 100 (one rate limit for every call, Direct Connect",
+        "and Secrets Manager alike).",
+        "",
+        "| DxConnections | converge s | DescribeSecret | GetSecretValue | AssociateMacSecKey throttled | TagResource throttled |",
+        "|---|---|---|---|---|---|",
+        f"| {r['connections']} | {r['wall_s']} | {r['describe_secret']} | {r['get_secret_value']} | "
+        f"{r['throttled_associate']} | {r['throttled_tag']} |",
+        "",
+        f"- a few Secrets Manager looks, not about 2N: {verdict(r['describe_secret'] <= 10, str(r['describe_secret']) + ' DescribeSecret')}",
+    ]
 
 
 def api_share(controller):
@@ -202,11 +269,10 @@ def reliability(faults):
         f"  and disabling (2) a connection, then run again: {k['converged_after_kill']} of {k['kills']} runs converged,",
         f"  {k['repeated_mutations']} mutations repeated, {k['down_s']} s down, {k['clear_text_s']} s clear text.",
         "  (The controller variant, 8 kills of the operator process, runs in the e2e.)",
-        "- Storm: 100 resources (90 connections, 10 LAGs) from no_encrypt to must_encrypt through the",
-        "  controller (resync 30 s, 16 reconciles at once) while every call takes 500 ms more, half",
-        "  are throttled and the first 20 fail with DirectConnectServerException. Not through `apply`:",
-        "  its rounds call AWS one resource after another, so at 500 ms a call it would take about",
-        "  half an hour.",
+        "- Storm: 100 resources (90 connections, 10 LAGs) from no_encrypt to must_encrypt through",
+        "  `apply` and through the controller (resync 30 s; 16 passes or reconciles at once) while",
+        "  every call takes 500 ms more, half are throttled and the first 20 fail with",
+        "  DirectConnectServerException.",
         "",
         "| variant | resources | converge s | calls | ThrottlingException | DirectConnectServerException | most associations per resource | down s | clear text s |",
         "|---|---|---|---|---|---|---|---|---|",
