@@ -422,6 +422,91 @@ async fn throttling_storm_converges_without_duplicate_association() {
     assert_no_outage(&sim);
 }
 
+/// `apply --concurrency` works on that many DxConnections at once: with every call 300 ms
+/// slow, the eight associations of eight connections overlap, where one at a time they are
+/// at least 300 ms apart each (the call's own latency lies between them). Each
+/// connection's calls stay in order and none is made twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_works_on_connections_concurrently() {
+    let ids: Vec<String> = (1..=8).map(|i| format!("dxcon-p{i}")).collect();
+    let seed = format!(
+        "delays: {{ associateMs: 0, disassociateMs: 0 }}\nconnections:\n{}",
+        ids.iter()
+            .map(|id| format!("  - {{ id: {id}, macSecCapable: true, router: [{CKN_A}] }}\n"))
+            .collect::<String>()
+    );
+    let manifests = common::key_manifest("k-a", CKN_A, CAK_A)
+        + &ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| dxc_manifest(&format!("c{i}"), id, "must_encrypt", &["k-a"], ""))
+            .collect::<String>();
+    let f = write(&manifests);
+    let span_of_associations = |sim: &Sim| {
+        let at: Vec<u64> = ok_calls(&sim.shared.calls(), "AssociateMacSecKey")
+            .iter()
+            .map(|c| c.at_ms)
+            .collect();
+        assert_eq!(at.len(), ids.len(), "one association per connection");
+        at.iter().max().unwrap() - at.iter().min().unwrap()
+    };
+    let slow = || Fault {
+        operation: "*".into(),
+        error: None,
+        message: None,
+        count: None,
+        rate: None,
+        latency_ms: 300,
+    };
+    let file = f.to_str().unwrap();
+    let mut spans = Vec::new();
+    for concurrency in ["8", "1"] {
+        let sim = sim(&seed).await;
+        sim.shared.add_fault(slow());
+        let args = [
+            "apply",
+            "-f",
+            file,
+            "--timeout",
+            "120s",
+            "--interval",
+            "200ms",
+        ];
+        let run = cli(&sim, &[&args[..], &["--concurrency", concurrency]].concat()).await;
+        assert_eq!(run.code, 0, "{}", run.all());
+        for id in &ids {
+            assert_eq!(mode_of(&sim.shared.state(), id), "must_encrypt");
+            let ops: Vec<String> = sim
+                .shared
+                .calls()
+                .into_iter()
+                .filter(|c| {
+                    c.target.as_deref() == Some(id.as_str())
+                        && MUTATING.contains(&c.operation.as_str())
+                })
+                .map(|c| c.operation)
+                .collect();
+            assert_eq!(
+                ops,
+                [
+                    "TagResource",
+                    "AssociateMacSecKey",
+                    "UpdateConnection",
+                    "UpdateConnection"
+                ],
+                "{id}"
+            );
+        }
+        spans.push(span_of_associations(&sim));
+    }
+    let (together, one_at_a_time) = (spans[0], spans[1]);
+    assert!(
+        one_at_a_time >= 7 * 300,
+        "one at a time: {one_at_a_time} ms"
+    );
+    assert!(together < 4 * 300, "eight at once: {together} ms");
+}
+
 /// `apply -f file` killed with SIGKILL right after the emulator accepted its `k`-th
 /// mutating call; returns once it is dead.
 async fn apply_killed_after(sim: &Sim, file: &std::path::Path, k: usize) {

@@ -29,6 +29,9 @@ use input::Inputs;
 /// The cluster name `plan` and `apply` write in the `dxmacsec.io/owner` tag by default.
 pub const CLUSTER: &str = "cli";
 
+/// How old `apply`'s snapshot of a region may grow before it is read whole again.
+const CLI_SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(30);
+
 /// Exit codes of `plan` and `apply`.
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
@@ -268,10 +271,12 @@ async fn setup(
     for s in &inputs.skipped {
         eprintln!("note: skipped {s}");
     }
-    // Within one CLI run every read should see fresh data: a short maximum age.
+    // What apply changes comes back in the calls' answers, and what a pass waits for is
+    // read again, so the snapshot need not age out quickly: a whole refresh (one Describe
+    // page per 100 resources, each taking AWS's latency) at most every 30 s.
     let engine = Engine::new(
         aws.clone(),
-        Arc::new(ObservationCache::new(Duration::from_secs(2))),
+        Arc::new(ObservationCache::new(CLI_SNAPSHOT_MAX_AGE)),
     );
     let items = prepare(&inputs, aws.as_ref(), default_region, cluster).await;
     Ok((engine, items, inputs))
