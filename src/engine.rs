@@ -149,6 +149,11 @@ impl PassOutcome {
                 ErrorClass::Terminal => Requeue::Resync,
                 ErrorClass::RetrySoon => Requeue::Soon,
             },
+            // A step just made, its answers in the cache: the next may follow at once (a
+            // pass that then waits for AWS asks for a fresh read and looks again soon).
+            (None, Some(p)) if p.requeue == Requeue::Soon && !self.executed().is_empty() => {
+                Requeue::After(Duration::ZERO)
+            }
             (None, Some(p)) => p.requeue,
             (None, None) => Requeue::Soon,
         }
@@ -266,15 +271,21 @@ impl Engine {
                         api.disassociate(target, secret_arn).await
                     }
                     Action::SetMode { mode, .. } => api.set_mode(target, *mode).await,
-                    // A tag call answers with nothing of the resource.
+                    // A tag call answers with nothing; its success sets exactly the tag sent.
                     Action::Claim { arn, owner, .. } => api
                         .tag_resource(arn, crate::crd::OWNER_TAG, owner)
                         .await
-                        .map(|()| Answer::Nothing),
+                        .map(|()| Answer::Tag {
+                            key: crate::crd::OWNER_TAG.into(),
+                            value: Some(owner.clone()),
+                        }),
                     Action::Release { arn, .. } => api
                         .untag_resource(arn, crate::crd::OWNER_TAG)
                         .await
-                        .map(|()| Answer::Nothing),
+                        .map(|()| Answer::Tag {
+                            key: crate::crd::OWNER_TAG.into(),
+                            value: None,
+                        }),
                     Action::Restore {
                         secret_arn,
                         fallback,

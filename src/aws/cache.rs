@@ -74,6 +74,9 @@ struct Entry {
     fetched: Option<Instant>,
     /// Resources read alone since then, with the start of that read.
     read_alone: HashMap<String, Instant>,
+    /// The answers taken since the last full refresh started, by resource, with when: a
+    /// read that started before an answer is brought up to date with it.
+    answered: HashMap<String, Vec<(Instant, Answer)>>,
     /// Resources whose data must be read again before it is used, with when they were
     /// marked: a read that started before the mark does not clear it.
     marked: HashMap<String, Instant>,
@@ -105,6 +108,7 @@ impl Entry {
             resources: HashMap::new(),
             fetched: None,
             read_alone: HashMap::new(),
+            answered: HashMap::new(),
             marked: HashMap::new(),
             pages: refresh_pages(&HashMap::new()),
             managed_arns: HashMap::new(),
@@ -140,6 +144,46 @@ impl Entry {
     /// When the data held for `id` was read.
     fn read_at(&self, id: &str) -> Option<Instant> {
         self.read_alone.get(id).copied().max(self.fetched)
+    }
+}
+
+/// Takes what `answer` carries into `held`; whether it carried all a re-read would have
+/// given of what the call changed (a LAG answer without members does not).
+fn merge_answer(held: &mut ObservedResource, answer: &Answer) -> bool {
+    match answer {
+        Answer::Keys(keys) if !keys.is_empty() => {
+            for key in keys {
+                match held.keys.iter_mut().find(|k| k.same_key(key)) {
+                    Some(k) => *k = key.clone(),
+                    None => held.keys.push(key.clone()),
+                }
+            }
+            true
+        }
+        Answer::Tag { key, value } => {
+            match value {
+                Some(v) => held.tags.insert(key.clone(), v.clone()),
+                None => held.tags.remove(key),
+            };
+            true
+        }
+        Answer::Resource(new) if new.id == held.id => {
+            held.state.clone_from(&new.state);
+            held.mac_sec_capable = new.mac_sec_capable;
+            held.encryption_mode.clone_from(&new.encryption_mode);
+            held.keys.clone_from(&new.keys);
+            held.port_encryption_status
+                .clone_from(&new.port_encryption_status);
+            if held.kind != ResourceType::Lag {
+                true
+            } else if new.members.is_empty() {
+                false
+            } else {
+                held.members.clone_from(&new.members);
+                true
+            }
+        }
+        _ => false,
     }
 }
 
@@ -311,7 +355,21 @@ impl ObservationCache {
             e.unlisted = api.interconnects_unlisted();
             self.full_refreshes.fetch_add(1, Ordering::Relaxed);
             e.learn_arns(all.iter());
-            e.resources = all.into_iter().map(|r| (r.id.clone(), r)).collect();
+            let mut fresh: HashMap<String, ObservedResource> =
+                all.into_iter().map(|r| (r.id.clone(), r)).collect();
+            // Answers taken while the refresh ran are newer than what it read.
+            for answers in e.answered.values_mut() {
+                answers.retain(|(at, _)| *at > started);
+            }
+            e.answered.retain(|_, answers| !answers.is_empty());
+            for (id, answers) in &e.answered {
+                if let Some(r) = fresh.get_mut(id) {
+                    answers.iter().for_each(|(_, a)| {
+                        merge_answer(r, a);
+                    });
+                }
+            }
+            e.resources = fresh;
             e.pages = refresh_pages(&e.resources);
             e.fetched = Some(started);
             e.read_alone.clear();
@@ -337,6 +395,13 @@ impl ObservationCache {
         let mut e = scoped.data();
         if e.marked.get(id).is_some_and(|at| *at <= started) {
             e.marked.remove(id);
+        }
+        let mut fresh = fresh;
+        // Answers taken while this read ran are newer than what it read.
+        if let (Some(r), Some(answers)) = (&mut fresh, e.answered.get(id)) {
+            for (_, a) in answers.iter().filter(|(at, _)| *at > started) {
+                merge_answer(r, a);
+            }
         }
         e.read_alone.insert(id.to_string(), started);
         match &fresh {
@@ -384,38 +449,17 @@ impl ObservationCache {
     pub fn take_answer(&self, scope: &Scope, id: &str, answer: Answer) {
         let scoped = self.entry(scope);
         let mut e = scoped.data();
-        let carried = match (answer, e.resources.get_mut(id)) {
-            (Answer::Keys(keys), Some(held)) if !keys.is_empty() => {
-                for key in keys {
-                    match held.keys.iter_mut().find(|k| k.same_key(&key)) {
-                        Some(k) => *k = key,
-                        None => held.keys.push(key),
-                    }
-                }
-                true
-            }
-            (Answer::Resource(new), Some(held)) if new.id == held.id => {
-                held.state = new.state;
-                held.mac_sec_capable = new.mac_sec_capable;
-                held.encryption_mode = new.encryption_mode;
-                held.keys = new.keys;
-                held.port_encryption_status = new.port_encryption_status;
-                if held.kind == ResourceType::Lag {
-                    if new.members.is_empty() {
-                        false
-                    } else {
-                        held.members = new.members;
-                        true
-                    }
-                } else {
-                    true
-                }
-            }
-            _ => false,
-        };
+        let carried = e
+            .resources
+            .get_mut(id)
+            .is_some_and(|held| merge_answer(held, &answer));
         if carried {
             let held = e.resources.get(id).cloned();
             e.learn_arns(held.iter());
+            e.answered
+                .entry(id.to_string())
+                .or_default()
+                .push((Instant::now(), answer));
         } else {
             e.marked.insert(id.to_string(), Instant::now());
         }
@@ -700,6 +744,43 @@ mod tests {
             (1, 2),
             "a LAG answer without members: read again"
         );
+    }
+
+    /// An answer taken while a whole refresh runs is newer than what the refresh read: the
+    /// refresh does not put the older data back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_outlives_the_refresh_it_overtook() {
+        let cache = Arc::new(ObservationCache::new(Duration::from_secs(60)));
+        let api = Arc::new(CountingApi {
+            delay: Duration::from_millis(200),
+            ..Default::default()
+        });
+        cache
+            .observe(&scope(), api.as_ref(), "dxcon-1")
+            .await
+            .unwrap();
+        // As many marks as a refresh has pages: the next read of one is a whole refresh.
+        for id in ["dxcon-2", "dxcon-3", "dxcon-4"] {
+            cache.mark_changed(&scope(), id);
+        }
+        let refresh = {
+            let (cache, api) = (cache.clone(), api.clone());
+            tokio::spawn(async move { cache.observe(&scope(), api.as_ref(), "dxcon-2").await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut updated = resource("dxcon-1");
+        updated.encryption_mode = Some("must_encrypt".into());
+        cache.take_answer(&scope(), "dxcon-1", Answer::Resource(updated));
+        refresh.await.unwrap().unwrap();
+        assert_eq!(api.all.load(Ordering::SeqCst), 2, "the refresh ran");
+        let held = current(
+            cache
+                .observe(&scope(), api.as_ref(), "dxcon-1")
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(held.encryption_mode.as_deref(), Some("must_encrypt"));
     }
 
     /// A changed resource is re-read alone, once; others keep being served from the snapshot.

@@ -52,6 +52,9 @@ pub enum Answer {
     Keys(Vec<ObservedKey>),
     /// UpdateConnection, UpdateLag: the resource after the call.
     Resource(ObservedResource),
+    /// TagResource (`Some` value) or UntagResource (`None`) of one key succeeded: AWS answers
+    /// with nothing, but the call sets or removes exactly that tag.
+    Tag { key: String, value: Option<String> },
     /// An answer that carries nothing of the resource (or nothing could be read from it).
     Nothing,
 }
