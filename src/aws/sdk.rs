@@ -23,6 +23,21 @@ use crate::plan::{Association, Target};
 /// maximum).
 const PAGE_SIZE: i32 = 100;
 
+/// One page of a Direct Connect list call (`$builder`, its request) from `$token`: the page
+/// and the next token, for [`every_page`].
+macro_rules! list_page {
+    ($builder:expr, $operation:literal, $token:expr) => {{
+        let page = $builder
+            .max_results(PAGE_SIZE)
+            .set_next_token($token)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk($operation, &e))?;
+        let next = page.next_token().map(str::to_string);
+        Ok((page, next))
+    }};
+}
+
 /// How the SDK clients are built.
 #[derive(Debug, Clone)]
 pub struct SdkOptions {
@@ -260,16 +275,11 @@ impl SdkDirectConnect {
     /// Every interconnect, all pages.
     async fn all_interconnects(&self) -> Result<Vec<ObservedResource>, AwsError> {
         let pages = every_page(|token| async move {
-            let page = self
-                .client
-                .describe_interconnects()
-                .max_results(PAGE_SIZE)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("DescribeInterconnects", &e))?;
-            let next = page.next_token().map(str::to_string);
-            Ok((page, next))
+            list_page!(
+                self.client.describe_interconnects(),
+                "DescribeInterconnects",
+                token
+            )
         })
         .await?;
         let account = self.account.get().map(String::as_str);
@@ -525,29 +535,15 @@ impl DirectConnectApi for SdkDirectConnect {
     fn describe_all(&self) -> BoxFut<'_, Result<Vec<ObservedResource>, AwsError>> {
         Box::pin(async move {
             let connections = every_page(|token| async move {
-                let page = self
-                    .client
-                    .describe_connections()
-                    .max_results(PAGE_SIZE)
-                    .set_next_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("DescribeConnections", &e))?;
-                let next = page.next_token().map(str::to_string);
-                Ok((page, next))
+                list_page!(
+                    self.client.describe_connections(),
+                    "DescribeConnections",
+                    token
+                )
             })
             .await?;
             let lags = every_page(|token| async move {
-                let page = self
-                    .client
-                    .describe_lags()
-                    .max_results(PAGE_SIZE)
-                    .set_next_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("DescribeLags", &e))?;
-                let next = page.next_token().map(str::to_string);
-                Ok((page, next))
+                list_page!(self.client.describe_lags(), "DescribeLags", token)
             })
             .await?;
             let connections = connections.iter().flat_map(|p| p.connections());
