@@ -428,10 +428,14 @@ pub async fn apply(
         if in_flight.is_empty() && (next.is_none() || Instant::now() >= deadline) {
             break;
         }
-        // Wake for the first pass to end, or when the next item is due (never after the
-        // deadline, which only lets the passes in flight end); a terminal's progress line
-        // ticks at least every second meanwhile.
-        let mut wake = next.unwrap_or(deadline).min(deadline);
+        // Wake for the first pass to end, or when the next item is due if a slot is free
+        // for it (after the deadline none starts: the passes in flight only end); a
+        // terminal's progress line ticks at least every second meanwhile.
+        let can_start = in_flight.len() < concurrency && Instant::now() < deadline;
+        let mut wake = match next {
+            Some(due) if can_start => due.min(deadline),
+            _ => Instant::now() + Duration::from_secs(3600),
+        };
         if output == Output::Text && std::io::stderr().is_terminal() {
             wake = wake.min(Instant::now() + Duration::from_secs(1));
         }
