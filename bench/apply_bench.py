@@ -156,30 +156,32 @@ def run_one(n, rate, workdir, latency_ms=0):
         sim.wait()
 
 
-def run_sizes(run_one, default_out, default_sizes="10,100,1000", default_rate=100):
-    """Command line shared by the benchmarks: runs run_one(n, rate, workdir, latency_ms) per
-    size with no latency, then at --latency-size per latency, and writes the results as JSON
-    for bench/report.py."""
+def run_sizes(run_one, default_out, default_sizes="10,100,1000", default_rate=100, latency_axis=False):
+    """Command line shared by the benchmarks: runs run_one(n, rate, workdir) per size and,
+    with `latency_axis`, run_one(--latency-size, rate, workdir, latency_ms) per latency; writes
+    the results as JSON for bench/report.py."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default=default_sizes)
     parser.add_argument("--rate", type=float, default=default_rate)
-    parser.add_argument("--latencies", default="100,250", help="ms per call; empty for none")
-    parser.add_argument("--latency-size", type=int, default=1000)
+    if latency_axis:
+        parser.add_argument("--latencies", default="100,250", help="ms per call; empty for none")
+        parser.add_argument("--latency-size", type=int, default=1000)
     parser.add_argument("--out", default=str(ROOT / "target" / default_out))
     args = parser.parse_args()
-    runs = [(int(x), 0) for x in args.sizes.split(",")]
-    runs += [(args.latency_size, int(x)) for x in args.latencies.split(",") if x.strip()]
+    runs = [(int(x), ()) for x in args.sizes.split(",")]
+    if latency_axis:
+        runs += [(args.latency_size, (int(x),)) for x in args.latencies.split(",") if x.strip()]
     results = []
     with tempfile.TemporaryDirectory() as d:
-        for n, latency_ms in runs:
-            r = run_one(n, args.rate, pathlib.Path(d), latency_ms)
+        for n, latency in runs:
+            r = run_one(n, args.rate, pathlib.Path(d), *latency)
             print(json.dumps(r), flush=True)
             results.append(r)
     pathlib.Path(args.out).write_text(json.dumps(results))
 
 
 def main():
-    run_sizes(run_one, "bench-apply.json")
+    run_sizes(run_one, "bench-apply.json", latency_axis=True)
 
 
 if __name__ == "__main__":

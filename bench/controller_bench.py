@@ -259,7 +259,7 @@ def teardown(ns, op, sim):
 
 
 def main():
-    run_sizes(run_one, "bench-controller.json")
+    run_sizes(run_one, "bench-controller.json", latency_axis=True)
     import pathlib
     import json
     import tempfile

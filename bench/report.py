@@ -370,6 +370,15 @@ HISTORY = [
     "  while a failure lasts, still fold into series. Measured alone after the change (the tables",
     "  above are from before it): controller at N = 1,000 53.9 MiB (was 67.9), 1.15x; 100 scopes",
     "  74.4 MiB (was 88.5), where the per-connector root stores remain.",
+    "- Direct Connect answers in 100 to 300 ms, dx-sim in microseconds: with 100 ms a call `apply`",
+    "  took 13.3x the floor at N = 100 and 27.4x at N = 1,000 (1,096 s, 6,396 Describes), one pass",
+    "  after another. Now `apply` runs 16 passes at once (`--concurrency`), each resource's in",
+    "  order; mutation answers (the resource after UpdateConnection/UpdateLag, the keys after",
+    "  Associate/DisassociateMacSecKey, the tag a tag call set) go into the observation cache",
+    "  instead of a re-read, an answer taken while a Describe ran is applied again to what it read,",
+    "  and the next step follows a step at once. One HTTPS client serves every scope's SDK clients,",
+    "  and a Secrets Manager key's version is looked at once for all the reconciles a burst of",
+    "  DxConnection changes gives it. The tables above are from after these changes.",
     "",
 ]
 
