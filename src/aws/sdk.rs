@@ -380,16 +380,18 @@ fn tags_of(tags: &[dc::types::Tag]) -> std::collections::BTreeMap<String, String
         .collect()
 }
 
-/// A connection as the domain sees it, from anything that reads like DescribeConnections'
-/// `Connection` (UpdateConnection answers with the same fields); `None` without an ID.
-macro_rules! observe_connection_like {
-    ($c:expr) => {{
+/// A port (a connection or an interconnect) as the domain sees it, from anything that reads
+/// like DescribeConnections' `Connection` or DescribeInterconnects' `Interconnect`
+/// (UpdateConnection answers with a connection's fields): `$id` and `$state` name its ID and
+/// state getters, `$account` is the account of its ARN. `None` without an ID.
+macro_rules! observe_port_like {
+    ($c:expr, $id:ident, $state:ident, $kind:expr, $account:expr) => {{
         let c = $c;
         Some(ObservedResource {
-            id: c.connection_id()?.to_string(),
-            kind: ResourceType::Connection,
+            id: c.$id()?.to_string(),
+            kind: $kind,
             state: c
-                .connection_state()
+                .$state()
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_else(|| "unknown".into()),
             mac_sec_capable: c.mac_sec_capable().unwrap_or(false),
@@ -398,7 +400,7 @@ macro_rules! observe_connection_like {
             lag_id: c.lag_id().filter(|l| !l.is_empty()).map(str::to_string),
             keys: c.mac_sec_keys().iter().map(key_of).collect(),
             members: Vec::new(),
-            arn: resource_arn(c.connection_id()?, c.owner_account(), c.region()),
+            arn: resource_arn(c.$id()?, $account, c.region()),
             tags: tags_of(c.tags()),
         })
     }};
@@ -406,7 +408,13 @@ macro_rules! observe_connection_like {
 
 /// A connection as the domain sees it; `None` without an ID.
 pub fn observe_connection(c: &dc::types::Connection) -> Option<ObservedResource> {
-    observe_connection_like!(c)
+    observe_port_like!(
+        c,
+        connection_id,
+        connection_state,
+        ResourceType::Connection,
+        c.owner_account()
+    )
 }
 
 /// The connection or interconnect (`kind`) UpdateConnection answers with.
@@ -414,11 +422,7 @@ fn observe_connection_output(
     c: &dc::operation::update_connection::UpdateConnectionOutput,
     kind: ResourceType,
 ) -> Option<ObservedResource> {
-    let mut r: Option<ObservedResource> = (|| observe_connection_like!(c))();
-    if let Some(r) = &mut r {
-        r.kind = kind;
-    }
-    r
+    observe_port_like!(c, connection_id, connection_state, kind, c.owner_account())
 }
 
 /// An interconnect as the domain sees it; `None` without an ID. Its answer names no
@@ -427,22 +431,13 @@ pub fn observe_interconnect(
     i: &dc::types::Interconnect,
     account: Option<&str>,
 ) -> Option<ObservedResource> {
-    Some(ObservedResource {
-        id: i.interconnect_id()?.to_string(),
-        kind: ResourceType::Interconnect,
-        state: i
-            .interconnect_state()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_else(|| "unknown".into()),
-        mac_sec_capable: i.mac_sec_capable().unwrap_or(false),
-        encryption_mode: i.encryption_mode().map(str::to_string),
-        port_encryption_status: i.port_encryption_status().map(str::to_string),
-        lag_id: i.lag_id().filter(|l| !l.is_empty()).map(str::to_string),
-        keys: i.mac_sec_keys().iter().map(key_of).collect(),
-        members: Vec::new(),
-        arn: resource_arn(i.interconnect_id()?, account, i.region()),
-        tags: tags_of(i.tags()),
-    })
+    observe_port_like!(
+        i,
+        interconnect_id,
+        interconnect_state,
+        ResourceType::Interconnect,
+        account
+    )
 }
 
 /// A LAG with its members as the domain sees it, from anything that reads like DescribeLags'
