@@ -1,10 +1,12 @@
 //! One reconcile pass, shared by the CLI and the controller: observe through the cache,
 //! plan, and execute the plan's one step.
 //!
-//! Idempotent across crashes: it always re-reads before acting (a resource it changed, or one
-//! it waits on, is read again before its next pass), and the planner finds keys by CKN, so a
-//! key associated just before a crash is found and not associated again. When that re-read
-//! has to wait for the cache's Describe budget, the pass is deferred and does nothing.
+//! Idempotent across crashes: a process starts from a fresh read; within one, what a call
+//! changed comes from its answer (or, when the answer does not carry it or the call failed,
+//! from a re-read), a resource it waits on is read again before its next pass, and the
+//! planner finds keys by CKN, so a key associated just before a crash is found and not
+//! associated again. When a re-read has to wait for the cache's Describe budget, the pass
+//! is deferred and does nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
