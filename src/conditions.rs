@@ -6,7 +6,7 @@
 //! derived by the compiler. The `Condition` written into status is `crd::Condition`.
 
 use jiff::Timestamp;
-use strum::{EnumString, IntoStaticStr, VariantArray};
+use strum::{Display, EnumString, IntoStaticStr, VariantArray};
 
 use crate::crd::Condition;
 use crate::engine::Standing;
@@ -31,7 +31,9 @@ impl ConditionType {
 }
 
 /// Why a DxConnection stands as it does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, VariantArray, EnumString)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, VariantArray, EnumString, Display,
+)]
 pub enum Reason {
     Converged,
     Progressing,
@@ -69,15 +71,9 @@ impl Reason {
     }
 }
 
-impl std::fmt::Display for Reason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// Why a MacSecKey stands as it does; also why a DxConnection cannot use a key yet (in the
 /// message of its `KeyNotReady`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, VariantArray)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, VariantArray, Display)]
 pub enum KeyReason {
     /// The material was read and is well formed.
     KeyMaterialValid,
@@ -109,12 +105,6 @@ pub enum KeyReason {
 impl KeyReason {
     pub fn as_str(self) -> &'static str {
         self.into()
-    }
-}
-
-impl std::fmt::Display for KeyReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

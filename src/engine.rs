@@ -165,11 +165,15 @@ impl PassOutcome {
     /// released now or nothing is left to change.
     pub fn deletion_done(&self) -> bool {
         self.error().is_none()
-            && (self
-                .executed()
-                .iter()
-                .any(|a| matches!(a, Action::Release { .. }))
+            && (self.released_owner_tag()
                 || self.plan().is_some_and(|p| p.ready && p.actions.is_empty()))
+    }
+
+    /// Whether this pass removed the owner tag (a deletion's last step).
+    pub fn released_owner_tag(&self) -> bool {
+        self.executed()
+            .iter()
+            .any(|a| matches!(a, Action::Release { .. }))
     }
 
     pub fn standing(&self) -> Standing {

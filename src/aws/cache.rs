@@ -443,9 +443,9 @@ impl ObservationCache {
 
     /// After a mutation of `id` that AWS answered: what the answer carries replaces what is
     /// held (keys by identity; the mode, state, keys and port of a resource, and a LAG's
-    /// members when the answer lists them). What it does not carry (tags, a LAG's members
-    /// it does not list) or an answer that carries nothing marks `id` for a re-read, as does
-    /// a resource not held.
+    /// members when the answer lists them; the tag a tag call set). An answer that does not
+    /// carry all the call changed (a LAG answer without members) or carries nothing marks
+    /// `id` for a re-read, as does a resource not held.
     pub fn take_answer(&self, scope: &Scope, id: &str, answer: Answer) {
         let scoped = self.entry(scope);
         let mut e = scoped.data();

@@ -155,20 +155,21 @@ async fn run_pass(engine: &Engine, item: &mut Item, mode: Mode, interval: Durati
 
 impl Item {
     /// Takes in what a pass of this item saw and did at `now`, and when the next is due
-    /// (`interval` stands for "soon").
-    fn record(&mut self, result: PassOutcome, now: jiff::Timestamp, interval: Duration) {
+    /// (`interval` stands for "soon"). False for a deferred pass, which did nothing.
+    fn record(&mut self, result: PassOutcome, now: jiff::Timestamp, interval: Duration) -> bool {
         let wait = match result.next_look() {
             Requeue::Soon | Requeue::Resync => interval,
             Requeue::After(d) => d,
         };
         self.due = Instant::now() + crate::engine::jitter(wait);
         if matches!(result, PassOutcome::Deferred(_)) {
-            return;
+            return false;
         }
         let status = dxconnection_status(self.status.as_ref(), &result, None, now);
         self.prior = PriorState::from_status(&status, false);
         self.status = Some(status);
         self.last = Some(result);
+        true
     }
 }
 
@@ -446,8 +447,10 @@ pub async fn apply(
         if let Some((i, result, at)) = ended {
             let item = &mut items[i];
             item.running = false;
-            item.record(result, at, interval);
-            report_pass(item, &mut progress, output);
+            // A deferred pass did nothing: the last one's calls are not told again.
+            if item.record(result, at, interval) {
+                report_pass(item, &mut progress, output);
+            }
         }
         if let Some(text) = progress.update(&tally(&items, Instant::now()), Instant::now()) {
             progress::show(&text);

@@ -251,10 +251,6 @@ async fn retained(ctx: &Context, dxc: &DxConnection, result: &PassOutcome) {
     let ns = crate::crd::namespace_of(dxc);
     ctx.metrics.forget(ns, &dxc.name_any());
     let kept = "deletionPolicy Retain: keys and mode are left as they are";
-    let released = result
-        .executed()
-        .iter()
-        .any(|a| matches!(a, crate::plan::Action::Release { .. }));
     let (type_, note) = match result.error() {
         Some(e) => (
             EventType::Warning,
@@ -263,7 +259,7 @@ async fn retained(ctx: &Context, dxc: &DxConnection, result: &PassOutcome) {
                 dxc.spec.connection_id
             ),
         ),
-        None if released => (
+        None if result.released_owner_tag() => (
             EventType::Normal,
             format!("{kept}; the {OWNER_TAG} tag is removed"),
         ),
