@@ -101,6 +101,80 @@ impl Access {
         self.default_namespaces.allows(namespace)
     }
 
+    /// The DxAccess `name` (named in `field`) when it grants `namespace` and `region`; one
+    /// message for "absent" and "not granted": a namespace user learns nothing about
+    /// DxAccesses that are not theirs.
+    fn granted(
+        &self,
+        name: &str,
+        namespace: &str,
+        region: &str,
+        field: &str,
+    ) -> Result<&DxAccessSpec, Refusal> {
+        let grant = self
+            .grants
+            .get(name)
+            .filter(|g| Namespaces::allow(&g.namespaces, namespace))
+            .ok_or_else(|| {
+                Refusal::forbidden(format!(
+                    "DxAccess {name} ({field}) does not exist or does not grant namespace {namespace}: ask a cluster admin to add the namespace to its spec.namespaces, or fix the name"
+                ))
+            })?;
+        if let Some(regions) = &grant.regions
+            && !regions.iter().any(|r| r == region)
+        {
+            return Err(Refusal::forbidden(format!(
+                "DxAccess {name} does not allow region {region} (its spec.regions: {}): fix the region or ask a cluster admin",
+                regions.join(", ")
+            )));
+        }
+        Ok(grant)
+    }
+
+    /// Where a MacSecKey of `namespace` makes its Secrets Manager secret (`spec.generate`):
+    /// the role of `generate.accessRef` (which must grant the namespace and the region), or
+    /// the operator's own credentials where the namespace may use them; the region of
+    /// `generate.region`, else the DxAccess's only region, else the operator's default.
+    pub fn generation_scope(
+        &self,
+        namespace: &str,
+        generate: &crate::crd::GenerateKey,
+    ) -> Result<Scope, Refusal> {
+        let grant = generate
+            .access_ref
+            .as_ref()
+            .and_then(|r| self.grants.get(&r.name));
+        let only_region = grant
+            .and_then(|g| g.regions.as_ref())
+            .filter(|r| r.len() == 1)
+            .map(|r| r[0].clone());
+        let region = generate
+            .region
+            .clone()
+            .or(only_region)
+            .or_else(|| self.default_region.clone())
+            .ok_or_else(|| Refusal {
+                reason: Reason::InvalidSpec,
+                message: "spec.generate.region is not set and the operator has no default region; set spec.generate.region".into(),
+            })?;
+        match &generate.access_ref {
+            Some(r) => {
+                let grant = self.granted(&r.name, namespace, &region, "spec.generate.accessRef.name")?;
+                Ok(Scope {
+                    region,
+                    role_arn: grant.role_arn.clone(),
+                })
+            }
+            None if self.default_namespaces.allows(namespace) => Ok(Scope {
+                region,
+                role_arn: None,
+            }),
+            None => Err(Refusal::forbidden(format!(
+                "namespace {namespace} may not use the operator's own AWS credentials: name a DxAccess that grants it in spec.generate.accessRef.name"
+            ))),
+        }
+    }
+
     /// The region and role `dxc` acts in, or why it may not act.
     pub fn scope_of(&self, dxc: &DxConnection) -> Result<Scope, Refusal> {
         let spec = &dxc.spec;
@@ -134,25 +208,7 @@ impl Access {
             });
         };
         let name = &reference.name;
-        // One message for "absent" and "not granted": a namespace user learns nothing about
-        // DxAccesses that are not theirs.
-        let grant = self
-            .grants
-            .get(name)
-            .filter(|g| Namespaces::allow(&g.namespaces, namespace))
-            .ok_or_else(|| {
-                Refusal::forbidden(format!(
-                    "DxAccess {name} (spec.accessRef.name) does not exist or does not grant namespace {namespace}: ask a cluster admin to add the namespace to its spec.namespaces, or fix the name"
-                ))
-            })?;
-        if let Some(regions) = &grant.regions
-            && !regions.contains(&region)
-        {
-            return Err(Refusal::forbidden(format!(
-                "DxAccess {name} does not allow region {region} (its spec.regions: {}): fix spec.region or ask a cluster admin",
-                regions.join(", ")
-            )));
-        }
+        let grant = self.granted(name, namespace, &region, "spec.accessRef.name")?;
         if let Some(ids) = &grant.connection_ids
             && !ids.contains(&spec.connection_id)
         {

@@ -22,6 +22,9 @@ pub enum ConditionType {
     Reconciling,
     /// kstatus: only a person can move the object on.
     Stalled,
+    /// A DxConnection's scheduled rotation (`spec.rotation.schedule`): True while it keeps
+    /// to the schedule, False when it waits on the router or a person.
+    KeyRotation,
 }
 
 impl ConditionType {
@@ -92,6 +95,10 @@ pub enum KeyReason {
     InvalidKeyMaterial,
     /// The CAK changed under a CKN the key already had.
     KeyMaterialChanged,
+    /// `spec.generate`: the material is being made.
+    KeyNotGenerated,
+    /// `spec.generate`: the material cannot be made (the message says why and what to do).
+    KeyGenerationFailed,
     /// Secrets Manager failed for a moment; retried.
     AwsError,
     /// No AWS credentials were found, or AWS rejected them.
@@ -109,17 +116,51 @@ impl KeyReason {
 }
 
 /// A reason of either kind: what a [`ConditionValue`] can be made from.
+/// Reasons of a DxConnection's `KeyRotation` condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, VariantArray, EnumString, Display)]
+pub enum RotationReason {
+    /// Nothing to do before the next key is staged.
+    OnSchedule,
+    /// The next key's material is being made.
+    GeneratingKey,
+    /// The next key could not be made (its MacSecKey says why).
+    KeyGenerationFailed,
+    /// The next key is staged for the router before the rotation is due.
+    KeyStaged,
+    /// The rotation is due and the router has not confirmed the new key: nothing is
+    /// associated, the link stays on the current key.
+    WaitingForRouter,
+    /// The router confirmed: the new key is being associated.
+    Associating,
+    /// The old key is being removed and its material kept until its retention ends.
+    Retiring,
+    /// The guard put the old key back: the router does not use the new one.
+    RotationRolledBack,
+    /// `spec.rotation.schedule` cannot be read.
+    InvalidSchedule,
+    /// `managementPolicy: ObserveOnly`: the schedule makes no key.
+    ObserveOnly,
+}
+
+impl RotationReason {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 pub trait ConditionReason:
     Copy + Eq + std::fmt::Debug + Into<&'static str> + private::Sealed
 {
 }
 impl ConditionReason for Reason {}
 impl ConditionReason for KeyReason {}
+impl ConditionReason for RotationReason {}
 
 mod private {
     pub trait Sealed {}
     impl Sealed for super::Reason {}
     impl Sealed for super::KeyReason {}
+    impl Sealed for super::RotationReason {}
 }
 
 /// The value of one status condition: True or False, a reason of the vocabulary above (a
@@ -219,6 +260,9 @@ mod tests {
             assert_eq!(r.as_str(), format!("{r:?}"));
         }
         for r in KeyReason::VARIANTS {
+            assert_eq!(r.as_str(), format!("{r:?}"));
+        }
+        for r in RotationReason::VARIANTS {
             assert_eq!(r.as_str(), format!("{r:?}"));
         }
         for t in ConditionType::VARIANTS {

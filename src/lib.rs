@@ -7,7 +7,8 @@
 //! The pipeline of one DxConnection, each arrow a call down:
 //! `controller` (or `cli`) → `desired` (spec + MacSecKeys + `material` → `plan::Desired`) →
 //! `engine` (`aws` cache read → `plan::plan` → one step of AWS calls → `PassOutcome`) →
-//! `status` (conditions, keys, members) → Kubernetes or the terminal.
+//! `status` (conditions, keys, members) → Kubernetes or the terminal. A scheduled rotation
+//! (`rotation`, pure as `plan`) picks the keys `desired` reads before the pass.
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -24,5 +25,6 @@ pub(crate) mod material;
 pub(crate) mod metrics;
 pub mod observed;
 pub mod plan;
+pub mod rotation;
 pub(crate) mod status;
 pub mod telemetry;

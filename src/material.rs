@@ -189,6 +189,7 @@ pub fn check_one_source(spec: &MacSecKeySpec) -> Result<(), String> {
         spec.secret_ref.is_some(),
         spec.secrets_manager.is_some(),
         spec.direct_connect_secret_arn.is_some(),
+        spec.generate.is_some(),
     ]
     .iter()
     .filter(|b| **b)
@@ -197,7 +198,7 @@ pub fn check_one_source(spec: &MacSecKeySpec) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "spec sets {count} key sources; set exactly one of secretRef, secretsManager or directConnectSecretArn"
+            "spec sets {count} key sources; set exactly one of secretRef, secretsManager, directConnectSecretArn or generate"
         ))
     }
 }
@@ -231,6 +232,8 @@ pub async fn resolve(
         from_secret(r, namespace, secrets).await?
     } else if let Some(sm) = &spec.secrets_manager {
         from_secrets_manager(sm, aws, scope).await?
+    } else if spec.generate.is_some() {
+        from_generated(key, secrets, aws).await?
     } else {
         // The one source left: a Direct Connect-managed secret, used by its ARN.
         let arn = spec.direct_connect_secret_arn.clone().unwrap_or_default();
@@ -243,6 +246,43 @@ pub async fn resolve(
     // The managed secret ARN, when there is one, comes from the engine's cache of the
     // connection's own region and account, not from here.
     Ok(KeyMaterial::pair(ckn, cak, None))
+}
+
+/// The pair the operator made for a MacSecKey with `spec.generate`, where its status says it
+/// was written: a Secret of the key's namespace, or a Secrets Manager secret read in the
+/// region and with the role it was made with.
+async fn from_generated(
+    key: &MacSecKey,
+    secrets: &dyn SecretReader,
+    aws: &dyn SecretsProvider,
+) -> Result<(Ckn, Cak, String), KeyProblem> {
+    let made = key.status.as_ref().and_then(|s| s.generated.as_ref());
+    if let Some(secret) = made.and_then(|m| m.secret.as_ref()) {
+        let source = SecretKeySource {
+            name: secret.name.clone(),
+            ckn_key: secret.ckn_key.clone(),
+            cak_key: secret.cak_key.clone(),
+        };
+        return from_secret(&source, crate::crd::namespace_of(key), secrets).await;
+    }
+    if let Some(sm) = made.and_then(|m| m.secrets_manager.as_ref()) {
+        let source = SecretsManagerSource {
+            secret_id: sm.secret_arn.clone(),
+            region: Some(sm.region.clone()),
+            ckn_field: sm.ckn_field.clone(),
+            cak_field: sm.cak_field.clone(),
+        };
+        let scope = Scope {
+            region: sm.region.clone(),
+            role_arn: sm.role_arn.clone(),
+        };
+        return from_secrets_manager(&source, aws, &scope).await;
+    }
+    Err(KeyProblem {
+        reason: KeyReason::KeyNotGenerated,
+        message: "the operator has not made this key's material yet (spec.generate)".into(),
+        transient: true,
+    })
 }
 
 /// Parses a CKN and a CAK read from `source`'s fields; a CAK equal to its CKN is refused,

@@ -17,7 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::crd::KeyStatus;
+use crate::crd::{KeyStatus, RotationStage};
+use strum::VariantArray;
 use crate::observed::{KeyState, ObservedResource, parse_start_on};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,6 +68,57 @@ pub struct KeyLabels {
     pub namespace: String,
     pub name: String,
     pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub namespace: String,
+    pub name: String,
+    pub stage: String,
+}
+
+/// The series of scheduled rotations (`spec.rotation.schedule`).
+struct RotationMetrics {
+    next: Family<NameLabels, Gauge>,
+    stage: Family<StageLabels, Gauge>,
+}
+
+impl RotationMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let next = Family::<NameLabels, Gauge>::default();
+        let stage = Family::<StageLabels, Gauge>::default();
+        registry.register(
+            "rotation_next_timestamp_seconds",
+            "When the next scheduled key rotation of a DxConnection is due (Unix seconds)",
+            next.clone(),
+        );
+        registry.register(
+            "rotation_stage",
+            "1 for the stage a DxConnection's scheduled rotation is in, 0 for the others",
+            stage.clone(),
+        );
+        RotationMetrics { next, stage }
+    }
+
+    fn stage_labels(namespace: &str, name: &str) -> impl Iterator<Item = (RotationStage, StageLabels)> {
+        RotationStage::VARIANTS.iter().map(move |s| {
+            let stage: &'static str = s.into();
+            (
+                *s,
+                StageLabels {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    stage: stage.into(),
+                },
+            )
+        })
+    }
 }
 
 /// The process metrics every Prometheus client exports (CPU, memory, file descriptors,
@@ -197,6 +249,7 @@ pub struct Metrics {
     keys: Family<KeyLabels, Gauge>,
     ready: Family<ReadyLabels, Gauge>,
     key_start: Family<KeyAgeLabels, Gauge>,
+    rotation: RotationMetrics,
     leader: Gauge,
     /// Every AWS call, and the throttled ones, for [`Metrics::summary`].
     calls_total: AtomicU64,
@@ -229,6 +282,7 @@ impl Metrics {
         let ready = Family::<ReadyLabels, Gauge>::default();
         let key_start = Family::<KeyAgeLabels, Gauge>::default();
         let leader = Gauge::default();
+        let rotation = RotationMetrics::register(registry);
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -301,6 +355,7 @@ impl Metrics {
             keys,
             ready,
             key_start,
+            rotation,
             leader,
             calls_total: AtomicU64::new(0),
             throttled_total: AtomicU64::new(0),
@@ -482,8 +537,42 @@ impl Metrics {
         published.insert(key, now);
     }
 
+    /// The scheduled rotation of one DxConnection: when the next is due and the stage it is
+    /// in; `None` removes its series (no schedule).
+    pub fn rotation(&self, namespace: &str, name: &str, now: Option<(Option<jiff::Timestamp>, RotationStage)>) {
+        let labels = NameLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        match now {
+            Some((next, current)) => {
+                match next {
+                    Some(t) => {
+                        self.rotation.next.get_or_create(&labels).set(t.as_second());
+                    }
+                    None => {
+                        self.rotation.next.remove(&labels);
+                    }
+                }
+                for (stage, l) in RotationMetrics::stage_labels(namespace, name) {
+                    self.rotation
+                        .stage
+                        .get_or_create(&l)
+                        .set(i64::from(stage == current));
+                }
+            }
+            None => {
+                self.rotation.next.remove(&labels);
+                for (_, l) in RotationMetrics::stage_labels(namespace, name) {
+                    self.rotation.stage.remove(&l);
+                }
+            }
+        }
+    }
+
     /// Removes every series of a deleted DxConnection.
     pub fn forget(&self, namespace: &str, name: &str) {
+        self.rotation(namespace, name, None);
         self.observed(namespace, name, None, None, &[]);
         self.published
             .lock()

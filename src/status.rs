@@ -211,6 +211,7 @@ mod tests {
                 secret_ref: None,
                 secrets_manager: None,
                 direct_connect_secret_arn: Some("arn:aws:secretsmanager:x".into()),
+                generate: None,
             },
         );
         k.metadata.namespace = Some("net".into());

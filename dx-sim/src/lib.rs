@@ -311,6 +311,7 @@ fn operate(
             ("OvertureService", "DescribeTags") => acc.describe_tags(req),
             ("secretsmanager", "CreateSecret") => secrets::create_secret(acc, req),
             ("secretsmanager", "PutSecretValue") => secrets::put_secret_value(acc, req),
+            ("secretsmanager", "DeleteSecret") => secrets::delete_secret(acc, req),
             ("secretsmanager", "GetSecretValue") => secrets::get_secret_value(acc, req),
             ("secretsmanager", "DescribeSecret") => secrets::describe_secret(acc, req),
             _ => Err(AwsError {

@@ -142,6 +142,9 @@ pub struct Secret {
     pub created: jiff::Timestamp,
     /// Values put since creation (PutSecretValue): each is a new AWSCURRENT version.
     pub puts: u64,
+    /// The ClientRequestToken of the last PutSecretValue: the same token again makes no new
+    /// version.
+    pub last_token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -435,6 +438,7 @@ impl Account {
                 owning_service: Some("directconnect".into()),
                 created: jiff::Timestamp::now(),
                 puts: 0,
+                last_token: None,
             },
         );
         arn

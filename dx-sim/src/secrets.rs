@@ -1,4 +1,4 @@
-//! The Secrets Manager calls the operator uses: CreateSecret and PutSecretValue
+//! The Secrets Manager calls the operator uses: CreateSecret, PutSecretValue and DeleteSecret
 //! (customer-owned key secrets), GetSecretValue and DescribeSecret (customer-owned and Direct
 //! Connect-managed secrets).
 
@@ -74,6 +74,7 @@ pub fn create_secret(acc: &mut Account, req: &Value) -> OpResult {
         owning_service: None,
         created: jiff::Timestamp::now(),
         puts: 0,
+        last_token: None,
     };
     let version = version_id(&secret);
     acc.secrets.insert(arn.clone(), secret);
@@ -95,11 +96,42 @@ pub fn put_secret_value(acc: &mut Account, req: &Value) -> OpResult {
             message: format!("{} is managed by another service", s.name),
         });
     }
-    s.secret_string = secret_string;
-    s.puts += 1;
+    let token = req
+        .get("ClientRequestToken")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if token.is_some() && token == s.last_token {
+        if s.secret_string != secret_string {
+            return Err(AwsError {
+                code: "ResourceExistsException",
+                message: "A version with this ClientRequestToken already exists with another value."
+                    .into(),
+            });
+        }
+    } else {
+        s.secret_string = secret_string;
+        s.puts += 1;
+        s.last_token = token;
+    }
     Ok(
         json!({"ARN": s.arn, "Name": s.name, "VersionId": version_id(s), "VersionStages": ["AWSCURRENT"]}),
     )
+}
+
+/// DeleteSecret: the secret is gone at once (AWS keeps it unreadable for the recovery
+/// window; neither can be read).
+pub fn delete_secret(acc: &mut Account, req: &Value) -> OpResult {
+    let id = find(acc, req)?.arn.clone();
+    let s = acc.secrets.remove(&id).ok_or_else(not_found)?;
+    if s.owning_service.is_some() {
+        let (arn, name) = (s.arn.clone(), s.name.clone());
+        acc.secrets.insert(id, s);
+        return Err(AwsError {
+            code: "AccessDeniedException",
+            message: format!("{name} ({arn}) is managed by another service"),
+        });
+    }
+    Ok(json!({"ARN": s.arn, "Name": s.name, "DeletionDate": jiff::Timestamp::now().as_second()}))
 }
 
 pub fn get_secret_value(acc: &Account, req: &Value) -> OpResult {

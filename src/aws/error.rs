@@ -251,7 +251,8 @@ impl AwsError {
 /// The IAM action of an operation (`directconnect:DescribeConnections`).
 fn iam_action(operation: &str) -> String {
     let service = match operation {
-        "GetSecretValue" | "DescribeSecret" => "secretsmanager",
+        "GetSecretValue" | "DescribeSecret" | "CreateSecret" | "PutSecretValue"
+        | "DeleteSecret" => "secretsmanager",
         "AssumeRole" => "sts",
         _ => "directconnect",
     };

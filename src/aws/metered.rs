@@ -28,6 +28,9 @@ pub const METERED_OPERATIONS: &[&str] = &[
     "UntagResource",
     "GetSecretValue",
     "DescribeSecret",
+    "CreateSecret",
+    "PutSecretValue",
+    "DeleteSecret",
 ];
 
 impl MeteredProvider {
@@ -184,6 +187,40 @@ impl Metered<dyn DirectConnectApi> {
 }
 
 impl SecretsApi for Metered<dyn SecretsApi> {
+    fn create_secret<'a>(
+        &'a self,
+        name: &'a str,
+        description: &'a str,
+    ) -> BoxFut<'a, Result<Result<String, String>, AwsError>> {
+        Box::pin(async move {
+            let r = self.inner.create_secret(name, description).await;
+            record(&self.metrics, "CreateSecret", &r);
+            r
+        })
+    }
+
+    fn put_key<'a>(
+        &'a self,
+        secret_id: &'a str,
+        ckn: &'a crate::keys::Ckn,
+        cak: &'a crate::keys::Cak,
+        token: &'a str,
+    ) -> BoxFut<'a, Result<(), AwsError>> {
+        Box::pin(async move {
+            let r = self.inner.put_key(secret_id, ckn, cak, token).await;
+            record(&self.metrics, "PutSecretValue", &r);
+            r
+        })
+    }
+
+    fn delete_secret<'a>(&'a self, secret_id: &'a str) -> BoxFut<'a, Result<(), AwsError>> {
+        Box::pin(async move {
+            let r = self.inner.delete_secret(secret_id).await;
+            record(&self.metrics, "DeleteSecret", &r);
+            r
+        })
+    }
+
     fn secret_string<'a>(&'a self, secret_id: &'a str) -> BoxFut<'a, Result<String, AwsError>> {
         Box::pin(async move {
             let r = self.inner.secret_string(secret_id).await;

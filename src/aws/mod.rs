@@ -101,8 +101,29 @@ pub trait DirectConnectApi: Send + Sync {
     -> BoxFut<'a, Result<(), AwsError>>;
 }
 
-/// Secrets Manager in one scope: reading customer-owned key secrets.
+/// Secrets Manager in one scope: reading customer-owned key secrets, and writing and
+/// deleting the ones the operator makes (`generate`).
 pub trait SecretsApi: Send + Sync {
+    /// CreateSecret without a value: the ARN of the new secret, or of the secret of that
+    /// name that exists already (`Ok(Err(arn))`), found with DescribeSecret.
+    fn create_secret<'a>(
+        &'a self,
+        name: &'a str,
+        description: &'a str,
+    ) -> BoxFut<'a, Result<Result<String, String>, AwsError>>;
+    /// PutSecretValue of a key as `{"ckn": …, "cak": …}`, with an idempotency token: the
+    /// same token again with the same value makes no new version.
+    fn put_key<'a>(
+        &'a self,
+        secret_id: &'a str,
+        ckn: &'a crate::keys::Ckn,
+        cak: &'a crate::keys::Cak,
+        token: &'a str,
+    ) -> BoxFut<'a, Result<(), AwsError>>;
+    /// DeleteSecret with the shortest recovery window (7 days): the value can no longer be
+    /// read, and the owner can still restore it in that window. A secret already gone is
+    /// no error.
+    fn delete_secret<'a>(&'a self, secret_id: &'a str) -> BoxFut<'a, Result<(), AwsError>>;
     /// The SecretString of a secret, by name or ARN.
     fn secret_string<'a>(&'a self, secret_id: &'a str) -> BoxFut<'a, Result<String, AwsError>>;
     /// The ID of the version labelled `AWSCURRENT` (DescribeSecret: the value is not read).

@@ -730,6 +730,86 @@ impl SdkDirectConnect {
 pub struct SdkSecrets(sm::Client);
 
 impl SecretsApi for SdkSecrets {
+    fn create_secret<'a>(
+        &'a self,
+        name: &'a str,
+        description: &'a str,
+    ) -> BoxFut<'a, Result<Result<String, String>, AwsError>> {
+        Box::pin(async move {
+            let created = self
+                .0
+                .create_secret()
+                .name(name)
+                .description(description)
+                .send()
+                .await;
+            match created {
+                Ok(out) => Ok(Ok(out.arn().unwrap_or(name).to_string())),
+                Err(e) => {
+                    let e = AwsError::from_sdk("CreateSecret", &e);
+                    if e.code.as_deref() != Some("ResourceExistsException") {
+                        return Err(e);
+                    }
+                    let out = self
+                        .0
+                        .describe_secret()
+                        .secret_id(name)
+                        .send()
+                        .await
+                        .map_err(|e| AwsError::from_sdk("DescribeSecret", &e))?;
+                    Ok(Err(out.arn().unwrap_or(name).to_string()))
+                }
+            }
+        })
+    }
+
+    fn put_key<'a>(
+        &'a self,
+        secret_id: &'a str,
+        ckn: &'a crate::keys::Ckn,
+        cak: &'a crate::keys::Cak,
+        token: &'a str,
+    ) -> BoxFut<'a, Result<(), AwsError>> {
+        Box::pin(async move {
+            let value = serde_json::json!({"ckn": ckn.as_str(), "cak": cak.expose()}).to_string();
+            let value = secrecy::SecretString::from(value);
+            use secrecy::ExposeSecret;
+            self.0
+                .put_secret_value()
+                .secret_id(secret_id)
+                .client_request_token(token)
+                .secret_string(value.expose_secret())
+                .send()
+                .await
+                .map(|_| ())
+                // An error that echoes the value is scrubbed of the CAK.
+                .map_err(|e| AwsError::from_sdk("PutSecretValue", &e).scrubbed(cak.expose()))
+        })
+    }
+
+    fn delete_secret<'a>(&'a self, secret_id: &'a str) -> BoxFut<'a, Result<(), AwsError>> {
+        Box::pin(async move {
+            match self
+                .0
+                .delete_secret()
+                .secret_id(secret_id)
+                .recovery_window_in_days(7)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let e = AwsError::from_sdk("DeleteSecret", &e);
+                    if e.code.as_deref() == Some("ResourceNotFoundException") {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                }
+            }
+        })
+    }
+
     fn secret_string<'a>(&'a self, secret_id: &'a str) -> BoxFut<'a, Result<String, AwsError>> {
         Box::pin(async move {
             let out = self

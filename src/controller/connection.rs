@@ -7,6 +7,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
+use super::schedule;
 use super::relations::{blocked_status, conflict_owner, prior_of, status_changed};
 use super::shell::{Reconciled, write_status};
 use super::{Context, Error, KubeSecrets, reference};
@@ -81,7 +82,24 @@ async fn pass(
     ns: &str,
     scope: &crate::aws::Scope,
     access: &crate::access::Access,
+    scheduled: Option<&schedule::Scheduled>,
 ) -> PassOutcome {
+    // With a schedule, the keys in use are the schedule's, not spec.keys.
+    let with_schedule;
+    let dxc = match scheduled {
+        Some(s) => {
+            let mut d = dxc.clone();
+            d.spec.keys = Some(
+                s.wanted()
+                    .iter()
+                    .map(|name| crate::crd::KeyReference { name: name.clone() })
+                    .collect(),
+            );
+            with_schedule = d;
+            &with_schedule
+        }
+        None => dxc,
+    };
     let secrets = KubeSecrets(ctx.client.clone());
     let mut desired = desired::desired(
         dxc,
@@ -156,17 +174,27 @@ impl Reconciled for DxConnection {
                 return Ok(ctx.requeue(Requeue::Resync));
             }
         };
+        let mut scheduled = schedule::decide(dxc, ctx);
         let result = match ctx.engine.refused(&scope, &dxc.spec.connection_id).await {
             Some(refusal) => PassOutcome::Unread(refusal),
-            None => pass(dxc, ctx, ns, &scope, &access).await,
+            None => pass(dxc, ctx, ns, &scope, &access, scheduled.as_ref()).await,
         };
         if let PassOutcome::Deferred(wait) = result {
             // Nothing was read, decided or done: the status stays as it is.
             return Ok(ctx.requeue(Requeue::After(wait)));
         }
+        if let Some(schedule::Scheduled::Step(step)) = &mut scheduled {
+            schedule::carry_out(dxc, ctx, step).await;
+        }
         let now = Timestamp::now();
-        let status =
+        let mut status =
             dxconnection_status(dxc.status.as_ref(), &result, dxc.metadata.generation, now);
+        schedule::record(
+            &mut status,
+            scheduled.as_ref(),
+            dxc.metadata.generation,
+            now,
+        );
         if status_changed(dxc.status.as_ref(), &status) {
             write_status(ctx, dxc, &status).await?;
         }
@@ -179,7 +207,15 @@ impl Reconciled for DxConnection {
             &status.keys,
         );
         publish_events(ctx, dxc, &result, previous_reason).await;
-        Ok(ctx.requeue(result.next_look()))
+        match &scheduled {
+            Some(s) => schedule::publish(ctx, dxc, s).await,
+            None => ctx.metrics.rotation(ns, &dxc.name_any(), None),
+        }
+        Ok(ctx.requeue(schedule::sooner(
+            ctx,
+            result.next_look(),
+            scheduled.as_ref(),
+        )))
     }
 
     async fn cleanup(dxc: &Self, ctx: &Context) -> Result<Action, Error> {

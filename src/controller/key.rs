@@ -85,7 +85,25 @@ impl Reconciled for MacSecKey {
             Some((by, until)) => format!(
                 "deletion waits until {until}: DxConnection {by} removed this key in a rotation and associates it again if the port goes Encryption Down before then (spec.rotation.guardSeconds)"
             ),
-            None => return Ok(Action::await_change()),
+            None => {
+                // No connection can need the key again: material the operator made goes.
+                return match super::generate::destroy(key, ctx).await {
+                    Ok(deleted) => {
+                        if let Some(what) = deleted {
+                            ctx.publish(
+                                &super::reference(key),
+                                kube::runtime::events::EventType::Normal,
+                                "MaterialDeleted",
+                                "Delete",
+                                format!("deleted {what}, which the operator made for this key"),
+                            )
+                            .await;
+                        }
+                        Ok(Action::await_change())
+                    }
+                    Err(e) => Err(Error::CleanupPending(e)),
+                };
+            }
         };
         let mut status = key.status.clone().unwrap_or_default();
         status.used_by = users.clone();
@@ -130,6 +148,29 @@ async fn check_material(
     all: &[Arc<DeserializeGuard<DxConnection>>],
     status: &mut MacSecKeyStatus,
 ) -> Checked {
+    // A key the operator makes: its material is made once, then read like any other.
+    let made;
+    let key = match &key.spec.generate {
+        Some(generate) if status.generated.is_none() => {
+            match super::generate::make(key, generate, ctx).await {
+                Ok(location) => {
+                    status.generated = Some(location.clone());
+                    let mut with = key.clone();
+                    with.status.get_or_insert_with(Default::default).generated = Some(location);
+                    made = with;
+                    &made
+                }
+                Err(problem) => {
+                    return Checked {
+                        condition: ConditionValue::new(false, problem.reason, problem.message.clone()),
+                        requeue: Requeue::Soon,
+                        transient_failure: problem.transient.then_some(problem),
+                    };
+                }
+            }
+        }
+        _ => key,
+    };
     let Some(scope) = secrets_scope(key, users, all, &ctx.access()).or_else(|| {
         // Only Secrets Manager sources are read in a region.
         key.spec.secrets_manager.is_none().then(|| Scope {
@@ -222,9 +263,24 @@ async fn source_version(key: &MacSecKey, ctx: &Context, scope: &Scope) -> Option
     if let Some(r) = &key.spec.secret_ref {
         return ctx.secret_version(namespace, &r.name);
     }
-    let sm = key.spec.secrets_manager.as_ref()?;
-    let sm_scope = crate::material::secrets_manager_scope(sm, scope);
-    let source = (sm_scope, sm.secret_id.clone());
+    let made = key.status.as_ref().and_then(|s| s.generated.as_ref());
+    if let Some(secret) = made.and_then(|m| m.secret.as_ref()) {
+        return ctx.secret_version(namespace, &secret.name);
+    }
+    let source = match (&key.spec.secrets_manager, made.and_then(|m| m.secrets_manager.as_ref())) {
+        (Some(sm), _) => (
+            crate::material::secrets_manager_scope(sm, scope),
+            sm.secret_id.clone(),
+        ),
+        (None, Some(sm)) => (
+            Scope {
+                region: sm.region.clone(),
+                role_arn: sm.role_arn.clone(),
+            },
+            sm.secret_arn.clone(),
+        ),
+        (None, None) => return None,
+    };
     // Within half a resync of the last look, and with the spec as it was read, the version
     // looked at then stands: the reconciles a key gets while its DxConnections change (each
     // changes its usedBy) share one DescribeSecret. The periodic resync looks again.
@@ -235,7 +291,7 @@ async fn source_version(key: &MacSecKey, ctx: &Context, scope: &Scope) -> Option
         return Some(version);
     }
     let api = ctx.engine.secrets().secrets(&source.0).await.ok()?;
-    let version = api.current_version(&sm.secret_id).await.ok().flatten()?;
+    let version = api.current_version(&source.1).await.ok().flatten()?;
     ctx.source_versions.remember(source, &version);
     Some(version)
 }

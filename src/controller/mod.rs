@@ -8,6 +8,8 @@
 //! material; with `--watch-secrets`, a metadata-only watch also tells when one changed.
 
 pub mod connection;
+mod generate;
+mod schedule;
 pub mod key;
 pub mod leader;
 pub(crate) mod relations;
@@ -512,14 +514,11 @@ impl KeyChanges {
 /// their usedBy.
 fn keys_of(guard: &DeserializeGuard<DxConnection>) -> Vec<ObjectRef<DeserializeGuard<MacSecKey>>> {
     let ns = guard.namespace().unwrap_or_default();
-    guard
-        .0
-        .as_ref()
-        .ok()
-        .and_then(|d| d.spec.keys.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|k| ObjectRef::new(&k.name).within(&ns))
+    let Ok(dxc) = guard.0.as_ref() else {
+        return Vec::new();
+    };
+    relations::key_names(dxc)
+        .map(|k| ObjectRef::new(k).within(&ns))
         .collect()
 }
 

@@ -18,9 +18,28 @@ use crate::engine::Standing;
 use crate::keys::Ckn;
 use crate::plan::{KeyMaterial, PriorState, Reason};
 
-/// Whether `dxc` lists the MacSecKey `name` in `spec.keys`.
+/// Whether `dxc` lists the MacSecKey `name` in `spec.keys`, or its scheduled rotation lists
+/// it for the router (`status.router.keys`).
 pub(crate) fn references(dxc: &DxConnection, name: &str) -> bool {
-    dxc.spec.keys.iter().flatten().any(|k| k.name == name)
+    key_names(dxc).any(|k| k == name)
+}
+
+/// The MacSecKeys `dxc` names: `spec.keys` and, with a schedule, `status.router.keys`.
+pub(crate) fn key_names(dxc: &DxConnection) -> impl Iterator<Item = &str> {
+    let scheduled = dxc.spec.rotation.schedule.is_some();
+    dxc.spec
+        .keys
+        .iter()
+        .flatten()
+        .map(|k| k.name.as_str())
+        .chain(
+            dxc.status
+                .iter()
+                .filter(move |_| scheduled)
+                .flat_map(|s| s.router.iter())
+                .flat_map(|r| r.keys.iter())
+                .map(|k| k.mac_sec_key.as_str()),
+        )
 }
 
 /// The DxConnection that owns `dxc`'s AWS resource when it is not `dxc` itself

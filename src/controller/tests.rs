@@ -182,6 +182,7 @@ fn mskey(name: &str) -> MacSecKey {
             }),
             secrets_manager: None,
             direct_connect_secret_arn: None,
+            generate: None,
         },
     );
     k.metadata.namespace = Some("net".into());

@@ -58,8 +58,8 @@ use crate::conditions::ConditionType;
     )
 )]
 #[x_kube(validation = Rule::new(
-    "!has(self.encryptionMode) || self.encryptionMode != 'must_encrypt' || !has(self.keys) || size(self.keys) > 0"
-).message("encryptionMode must_encrypt needs at least one key in keys: without a key the link carries no traffic"))]
+    "!has(self.encryptionMode) || self.encryptionMode != 'must_encrypt' || !has(self.keys) || size(self.keys) > 0 || (has(self.rotation) && has(self.rotation.schedule))"
+).message("encryptionMode must_encrypt needs at least one key in keys (or rotation.schedule, which makes one): without a key the link carries no traffic"))]
 #[x_kube(validation = Rule::new("!has(self.keys) || size(self.keys) <= 3")
     .message("keys may list at most 3 MacSecKeys: Direct Connect holds at most 3 keys per connection or LAG"))]
 #[serde(rename_all = "camelCase")]
@@ -95,7 +95,8 @@ pub struct DxConnectionSpec {
 
     /// MacSecKeys (same namespace) wanted on the connection, oldest first, newest last.
     /// Absent: keys are not managed. Present: the exact set; other keys are removed after the
-    /// rotation overlap.
+    /// rotation overlap. With `rotation.schedule` this is only the starting set: the keys in
+    /// use are then the ones `status.router.keys` lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 3))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -204,6 +205,47 @@ pub struct Rotation {
     /// by setting the annotation `dxmacsec.io/confirm-removal` to a new value.
     #[serde(default)]
     pub confirm: RemovalConfirmation,
+
+    /// Rotate on a schedule: the operator makes each new key (a MacSecKey with `generate`,
+    /// owned by this DxConnection), lists it in `status.router.keys` for the router's
+    /// automation, waits for its confirmation, associates it, removes the old key under the
+    /// guard above and deletes the old key's material after `retainFor`. Absent: keys
+    /// change only when `keys` does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<RotationSchedule>,
+}
+
+/// When keys are rotated, and how the new ones are made.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationSchedule {
+    /// How long a key is used before the next one takes over, as a duration such as `90d`,
+    /// `12h` or `1m` (units `d`, `h`, `m`, `s`; at least one minute). The first rotation is
+    /// due one period after the schedule is first seen, or at once when no key is in use.
+    #[schemars(regex(pattern = r"^([0-9]+[dhms])+$"))]
+    pub every: String,
+    /// How long before a rotation is due the next key is made and listed for the router
+    /// (state `staged`), so the router's automation can configure it in time. `0s` makes it
+    /// when the rotation is due.
+    #[serde(default = "default_lead")]
+    #[schemars(regex(pattern = r"^([0-9]+[dhms])+$"))]
+    pub router_lead_time: String,
+    /// How long the material of a replaced key is kept after it began retiring; it is never
+    /// deleted while AWS still holds the key or the guard may associate it again.
+    #[serde(default = "default_retain")]
+    #[schemars(regex(pattern = r"^([0-9]+[dhms])+$"))]
+    pub retain_for: String,
+    /// How the operator makes each new key (the `generate` of the MacSecKeys it creates).
+    #[serde(default)]
+    pub key: super::GenerateKey,
+}
+
+fn default_lead() -> String {
+    "7d".into()
+}
+
+fn default_retain() -> String {
+    "1d".into()
 }
 
 fn default_overlap() -> u32 {
@@ -220,6 +262,7 @@ impl Default for Rotation {
             overlap_seconds: default_overlap(),
             guard_seconds: default_guard(),
             confirm: RemovalConfirmation::default(),
+            schedule: None,
         }
     }
 }
@@ -306,6 +349,13 @@ pub struct DxConnectionStatus {
     /// back, the last confirmation used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationStatus>,
+    /// The scheduled rotation: its stage, when the next one is due, how many keys it made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleStatus>,
+    /// The keys the router must hold, for its automation (the contract is in
+    /// docs/rotation.md). Only with `spec.rotation.schedule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterStatus>,
     /// What the next step does (or would do, under `ObserveOnly`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub planned_actions: Vec<String>,
@@ -348,6 +398,113 @@ pub struct RotationStatus {
     /// removal under `confirm: Manual`; the next removal needs another value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmation_used: Option<String>,
+}
+
+/// Where the scheduled rotation stands (`spec.rotation.schedule`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleStatus {
+    /// `Idle`, `Generating`, `WaitingForRouter`, `Associating`, `Retiring` or `RolledBack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<RotationStage>,
+    /// When the next scheduled rotation is due (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation: Option<String>,
+    /// When the last scheduled rotation put its key into use (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation: Option<String>,
+    /// How many keys the schedule has made: the next one is the MacSecKey
+    /// `<name>-k<sequence + 1>`.
+    #[serde(default)]
+    pub sequence: u32,
+    /// The value of the `dxmacsec.io/rotate-now` annotation that started the last rotation;
+    /// the next one starts on another value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_now_used: Option<String>,
+}
+
+/// The stages of one scheduled rotation.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    JsonSchema,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+pub enum RotationStage {
+    /// Nothing to do until the next key is staged.
+    Idle,
+    /// The next key's MacSecKey is made and its material written.
+    Generating,
+    /// The next key is listed `staged`: the router's automation is to configure it and
+    /// confirm.
+    WaitingForRouter,
+    /// Confirmed and due: the key is being associated, and becomes `active` once the port
+    /// is Encryption Up with it.
+    Associating,
+    /// The old key is `retiring`: removed after the overlap under the guard, its material
+    /// deleted after `retainFor`.
+    Retiring,
+    /// The guard associated the old key again: the router does not use the new key.
+    RolledBack,
+}
+
+/// What the router's automation reads, and the one field it writes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterStatus {
+    /// Every key the router must hold now: `active` (in use), `staged` (configure it now; it
+    /// is associated once confirmed and due) and `retiring` (keep it until it leaves this
+    /// list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<RouterKey>,
+    /// Written by the router's automation, never by the operator: the CKN of the newest key
+    /// the router holds, with `kubectl patch dxconnection NAME --subresource=status
+    /// --type=merge -p '{"status":{"router":{"confirmedCkn":"CKN"}}}'` (RBAC: `patch` on
+    /// `dxconnections/status`, which grants no `spec` edit).
+    // Never serialized by the operator: its server-side apply of the status leaves this
+    // field to the automation that owns it.
+    #[serde(default, skip_serializing)]
+    pub confirmed_ckn: Option<String>,
+}
+
+/// One key the router must hold.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterKey {
+    /// The MacSecKey (same namespace).
+    pub mac_sec_key: String,
+    /// The CKN (lower case); absent while the key is being made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ckn: Option<String>,
+    /// Where the CKN and CAK are (never the CAK itself); absent for a key the operator did
+    /// not make, whose MacSecKey names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub material: Option<super::MaterialLocation>,
+    /// `staged`, `active` or `retiring`.
+    pub state: RouterKeyState,
+    /// Since when it is in this state (RFC 3339).
+    pub since: String,
+    /// When the router's confirmation of this key was seen (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at: Option<String>,
+    /// Made by the schedule (its MacSecKey and material are deleted when it retires).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generated: bool,
+}
+
+/// The state of a key on the router's side.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RouterKeyState {
+    Staged,
+    Active,
+    Retiring,
 }
 
 impl RotationStatus {

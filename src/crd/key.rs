@@ -50,8 +50,10 @@ use crate::conditions::ConditionType;
     )
 )]
 #[x_kube(validation = Rule::new(
-    "(has(self.secretRef) ? 1 : 0) + (has(self.secretsManager) ? 1 : 0) + (has(self.directConnectSecretArn) ? 1 : 0) == 1"
-).message("set exactly one of secretRef, secretsManager or directConnectSecretArn"))]
+    "(has(self.secretRef) ? 1 : 0) + (has(self.secretsManager) ? 1 : 0) + (has(self.directConnectSecretArn) ? 1 : 0) + (has(self.generate) ? 1 : 0) == 1"
+).message("set exactly one of secretRef, secretsManager, directConnectSecretArn or generate"))]
+#[x_kube(validation = Rule::new("has(self.generate) == has(oldSelf.generate)")
+    .message("generate cannot be added to or removed from an existing MacSecKey; create a new MacSecKey"))]
 #[serde(rename_all = "camelCase")]
 pub struct MacSecKeySpec {
     /// A Kubernetes Secret in the same namespace holding the CKN and CAK.
@@ -65,6 +67,89 @@ pub struct MacSecKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$"))]
     pub direct_connect_secret_arn: Option<String>,
+    /// Have the operator make the key: a random CKN and CAK (64 hex characters each, from
+    /// the operating system's random number generator), written where `store` says. The
+    /// operator needs the chart value `keyGeneration.enabled` for it. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf")
+        .message("generate is immutable; create a new MacSecKey for another store"))]
+    pub generate: Option<GenerateKey>,
+}
+
+/// Where a key the operator makes is written. The CAK is written there only: never to a
+/// status, an event, a log or a metric.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateKey {
+    /// `Secret` (the default): a Kubernetes Secret named after the MacSecKey in its
+    /// namespace, owned by it (ownerReference) and labelled `dxmacsec.io/key-material`.
+    /// `SecretsManager`: a customer-owned Secrets Manager secret
+    /// `dx-macsec/<namespace>/<name>-<uid>` (fields `ckn` and `cak`), for clusters that keep
+    /// no CAK in etcd.
+    #[serde(default)]
+    pub store: KeyStore,
+    /// For `store: SecretsManager`: the DxAccess (which must grant this namespace) whose role
+    /// and region the secret is made in. Absent: the operator's own credentials, where this
+    /// namespace may use them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_ref: Option<super::AccessReference>,
+    /// For `store: SecretsManager`: the region of the secret; defaults to the DxAccess's only
+    /// region, else the operator's default region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-\d+$"))]
+    pub region: Option<String>,
+}
+
+/// Where generated key material is kept.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum KeyStore {
+    #[default]
+    Secret,
+    SecretsManager,
+}
+
+/// Where a key's material lives, for the router's automation to read (never the CAK).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaterialLocation {
+    /// A Kubernetes Secret in the key's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretLocation>,
+    /// A customer-owned Secrets Manager secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_manager: Option<SecretsManagerLocation>,
+}
+
+/// A Kubernetes Secret holding a key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretLocation {
+    /// Namespace of the Secret.
+    pub namespace: String,
+    /// Name of the Secret.
+    pub name: String,
+    /// Its data key holding the CKN.
+    pub ckn_key: String,
+    /// Its data key holding the CAK.
+    pub cak_key: String,
+}
+
+/// A Secrets Manager secret holding a key as JSON.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretsManagerLocation {
+    /// ARN of the secret.
+    pub secret_arn: String,
+    /// Its region.
+    pub region: String,
+    /// The IAM role it was made with and is read with (the DxAccess's); absent: the
+    /// operator's own credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// JSON field of the SecretString holding the CKN.
+    pub ckn_field: String,
+    /// JSON field of the SecretString holding the CAK.
+    pub cak_field: String,
 }
 
 /// Keys of a Kubernetes Secret holding the pair. The operator reads only a Secret labelled
@@ -137,6 +222,11 @@ pub struct MacSecKeyStatus {
     /// the spec stay the same, the source is not read again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_version: Option<String>,
+    /// Where the material the operator made for `spec.generate` was written (the CKN and
+    /// CAK are read there; the CAK is never shown). The names are fixed by the MacSecKey's name and
+    /// UID, so an operator restarted halfway finds what it made rather than making another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated: Option<MaterialLocation>,
     /// DxConnections (same namespace) that reference this key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub used_by: Vec<String>,
