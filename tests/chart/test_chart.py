@@ -152,7 +152,8 @@ def test_non_default_values_reach_the_objects():
     assert alerts["DxMacsecNotReady"]["for"] == "1h"
     assert set(alerts) == {"DxMacsecEncryptionDownUnderMustEncrypt", "DxMacsecKeyStuckAssociating", "DxMacsecReconcileErrors",
                            "DxMacsecNotReady", "DxMacsecOperatorAbsent", "DxMacsecNoLeader", "DxMacsecAwsThrottled",
-                           "DxMacsecKeychainFull", "DxMacsecKeyOlderThanRotationPeriod"}
+                           "DxMacsecKeychainFull", "DxMacsecKeyOlderThanRotationPeriod",
+                           "DxMacsecRotationWaitingForRouter", "DxMacsecRotationOverdue"}
     assert alerts["DxMacsecOperatorAbsent"]["for"] == "10m"
     assert alerts["DxMacsecAwsThrottled"]["expr"].endswith("> 0.25")
     cm = by_kind(docs, "ConfigMap")[0]
@@ -206,7 +207,40 @@ def test_default_render_is_restricted_and_least_privilege():
     assert lease == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]
 
 
+def test_key_generation_is_opt_in_and_grants_only_what_it_needs():
+    """keyGeneration.enabled adds create and delete on Secrets and MacSecKeys (no list, no
+    update, nothing else), in a Role per watched namespace when namespaced, and the router's
+    ClusterRole; the default render has none of it."""
+    def rules_of(docs, kind, name):
+        return [r for d in by_kind(docs, kind) if d["metadata"]["name"] == name for r in d["rules"]]
+
+    default = render()
+    assert not [r for r in rules_of(default, "ClusterRole", NAME) if "delete" in r["verbs"]
+                or ("create" in r["verbs"] and r["resources"] != ["events"])]
+    assert f"{NAME}-router" not in {r["metadata"]["name"] for r in by_kind(default, "ClusterRole")}
+
+    docs = render({"keyGeneration": {"enabled": True}})
+    added = [r for r in rules_of(docs, "ClusterRole", NAME) if r not in rules_of(default, "ClusterRole", NAME)]
+    assert added == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
+        {"apiGroups": ["dxmacsec.io"], "resources": ["macseckeys"], "verbs": ["create", "delete"]},
+    ]
+    router = rules_of(docs, "ClusterRole", f"{NAME}-router")
+    assert router == [
+        {"apiGroups": ["dxmacsec.io"], "resources": ["dxconnections"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["dxmacsec.io"], "resources": ["dxconnections/status"], "verbs": ["get", "patch"]},
+    ], "the router may confirm through the status and edit no spec"
+
+    namespaced = render({"keyGeneration": {"enabled": True}, "watchNamespaces": ["network"]})
+    [cluster] = [d for d in by_kind(namespaced, "ClusterRole") if d["metadata"]["name"] == NAME]
+    assert not [r for r in cluster["rules"] if "delete" in r["verbs"]], "never cluster-wide when namespaced"
+    [role] = [d for d in by_kind(namespaced, "Role") if d["metadata"].get("namespace") == "network"]
+    assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]} in role["rules"]
+
+
 @pytest.mark.parametrize("bad", [
+    {"keyGeneration": {"enabled": "yes"}},
+    {"prometheusRule": {"routerConfirmationFor": "an hour"}},
     {"replicaCount": 0},
     {"operator": {"logFormat": "xml"}},
     {"operator": {"resync": "five minutes"}},
@@ -285,8 +319,21 @@ def test_kustomize_matches_the_default_render():
 def test_every_value_is_documented_in_the_chart_readme():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     readme = (CHART / "README.md").read_text()
-    groups = {"image", "aws", "access", "rbac", "operator", "serviceAccount", "service", "podDisruptionBudget",
+    groups = {"image", "aws", "access", "keyGeneration", "rbac", "operator", "serviceAccount", "service", "podDisruptionBudget",
               "serviceMonitor", "prometheusRule", "grafanaDashboard"}
     paths = [f"{k}.{c}" for k in groups for c in values[k]] + [k for k in values if k not in groups]
     missing = [p for p in paths if f"`{p}`" not in readme]
     assert not missing, f"values without a row in the chart README: {missing}"
+
+
+def test_deploy_key_generation_rbac_matches_the_chart():
+    """deploy/key-generation-rbac.yaml grants what keyGeneration.enabled adds to the chart."""
+    plain = {d["metadata"]["name"]: d for d in yaml.safe_load_all((ROOT / "deploy" / "key-generation-rbac.yaml").read_text()) if d}
+    default = render()
+    docs = render({"keyGeneration": {"enabled": True}})
+    [base] = [d for d in by_kind(default, "ClusterRole") if d["metadata"]["name"] == NAME]
+    [full] = [d for d in by_kind(docs, "ClusterRole") if d["metadata"]["name"] == NAME]
+    added = [r for r in full["rules"] if r not in base["rules"]]
+    assert plain["dx-macsec-operator-key-generation"]["rules"] == added
+    [router] = [d for d in by_kind(docs, "ClusterRole") if d["metadata"]["name"] == f"{NAME}-router"]
+    assert plain["dx-macsec-operator-router"]["rules"] == router["rules"]

@@ -39,7 +39,7 @@ def test_promtool_checks_the_rendered_rules(tmp_path):
     path = rules_file(tmp_path)
     out = subprocess.run([tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 9 rules found" in out.stdout, out.stdout
+    assert "SUCCESS: 11 rules found" in out.stdout, out.stdout
 
 
 def test_promtool_unit_tests_every_alert(tmp_path):
@@ -68,7 +68,7 @@ def test_promtool_unit_tests_fail_on_a_wrong_expectation(tmp_path):
 def test_the_key_age_alert_can_be_turned_off(tmp_path):
     rules = by_kind(render({"prometheusRule": {"enabled": True, "keyMaxAgeDays": 0}}), "PrometheusRule")[0]
     alerts = {r["alert"] for r in rules["spec"]["groups"][0]["rules"]}
-    assert "DxMacsecKeyOlderThanRotationPeriod" not in alerts and len(alerts) == 8
+    assert "DxMacsecKeyOlderThanRotationPeriod" not in alerts and len(alerts) == 10
 
 
 def dashboard_exprs():
