@@ -208,6 +208,15 @@ enum Command {
         #[command(flatten)]
         aws: AwsArgs,
     },
+    /// Start the scheduled key rotation of a DxConnection now (sets its dxmacsec.io/rotate-now
+    /// annotation; the controller makes the key and waits for the router as always).
+    Rotate {
+        /// Name of the DxConnection.
+        name: String,
+        /// Its namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
     /// Print a Secret manifest with a fresh random CKN/CAK.
     Keygen {
         /// Name of the Secret (reference it from a MacSecKey's spec.secretRef.name).
@@ -335,6 +344,7 @@ async fn main() {
             print!("{}", dx_macsec_operator::crd::crds_yaml());
             0
         }
+        Command::Rotate { name, namespace } => cli::rotate(&namespace, &name).await,
         Command::Keygen { name, namespace } => {
             print!("{}", cli::keygen(&name, &namespace));
             0

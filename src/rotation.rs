@@ -205,6 +205,61 @@ pub fn confirm_command(name: &str, ckn: &str) -> String {
     )
 }
 
+/// The MacSecKeys in use on a scheduled DxConnection as its status says: the `active` keys
+/// of `status.router.keys`, else (before the schedule's first step) `spec.keys`.
+pub fn keys_in_use(dxc: &crate::crd::DxConnection) -> Vec<String> {
+    let listed: Vec<String> = dxc
+        .status
+        .as_ref()
+        .and_then(|s| s.router.as_ref())
+        .map(|r| {
+            r.keys
+                .iter()
+                .filter(|k| k.state == RouterKeyState::Active)
+                .map(|k| k.mac_sec_key.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    if listed.is_empty() {
+        dxc.spec.keys.iter().flatten().map(|k| k.name.clone()).collect()
+    } else {
+        listed
+    }
+}
+
+/// What `plan` and `apply` say of a DxConnection's schedule: when the next rotation is due
+/// (from the status the manifest carries, as `kubectl get -o yaml` writes it) and what it
+/// will do, or why `apply` does not rotate. `None` without a schedule.
+pub fn describe(dxc: &crate::crd::DxConnection, now: Timestamp, applying: bool) -> Option<String> {
+    let schedule = dxc.spec.rotation.schedule.as_ref()?;
+    if let Err(e) = periods(schedule) {
+        return Some(format!("rotation: the schedule cannot be read: {e}"));
+    }
+    let name = dxc.metadata.name.as_deref().unwrap_or_default();
+    let state = dxc.status.as_ref().and_then(|s| s.schedule.as_ref());
+    let next = state
+        .and_then(|s| at(s.next_rotation.as_deref()));
+    let when = match next {
+        Some(t) if t <= now => format!("the next rotation was due at {t} (stage {:?})", state.and_then(|s| s.stage).unwrap_or(RotationStage::Idle)),
+        Some(t) => format!("the next rotation is due at {t}"),
+        None => "no rotation has been scheduled yet: the controller schedules the first one a period after it first sees the schedule (at once without a key)".to_string(),
+    };
+    let seq = state.map_or(0, |s| s.sequence) + 1;
+    let what = format!(
+        "it makes MacSecKey {name}-k{seq} {} before it is due, lists it as staged in status.router.keys, waits for the router's confirmation (status.router.confirmedCkn), associates it, removes the old key after the overlap under the guard and deletes the old material after retainFor ({})",
+        schedule.router_lead_time, schedule.retain_for
+    );
+    let every = &schedule.every;
+    Some(if applying {
+        format!(
+            "rotation every {every}: {when}. apply does not rotate: a rotation waits for the router's confirmation, which only the controller (run) reads from the DxConnection's status; apply keeps the keys in use. To rotate now: dx-macsec-operator rotate -n {} {name}",
+            crate::crd::namespace_of(dxc)
+        )
+    } else {
+        format!("rotation every {every}: {when}; then {what}")
+    })
+}
+
 /// One step of the schedule. `key` looks up a MacSecKey by name.
 pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
     let Input {

@@ -1,4 +1,5 @@
-//! The cluster-free commands: `plan`, `apply` and `keygen`.
+//! The commands besides `run`: the cluster-free `plan`, `apply` and `keygen`, and `rotate`,
+//! which asks the controller in a cluster for a scheduled rotation.
 //!
 //! `plan` and `apply` read manifests from files, read AWS, and run the same planner and
 //! engine as the controller. No Kubernetes cluster is involved. Key material and the CAK
@@ -82,6 +83,8 @@ struct Item {
     reason: String,
     /// The last line `apply` printed for it, so an unchanged one is not printed again.
     last_line: String,
+    /// What its rotation schedule does, for `plan`, and why `apply` does not rotate.
+    rotation: Option<(String, String)>,
 }
 
 /// Resolves every DxConnection of the inputs. Access is the controller's rule
@@ -116,7 +119,22 @@ async fn prepare(
                         .get(&(ns.clone(), key.to_string()))
                         .map(|k| k.value.clone())
                 };
-                // Files carry no status: every key is read.
+                // Files carry no status: every key is read. With a schedule, the keys in use
+                // are those a status in the file names, as the controller's.
+                let scheduled;
+                let dxc = if dxc.spec.rotation.schedule.is_some() {
+                    let mut d = dxc.clone();
+                    d.spec.keys = Some(
+                        crate::rotation::keys_in_use(dxc)
+                            .into_iter()
+                            .map(|name| crate::crd::KeyReference { name })
+                            .collect(),
+                    );
+                    scheduled = d;
+                    &scheduled
+                } else {
+                    dxc
+                };
                 let mut d = desired::desired(dxc, find, |_| None, &secrets, aws, scope).await;
                 d.conflict_with = desired::conflict_owner(dxc, position, scope, all(), &access);
                 d.owner = Some(desired::owner_tag(cluster, dxc));
@@ -138,6 +156,9 @@ async fn prepare(
             since: Instant::now(),
             reason: String::new(),
             last_line: String::new(),
+            rotation: crate::rotation::describe(dxc, jiff::Timestamp::now(), false).zip(
+                crate::rotation::describe(dxc, jiff::Timestamp::now(), true),
+            ),
         });
     }
     items
@@ -203,10 +224,14 @@ struct Report<'a> {
     reason: String,
     message: String,
     planned_actions: Vec<String>,
+    /// The rotation schedule: when the next rotation is due and what it does (`plan`), or
+    /// why `apply` does not rotate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation: Option<&'a str>,
     status: Option<&'a DxConnectionStatus>,
 }
 
-fn report(item: &Item) -> Report<'_> {
+fn report(item: &Item, applying: bool) -> Report<'_> {
     let (reason, message) = reason_and_message(item);
     Report {
         name: &item.name,
@@ -221,12 +246,16 @@ fn report(item: &Item) -> Report<'_> {
             .and_then(PassOutcome::plan)
             .map(|p| p.planned_actions())
             .unwrap_or_default(),
+        rotation: item
+            .rotation
+            .as_ref()
+            .map(|(plan, apply)| if applying { apply.as_str() } else { plan.as_str() }),
         status: item.status.as_ref(),
     }
 }
 
-fn print_text(item: &Item) {
-    let r = report(item);
+fn print_text(item: &Item, applying: bool) {
+    let r = report(item, applying);
     println!(
         "{}  {} ({})",
         r.name,
@@ -250,6 +279,9 @@ fn print_text(item: &Item) {
     println!("  {}: {}", r.reason, r.message);
     for a in &r.planned_actions {
         println!("  next: {a}");
+    }
+    if let Some(rotation) = r.rotation {
+        println!("  {rotation}");
     }
 }
 
@@ -305,9 +337,9 @@ pub async fn plan(
         }
     }
     match output {
-        Output::Text => items.iter().for_each(print_text),
+        Output::Text => items.iter().for_each(|i| print_text(i, false)),
         Output::Json => {
-            let reports: Vec<Report<'_>> = items.iter().map(report).collect();
+            let reports: Vec<Report<'_>> = items.iter().map(|i| report(i, false)).collect();
             println!(
                 "{}",
                 serde_json::to_string_pretty(&reports).expect("reports serialize")
@@ -460,7 +492,7 @@ pub async fn apply(
     match output {
         Output::Text => print_table(&items),
         Output::Json => {
-            let reports: Vec<Report<'_>> = items.iter().map(report).collect();
+            let reports: Vec<Report<'_>> = items.iter().map(|i| report(i, true)).collect();
             println!(
                 "{}",
                 serde_json::to_string_pretty(&reports).expect("reports serialize")
@@ -523,6 +555,57 @@ fn print_table(items: &[Item]) {
             },
         );
     }
+    // A schedule is the controller's to run: say so once per scheduled DxConnection.
+    for item in items {
+        if let Some((_, apply)) = &item.rotation {
+            println!("{}: {apply}", item.name);
+        }
+    }
+}
+
+/// `rotate`: starts the scheduled rotation of DxConnection `namespace/name` now, by setting
+/// its `dxmacsec.io/rotate-now` annotation to the time (the controller does the rest, and
+/// waits for the router as always). Exit 0 when the request is made.
+pub async fn rotate(namespace: &str, name: &str) -> i32 {
+    use kube::api::{Api, Patch, PatchParams};
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        EXIT_ERROR
+    };
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(format!(
+                "cannot connect to the Kubernetes API (KUBECONFIG or in-cluster config): {e}"
+            ));
+        }
+    };
+    let api: Api<crate::crd::DxConnection> = Api::namespaced(client, namespace);
+    let dxc = match api.get_opt(name).await {
+        Ok(Some(d)) => d,
+        Ok(None) => return fail(format!("DxConnection {namespace}/{name} not found")),
+        Err(e) => return fail(format!("cannot read DxConnection {namespace}/{name}: {e}")),
+    };
+    if dxc.spec.rotation.schedule.is_none() {
+        return fail(format!(
+            "DxConnection {namespace}/{name} has no spec.rotation.schedule: add one (docs/rotation.md), or rotate by hand through spec.keys"
+        ));
+    }
+    let value = jiff::Timestamp::now().to_string();
+    let patch = serde_json::json!({"metadata": {"annotations": {crate::rotation::ROTATE_NOW_ANNOTATION: value}}});
+    if let Err(e) = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        return fail(format!(
+            "cannot annotate DxConnection {namespace}/{name} (RBAC: patch on dxconnections): {e}"
+        ));
+    }
+    println!(
+        "rotation of DxConnection {namespace}/{name} requested ({}={value}); follow it with: kubectl get dxconnection -n {namespace} {name} -o jsonpath='{{.status.schedule}}'",
+        crate::rotation::ROTATE_NOW_ANNOTATION
+    );
+    EXIT_OK
 }
 
 /// `keygen`: a Secret manifest with a fresh CKN/CAK from the OS CSPRNG.

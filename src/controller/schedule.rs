@@ -91,23 +91,7 @@ pub(crate) fn decide(dxc: &DxConnection, ctx: &Context) -> Option<Scheduled> {
     let schedule = dxc.spec.rotation.schedule.as_ref()?;
     let ns = crate::crd::namespace_of(dxc);
     let status = dxc.status.as_ref();
-    let in_use = || -> Vec<String> {
-        let listed: Vec<String> = status
-            .and_then(|s| s.router.as_ref())
-            .map(|r| {
-                r.keys
-                    .iter()
-                    .filter(|k| k.state == crate::crd::RouterKeyState::Active)
-                    .map(|k| k.mac_sec_key.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if listed.is_empty() {
-            dxc.spec.keys.iter().flatten().map(|k| k.name.clone()).collect()
-        } else {
-            listed
-        }
-    };
+    let in_use = || rotation::keys_in_use(dxc);
     if dxc.spec.management_policy == ManagementPolicy::ObserveOnly {
         return Some(Scheduled::Held {
             wanted: in_use(),
