@@ -103,6 +103,7 @@ def test_dashboard_panels_cover_what_an_operator_watches():
         "dxmacsec_port_encryption_up", "dxmacsec_keys", "dxmacsec_ready", "dxmacsec_aws_calls_total",
         "dxmacsec_aws_throttles_total", "dxmacsec_reconcile_duration_seconds_bucket",
         "dxmacsec_reconcile_errors_total", "dxmacsec_leader",
+        "dxmacsec_rotation_next_timestamp_seconds", "dxmacsec_rotation_stage",
     } <= names
 
 
