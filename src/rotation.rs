@@ -346,6 +346,7 @@ pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
     }
 
     let mut stage = RotationStage::Idle;
+    let mut associating = false;
     let mut condition = ConditionValue::new(
         true,
         RotationReason::OnSchedule,
@@ -409,6 +410,15 @@ pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
                             format!("the next key is staged; the rotation is due at {next}: {ask}"),
                         )
                     };
+                } else if now < next {
+                    // Confirmed early: associated when due, so the period holds.
+                    stage = RotationStage::Confirmed;
+                    soon(until(now, next));
+                    condition = ConditionValue::new(
+                        true,
+                        RotationReason::KeyStaged,
+                        format!("the router confirmed CKN {ckn}; it is associated when the rotation is due, at {next}"),
+                    );
                 } else if aws.state_of(&ckn) == Some(KeyState::Associated) && aws.port_up {
                     // In use: the new key is active, the others retire.
                     for other in keys.iter_mut() {
@@ -430,11 +440,12 @@ pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
                         ),
                     });
                 } else {
+                    associating = true;
                     stage = RotationStage::Associating;
                     condition = ConditionValue::new(
                         true,
                         RotationReason::Associating,
-                        format!("the router confirmed CKN {ckn}: associating it, and waiting for Encryption Up"),
+                        format!("the router confirmed CKN {ckn} and the rotation is due: associating it, and waiting for Encryption Up"),
                     );
                 }
             }
@@ -501,7 +512,7 @@ pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
         .iter()
         .filter(|k| {
             k.state == RouterKeyState::Active
-                || (k.state == RouterKeyState::Staged && k.confirmed_at.is_some())
+                || (k.state == RouterKeyState::Staged && associating)
         })
         .map(|k| k.mac_sec_key.clone())
         .collect();
@@ -741,6 +752,25 @@ mod tests {
         assert_eq!(s.retire, ["edge-k1"]);
         assert!(s.notes.iter().any(|n| n.reason == "KeyRetired"));
         assert_eq!(w.states(), [("edge-k2".to_string(), RouterKeyState::Active)]);
+    }
+
+    /// A router that confirms before the rotation is due does not make it early: the key is
+    /// associated at the due time, so the period holds.
+    #[test]
+    fn a_key_confirmed_early_is_associated_when_due() {
+        let mut w = World::new();
+        w.step(t(0));
+        w.step(t(3000));
+        w.keys.push(("edge-k1".into(), KeyView { ckn: Some(NEW.into()), ..KeyView::default() }));
+        w.router.confirmed_ckn = Some(NEW.into());
+        let s = w.step(t(3010));
+        assert_eq!(w.schedule.stage, Some(RotationStage::Confirmed));
+        assert_eq!(s.wanted, ["hand"]);
+        assert_eq!(s.wake, Some(Duration::from_secs(590)));
+        assert!(s.condition.status);
+        let s = w.step(t(3600));
+        assert_eq!(w.schedule.stage, Some(RotationStage::Associating));
+        assert_eq!(s.wanted, ["hand", "edge-k1"]);
     }
 
     /// Without a key in use the first rotation is due at once; durations read as jiff reads

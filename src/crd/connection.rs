@@ -404,7 +404,8 @@ pub struct RotationStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduleStatus {
-    /// `Idle`, `Generating`, `WaitingForRouter`, `Associating`, `Retiring` or `RolledBack`.
+    /// `Idle`, `Generating`, `WaitingForRouter`, `Confirmed`, `Associating`, `Retiring` or
+    /// `RolledBack`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<RotationStage>,
     /// When the next scheduled rotation is due (RFC 3339).
@@ -444,6 +445,9 @@ pub enum RotationStage {
     /// The next key is listed `staged`: the router's automation is to configure it and
     /// confirm.
     WaitingForRouter,
+    /// The router confirmed the next key before the rotation is due: it is associated when
+    /// due.
+    Confirmed,
     /// Confirmed and due: the key is being associated, and becomes `active` once the port
     /// is Encryption Up with it.
     Associating,
