@@ -159,7 +159,8 @@ impl Access {
             })?;
         match &generate.access_ref {
             Some(r) => {
-                let grant = self.granted(&r.name, namespace, &region, "spec.generate.accessRef.name")?;
+                let grant =
+                    self.granted(&r.name, namespace, &region, "spec.generate.accessRef.name")?;
                 Ok(Scope {
                     region,
                     role_arn: grant.role_arn.clone(),

@@ -117,7 +117,9 @@ impl KeyReason {
 
 /// A reason of either kind: what a [`ConditionValue`] can be made from.
 /// Reasons of a DxConnection's `KeyRotation` condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, VariantArray, EnumString, Display)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, VariantArray, EnumString, Display,
+)]
 pub enum RotationReason {
     /// Nothing to do before the next key is staged.
     OnSchedule,

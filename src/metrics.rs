@@ -18,8 +18,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::crd::{KeyStatus, RotationStage};
-use strum::VariantArray;
 use crate::observed::{KeyState, ObservedResource, parse_start_on};
+use strum::VariantArray;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
@@ -106,7 +106,10 @@ impl RotationMetrics {
         RotationMetrics { next, stage }
     }
 
-    fn stage_labels(namespace: &str, name: &str) -> impl Iterator<Item = (RotationStage, StageLabels)> {
+    fn stage_labels(
+        namespace: &str,
+        name: &str,
+    ) -> impl Iterator<Item = (RotationStage, StageLabels)> {
         RotationStage::VARIANTS.iter().map(move |s| {
             let stage: &'static str = s.into();
             (
@@ -539,7 +542,12 @@ impl Metrics {
 
     /// The scheduled rotation of one DxConnection: when the next is due and the stage it is
     /// in; `None` removes its series (no schedule).
-    pub fn rotation(&self, namespace: &str, name: &str, now: Option<(Option<jiff::Timestamp>, RotationStage)>) {
+    pub fn rotation(
+        &self,
+        namespace: &str,
+        name: &str,
+        now: Option<(Option<jiff::Timestamp>, RotationStage)>,
+    ) {
         let labels = NameLabels {
             namespace: namespace.into(),
             name: name.into(),

@@ -14,11 +14,11 @@ use std::time::Duration;
 use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
 
 use crate::conditions::{ConditionValue, RotationReason};
-use crate::observed::KeyState;
 use crate::crd::{
-    DxConnectionStatus, KeyStatus, MaterialLocation, RotationSchedule, RotationStage,
-    RouterKey, RouterKeyState, RouterStatus, ScheduleStatus,
+    DxConnectionStatus, KeyStatus, MaterialLocation, RotationSchedule, RotationStage, RouterKey,
+    RouterKeyState, RouterStatus, ScheduleStatus,
 };
+use crate::observed::KeyState;
 
 /// The annotation that starts a rotation at once: a new value starts one (the last value
 /// used is `status.schedule.rotateNowUsed`). The CLI's `rotate` sets it.
@@ -103,9 +103,9 @@ impl OnAws {
         let port_up = match s.resource_type {
             Some(t) if t.is_lag() => {
                 !s.members.is_empty()
-                    && s.members.iter().all(|m| {
-                        crate::observed::is_port_up(m.port_encryption_status.as_deref())
-                    })
+                    && s.members
+                        .iter()
+                        .all(|m| crate::observed::is_port_up(m.port_encryption_status.as_deref()))
             }
             _ => crate::observed::is_port_up(s.port_encryption_status.as_deref()),
         };
@@ -130,7 +130,11 @@ impl OnAws {
     fn state_of(&self, ckn: &str) -> Option<KeyState> {
         self.keys
             .iter()
-            .find(|k| k.ckn.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(ckn)))
+            .find(|k| {
+                k.ckn
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(ckn))
+            })
             .map(|k| KeyState::parse(k.state.as_deref()))
     }
 }
@@ -221,7 +225,12 @@ pub fn keys_in_use(dxc: &crate::crd::DxConnection) -> Vec<String> {
         })
         .unwrap_or_default();
     if listed.is_empty() {
-        dxc.spec.keys.iter().flatten().map(|k| k.name.clone()).collect()
+        dxc.spec
+            .keys
+            .iter()
+            .flatten()
+            .map(|k| k.name.clone())
+            .collect()
     } else {
         listed
     }
@@ -237,8 +246,7 @@ pub fn describe(dxc: &crate::crd::DxConnection, now: Timestamp, applying: bool) 
     }
     let name = dxc.metadata.name.as_deref().unwrap_or_default();
     let state = dxc.status.as_ref().and_then(|s| s.schedule.as_ref());
-    let next = state
-        .and_then(|s| at(s.next_rotation.as_deref()));
+    let next = state.and_then(|s| at(s.next_rotation.as_deref()));
     let when = match next {
         Some(t) if t <= now => format!("the next rotation was due at {t} (stage {:?})", state.and_then(|s| s.stage).unwrap_or(RotationStage::Idle)),
         Some(t) => format!("the next rotation is due at {t}"),
@@ -301,6 +309,17 @@ pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
     }
     for k in &mut keys {
         if let Some(view) = key(&k.mac_sec_key) {
+            if k.state == RouterKeyState::Staged && k.ckn.is_none() && view.ckn.is_some() {
+                notes.push(Note {
+                    warning: false,
+                    reason: "KeyStaged",
+                    message: format!(
+                        "the next key, CKN {} (MacSecKey {}), is listed as staged in status.router.keys: configure it on the router, then confirm it",
+                        view.ckn.as_deref().unwrap_or_default(),
+                        k.mac_sec_key
+                    ),
+                });
+            }
             k.ckn = k.ckn.take().or(view.ckn);
             k.material = k.material.take().or(view.material);
         }
@@ -350,7 +369,9 @@ pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
     let mut condition = ConditionValue::new(
         true,
         RotationReason::OnSchedule,
-        format!("the next rotation is due at {next}; its key is made and staged for the router at {staging}"),
+        format!(
+            "the next rotation is due at {next}; its key is made and staged for the router at {staging}"
+        ),
     );
     if let Some(i) = keys.iter().position(|k| k.state == RouterKeyState::Staged) {
         let view = key(&keys[i].mac_sec_key);
@@ -366,7 +387,10 @@ pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
                     Some(problem) => ConditionValue::new(
                         false,
                         RotationReason::KeyGenerationFailed,
-                        format!("the next key, MacSecKey {}, is not ready: {problem}", staged.mac_sec_key),
+                        format!(
+                            "the next key, MacSecKey {}, is not ready: {problem}",
+                            staged.mac_sec_key
+                        ),
                     ),
                     None => ConditionValue::new(
                         true,
@@ -400,7 +424,9 @@ pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
                         ConditionValue::new(
                             false,
                             RotationReason::WaitingForRouter,
-                            format!("the rotation was due at {next} and waits for the router; nothing is associated until it confirms: {ask}"),
+                            format!(
+                                "the rotation was due at {next} and waits for the router; nothing is associated until it confirms: {ask}"
+                            ),
                         )
                     } else {
                         soon(until(now, next));
@@ -417,7 +443,9 @@ pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
                     condition = ConditionValue::new(
                         true,
                         RotationReason::KeyStaged,
-                        format!("the router confirmed CKN {ckn}; it is associated when the rotation is due, at {next}"),
+                        format!(
+                            "the router confirmed CKN {ckn}; it is associated when the rotation is due, at {next}"
+                        ),
                     );
                 } else if aws.state_of(&ckn) == Some(KeyState::Associated) && aws.port_up {
                     // In use: the new key is active, the others retire.
@@ -445,7 +473,9 @@ pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
                     condition = ConditionValue::new(
                         true,
                         RotationReason::Associating,
-                        format!("the router confirmed CKN {ckn} and the rotation is due: associating it, and waiting for Encryption Up"),
+                        format!(
+                            "the router confirmed CKN {ckn} and the rotation is due: associating it, and waiting for Encryption Up"
+                        ),
                     );
                 }
             }
@@ -467,7 +497,9 @@ pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
             condition = ConditionValue::new(
                 false,
                 RotationReason::RotationRolledBack,
-                format!("removing CKN {ckn} took the port to Encryption Down, so the guard associated it again: the router does not use the new key. Fix the router, then set the annotation dxmacsec.io/confirm-removal to a new value"),
+                format!(
+                    "removing CKN {ckn} took the port to Encryption Down, so the guard associated it again: the router does not use the new key. Fix the router, then set the annotation dxmacsec.io/confirm-removal to a new value"
+                ),
             );
             kept.push(k);
             continue;
@@ -487,7 +519,10 @@ pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
                 condition = ConditionValue::new(
                     true,
                     RotationReason::Retiring,
-                    format!("CKN {ckn} (MacSecKey {}) is retiring: removed after the overlap, its material deleted from {retire_at} once AWS no longer holds it; the router keeps it until it leaves status.router.keys", k.mac_sec_key),
+                    format!(
+                        "CKN {ckn} (MacSecKey {}) is retiring: removed after the overlap, its material deleted from {retire_at} once AWS no longer holds it; the router keeps it until it leaves status.router.keys",
+                        k.mac_sec_key
+                    ),
                 );
             }
             kept.push(k);
@@ -499,7 +534,11 @@ pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
             message: format!(
                 "CKN {ckn} (MacSecKey {}) retired: the router may delete it{}",
                 k.mac_sec_key,
-                if k.generated { "; its MacSecKey and material are deleted" } else { "" }
+                if k.generated {
+                    "; its MacSecKey and material are deleted"
+                } else {
+                    ""
+                }
             ),
         });
         if k.generated {
@@ -511,8 +550,7 @@ pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
     let wanted = kept
         .iter()
         .filter(|k| {
-            k.state == RouterKeyState::Active
-                || (k.state == RouterKeyState::Staged && associating)
+            k.state == RouterKeyState::Active || (k.state == RouterKeyState::Staged && associating)
         })
         .map(|k| k.mac_sec_key.clone())
         .collect();
@@ -629,8 +667,15 @@ mod tests {
         let s = w.step(t(0));
         assert_eq!(s.wanted, ["hand"]);
         assert_eq!(s.create, None);
-        assert_eq!(w.schedule.next_rotation.as_deref(), Some(t(3600).to_string().as_str()));
-        assert_eq!(s.wake, Some(Duration::from_secs(3000)), "wakes to stage the next key");
+        assert_eq!(
+            w.schedule.next_rotation.as_deref(),
+            Some(t(3600).to_string().as_str())
+        );
+        assert_eq!(
+            s.wake,
+            Some(Duration::from_secs(3000)),
+            "wakes to stage the next key"
+        );
         assert_eq!(w.states(), [("hand".to_string(), RouterKeyState::Active)]);
         assert_eq!(w.router.keys[0].ckn.as_deref(), Some(OLD));
 
@@ -640,7 +685,11 @@ mod tests {
         assert_eq!(s.wanted, ["hand"]);
         assert_eq!(w.schedule.stage, Some(RotationStage::Generating));
         let s = w.step(t(3001));
-        assert_eq!(s.create.as_deref(), Some("edge-k1"), "made again until it exists");
+        assert_eq!(
+            s.create.as_deref(),
+            Some("edge-k1"),
+            "made again until it exists"
+        );
         w.keys.push((
             "edge-k1".into(),
             KeyView {
@@ -650,10 +699,23 @@ mod tests {
         ));
         let s = w.step(t(3010));
         assert_eq!(s.create, None);
+        assert!(
+            s.notes
+                .iter()
+                .any(|n| n.reason == "KeyStaged" && n.message.contains(NEW))
+        );
         assert_eq!(w.schedule.stage, Some(RotationStage::WaitingForRouter));
         assert_eq!(s.condition.reason, RotationReason::KeyStaged);
-        assert!(s.condition.message.contains("confirmedCkn"), "{}", s.condition.message);
-        assert_eq!(s.wanted, ["hand"], "not associated before the router confirms");
+        assert!(
+            s.condition.message.contains("confirmedCkn"),
+            "{}",
+            s.condition.message
+        );
+        assert_eq!(
+            s.wanted,
+            ["hand"],
+            "not associated before the router confirms"
+        );
 
         // Due, and still not confirmed: nothing is associated, the condition turns False.
         let s = w.step(t(3700));
@@ -676,7 +738,11 @@ mod tests {
         assert_eq!(s.wanted, ["hand", "edge-k1"]);
         w.aws.port_up = true;
         let s = w.step(t(3720));
-        assert_eq!(s.wanted, ["edge-k1"], "the old key is outgoing: the planner removes it");
+        assert_eq!(
+            s.wanted,
+            ["edge-k1"],
+            "the old key is outgoing: the planner removes it"
+        );
         assert_eq!(
             w.states(),
             [
@@ -684,8 +750,14 @@ mod tests {
                 ("edge-k1".to_string(), RouterKeyState::Active)
             ]
         );
-        assert_eq!(w.schedule.last_rotation.as_deref(), Some(t(3720).to_string().as_str()));
-        assert_eq!(w.schedule.next_rotation.as_deref(), Some(t(7320).to_string().as_str()));
+        assert_eq!(
+            w.schedule.last_rotation.as_deref(),
+            Some(t(3720).to_string().as_str())
+        );
+        assert_eq!(
+            w.schedule.next_rotation.as_deref(),
+            Some(t(7320).to_string().as_str())
+        );
 
         // Removed, but within the guard window: kept.
         w.aws.keys = vec![aws_key(NEW, "associated")];
@@ -711,7 +783,13 @@ mod tests {
         let s = w.step(t(10));
         assert_eq!(s.create.as_deref(), Some("edge-k1"), "started at once");
         assert!(s.notes.iter().any(|n| n.reason == "RotationRequested"));
-        w.keys.push(("edge-k1".into(), KeyView { ckn: Some(NEW.into()), ..KeyView::default() }));
+        w.keys.push((
+            "edge-k1".into(),
+            KeyView {
+                ckn: Some(NEW.into()),
+                ..KeyView::default()
+            },
+        ));
         w.router.confirmed_ckn = Some(NEW.into());
         w.step(t(20));
         w.aws = OnAws {
@@ -738,7 +816,13 @@ mod tests {
         let s = w.step(t(60));
         assert_eq!(s.create.as_deref(), Some("edge-k2"));
         const THIRD: &str = "3333333333333333333333333333333333333333333333333333333333333333";
-        w.keys.push(("edge-k2".into(), KeyView { ckn: Some(THIRD.into()), ..KeyView::default() }));
+        w.keys.push((
+            "edge-k2".into(),
+            KeyView {
+                ckn: Some(THIRD.into()),
+                ..KeyView::default()
+            },
+        ));
         w.router.confirmed_ckn = Some(THIRD.into());
         w.step(t(70));
         w.aws.keys = vec![aws_key(NEW, "associated"), aws_key(THIRD, "associated")];
@@ -751,7 +835,10 @@ mod tests {
         let s = w.step(t(380));
         assert_eq!(s.retire, ["edge-k1"]);
         assert!(s.notes.iter().any(|n| n.reason == "KeyRetired"));
-        assert_eq!(w.states(), [("edge-k2".to_string(), RouterKeyState::Active)]);
+        assert_eq!(
+            w.states(),
+            [("edge-k2".to_string(), RouterKeyState::Active)]
+        );
     }
 
     /// A router that confirms before the rotation is due does not make it early: the key is
@@ -761,7 +848,13 @@ mod tests {
         let mut w = World::new();
         w.step(t(0));
         w.step(t(3000));
-        w.keys.push(("edge-k1".into(), KeyView { ckn: Some(NEW.into()), ..KeyView::default() }));
+        w.keys.push((
+            "edge-k1".into(),
+            KeyView {
+                ckn: Some(NEW.into()),
+                ..KeyView::default()
+            },
+        ));
         w.router.confirmed_ckn = Some(NEW.into());
         let s = w.step(t(3010));
         assert_eq!(w.schedule.stage, Some(RotationStage::Confirmed));
@@ -793,7 +886,10 @@ mod tests {
         assert!(s.wanted.is_empty());
         w.step(t(0));
 
-        assert_eq!(parse_duration("f", "90d"), Ok(Duration::from_secs(90 * 86400)));
+        assert_eq!(
+            parse_duration("f", "90d"),
+            Ok(Duration::from_secs(90 * 86400))
+        );
         assert_eq!(parse_duration("f", "1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("f", "45s"), Ok(Duration::from_secs(45)));
         assert!(parse_duration("f", "soon").unwrap_err().starts_with("f: "));

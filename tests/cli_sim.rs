@@ -738,6 +738,60 @@ async fn plan_reports_without_changing_anything() {
     assert!(run.stdout.contains("Converged"));
 }
 
+/// A DxConnection with a rotation schedule: `plan` says when the next rotation is due (from
+/// the status the manifest carries, as `kubectl get -o yaml` writes it) and what it will do;
+/// `apply` keeps the keys the status says are in use and says why it does not rotate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_the_next_rotation_and_apply_leaves_it_to_the_controller() {
+    let sim = sim(&format!(
+        "connections:\n  - {{ id: dxcon-c1, macSecCapable: true, router: [{CKN_B}] }}\n"
+    ))
+    .await;
+    let manifest = format!(
+        "{}{}{}",
+        key_manifest("k-a", CKN_A, CAK_A),
+        key_manifest("k-b", CKN_B, CAK_B),
+        "apiVersion: dxmacsec.io/v1alpha1\nkind: DxConnection\nmetadata: {name: conn}\n\
+         spec: {connectionId: dxcon-c1, encryptionMode: must_encrypt, keys: [{name: k-a}],\n\
+         \x20 rotation: {schedule: {every: 90d, routerLeadTime: 7d}}}\n\
+         status:\n  schedule: {stage: Idle, nextRotation: \"2031-01-01T00:00:00Z\", sequence: 3}\n\
+         \x20 router:\n    keys: [{macSecKey: k-b, state: active, since: \"2030-10-03T00:00:00Z\"}]\n"
+    );
+    let f = write(&manifest);
+    let run = cli(&sim, &["plan", "-f", f.to_str().unwrap()]).await;
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stdout.contains("rotation every 90d: the next rotation is due at 2031-01-01T00:00:00Z; then it makes MacSecKey conn-k4 7d before it is due"),
+        "{}",
+        run.stdout
+    );
+    // The key in use is the status's (k-b), not spec.keys' starting set.
+    assert!(
+        run.stdout.contains("associate MacSecKey k-b"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("associate MacSecKey k-a"),
+        "{}",
+        run.stdout
+    );
+
+    let run = apply(&sim, &f, "30s").await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("apply does not rotate: a rotation waits for the router's confirmation")
+            && run
+                .stdout
+                .contains("dx-macsec-operator rotate -n default conn"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(key_ckns(&sim.shared.state(), "dxcon-c1"), [CKN_B]);
+    assert_no_cak(&run);
+}
+
 /// The CAK appears in no output at the most verbose log level, in text or JSON logs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cak_never_reaches_output_or_logs() {

@@ -8,6 +8,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 mod common;
+#[path = "e2e/schedule.rs"]
+mod schedule;
 
 use common::{connection, key_ckns, key_manifest, mode_of, mutations, ok_calls, wait_for};
 use dx_macsec_operator::conditions::ConditionType;
@@ -72,8 +74,22 @@ fn seed() -> String {
     s += &conn("dxcon-smblip01", "");
     s += &conn("dxcon-own00001", "");
     s += &conn("dxcon-swap0001", "");
+    // Scheduled rotations: a connection, a LAG's members, a router that never confirms
+    // (holding key A, associated), and a connection whose operator is killed in each stage.
+    for id in [
+        "dxcon-sched001",
+        "dxcon-schedl01",
+        "dxcon-schedl02",
+        "dxcon-schedk01",
+    ] {
+        s += &format!("  - {{ id: {id}, macSecCapable: true }}\n");
+    }
+    s += &format!(
+        "  - {{ id: dxcon-sched003, macSecCapable: true, router: [\"{CKN_A}\"]{with_a} }}\n"
+    );
     s += "lags:\n  - { id: dxlag-e2elag01, bandwidth: 100Gbps, macSecCapable: true, members: [dxcon-lagm0001, dxcon-lagm0002] }\n";
     s += "  - { id: dxlag-e2elag02, macSecCapable: true, minimumLinks: 1, members: [dxcon-lagm0003, dxcon-lagm0004] }\n";
+    s += "  - { id: dxlag-sched01, macSecCapable: true, members: [dxcon-schedl01, dxcon-schedl02] }\n";
     s += &format!(
         "interconnects:\n  - {{ id: dxcon-ic000001, macSecCapable: true, router: [\"{CKN_A}\"] }}\n"
     );
@@ -157,7 +173,8 @@ impl E2e {
             ("DXM_REQUEUE", "1s".into()),
             ("DXM_RESYNC", "6s".into()),
             ("DXM_OBSERVATION_MAX_AGE", "1s".into()),
-            ("RUST_LOG", "info,dx_macsec_operator=debug".into()),
+            // Everything at trace: the run's logs are checked for generated CAKs.
+            ("RUST_LOG", "trace".into()),
         ]
         .into_iter()
         .chain(extra.iter().map(|(k, v)| (*k, v.to_string())))
@@ -407,9 +424,12 @@ async fn end_to_end() {
     a_leader_cut_off_from_the_api_server_stops_at_its_deadline(&mut e).await;
     killed_after_every_step_converges_without_harm(&mut e).await;
     a_steady_resync_reads_no_secret(&mut e).await;
+    schedule::scheduled_rotations_wait_for_the_router(&e).await;
+    schedule::a_scheduled_rotation_survives_a_kill_in_every_stage(&mut e).await;
     gitops_tools_judge_live_objects().await;
     namespaced_mode_leaves_other_namespaces_alone(&mut e).await;
     a_fault_storm_over_100_resources_converges_without_harm(&mut e).await;
+    schedule::no_log_holds_a_generated_cak();
 }
 
 /// A Secret, a MacSecKey and a DxConnection become Ready; the key is associated before any

@@ -145,6 +145,9 @@ pub struct Secret {
     /// The ClientRequestToken of the last PutSecretValue: the same token again makes no new
     /// version.
     pub last_token: Option<String>,
+    /// False for a secret made by CreateSecret without a value: it has no version (no
+    /// `AWSCURRENT`) until PutSecretValue gives it one.
+    pub valued: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -439,6 +442,7 @@ impl Account {
                 created: jiff::Timestamp::now(),
                 puts: 0,
                 last_token: None,
+                valued: true,
             },
         );
         arn

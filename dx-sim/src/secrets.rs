@@ -51,11 +51,9 @@ pub fn create_secret(acc: &mut Account, req: &Value) -> OpResult {
             message: format!("The operation failed because the secret {name} already exists."),
         });
     }
-    let secret_string = req
-        .get("SecretString")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let value = req.get("SecretString").and_then(Value::as_str);
+    let valued = value.is_some();
+    let secret_string = value.unwrap_or_default().to_string();
     let suffix: String = {
         use rand::Rng;
         let mut rng = rand::rng();
@@ -75,10 +73,15 @@ pub fn create_secret(acc: &mut Account, req: &Value) -> OpResult {
         created: jiff::Timestamp::now(),
         puts: 0,
         last_token: None,
+        valued,
     };
     let version = version_id(&secret);
     acc.secrets.insert(arn.clone(), secret);
-    Ok(json!({"ARN": arn, "Name": name, "VersionId": version}))
+    if valued {
+        Ok(json!({"ARN": arn, "Name": name, "VersionId": version}))
+    } else {
+        Ok(json!({"ARN": arn, "Name": name}))
+    }
 }
 
 /// A new value, and with it a new AWSCURRENT version, for a customer-owned secret.
@@ -104,14 +107,16 @@ pub fn put_secret_value(acc: &mut Account, req: &Value) -> OpResult {
         if s.secret_string != secret_string {
             return Err(AwsError {
                 code: "ResourceExistsException",
-                message: "A version with this ClientRequestToken already exists with another value."
-                    .into(),
+                message:
+                    "A version with this ClientRequestToken already exists with another value."
+                        .into(),
             });
         }
     } else {
         s.secret_string = secret_string;
         s.puts += 1;
         s.last_token = token;
+        s.valued = true;
     }
     Ok(
         json!({"ARN": s.arn, "Name": s.name, "VersionId": version_id(s), "VersionStages": ["AWSCURRENT"]}),
@@ -136,6 +141,12 @@ pub fn delete_secret(acc: &mut Account, req: &Value) -> OpResult {
 
 pub fn get_secret_value(acc: &Account, req: &Value) -> OpResult {
     let s = find(acc, req)?;
+    if !s.valued {
+        return Err(AwsError {
+            code: "ResourceNotFoundException",
+            message: "Secrets Manager can't find the specified secret value for staging label: AWSCURRENT".into(),
+        });
+    }
     Ok(json!({
         "ARN": s.arn,
         "Name": s.name,
@@ -148,11 +159,16 @@ pub fn get_secret_value(acc: &Account, req: &Value) -> OpResult {
 
 pub fn describe_secret(acc: &Account, req: &Value) -> OpResult {
     let s = find(acc, req)?;
+    let versions = if s.valued {
+        json!({ version_id(s): ["AWSCURRENT"] })
+    } else {
+        json!({})
+    };
     let mut out = json!({
         "ARN": s.arn,
         "Name": s.name,
         "CreatedDate": s.created.as_second(),
-        "VersionIdsToStages": { version_id(s): ["AWSCURRENT"] },
+        "VersionIdsToStages": versions,
         "Tags": [],
     });
     if let Some(owner) = &s.owning_service {

@@ -583,6 +583,71 @@ async fn secrets_manager_calls() {
     assert!(e.into_service_error().is_resource_exists_exception());
 }
 
+/// A secret made without a value has no version until PutSecretValue gives it one (what the
+/// operator's generation relies on to find a half-made key); the same request token again
+/// makes no new version; DeleteSecret makes it unreadable.
+#[tokio::test]
+async fn a_secret_made_empty_then_put_then_deleted() {
+    let sim = start(SEED).await;
+    let smc = sm::Client::new(&config(&sim, "AKIDTEST").await);
+    let arn = smc
+        .create_secret()
+        .name("dx-macsec/net/k1-0123abcd")
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let described = smc.describe_secret().secret_id(&arn).send().await.unwrap();
+    assert!(
+        described
+            .version_ids_to_stages()
+            .is_none_or(|v| v.is_empty())
+    );
+    let e = smc
+        .get_secret_value()
+        .secret_id(&arn)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.into_service_error().is_resource_not_found_exception());
+    let token = "0123abcd-0000-0000-0000-000000000000";
+    for _ in 0..2 {
+        smc.put_secret_value()
+            .secret_id(&arn)
+            .secret_string(r#"{"ckn":"a","cak":"b"}"#)
+            .client_request_token(token)
+            .send()
+            .await
+            .unwrap();
+    }
+    let described = smc.describe_secret().secret_id(&arn).send().await.unwrap();
+    assert_eq!(described.version_ids_to_stages().unwrap().len(), 1);
+    let e = smc
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(r#"{"ckn":"c","cak":"d"}"#)
+        .client_request_token(token)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.into_service_error().is_resource_exists_exception());
+    smc.delete_secret()
+        .secret_id(&arn)
+        .recovery_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    let e = smc
+        .get_secret_value()
+        .secret_id(&arn)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.into_service_error().is_resource_not_found_exception());
+}
+
 /// Faults: throttling and server errors for the next N calls of one operation, latency, and
 /// a rate; the call log records outcome and caller.
 #[tokio::test]

@@ -156,9 +156,8 @@ async fn prepare(
             since: Instant::now(),
             reason: String::new(),
             last_line: String::new(),
-            rotation: crate::rotation::describe(dxc, jiff::Timestamp::now(), false).zip(
-                crate::rotation::describe(dxc, jiff::Timestamp::now(), true),
-            ),
+            rotation: crate::rotation::describe(dxc, jiff::Timestamp::now(), false)
+                .zip(crate::rotation::describe(dxc, jiff::Timestamp::now(), true)),
         });
     }
     items
@@ -246,10 +245,13 @@ fn report(item: &Item, applying: bool) -> Report<'_> {
             .and_then(PassOutcome::plan)
             .map(|p| p.planned_actions())
             .unwrap_or_default(),
-        rotation: item
-            .rotation
-            .as_ref()
-            .map(|(plan, apply)| if applying { apply.as_str() } else { plan.as_str() }),
+        rotation: item.rotation.as_ref().map(|(plan, apply)| {
+            if applying {
+                apply.as_str()
+            } else {
+                plan.as_str()
+            }
+        }),
         status: item.status.as_ref(),
     }
 }

@@ -7,8 +7,8 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::schedule;
 use super::relations::{blocked_status, conflict_owner, prior_of, status_changed};
+use super::schedule;
 use super::shell::{Reconciled, write_status};
 use super::{Context, Error, KubeSecrets, reference};
 use crate::crd::{DeletionPolicy, DxConnection, ManagementPolicy, OWNER_TAG};
@@ -219,65 +219,75 @@ impl Reconciled for DxConnection {
     }
 
     async fn cleanup(dxc: &Self, ctx: &Context) -> Result<Action, Error> {
-        let ns = crate::crd::namespace_of(dxc);
-        let observe_only = dxc.spec.management_policy == ManagementPolicy::ObserveOnly;
-        let access = ctx.access();
-        let scope = match access.scope_of(dxc) {
-            Ok(scope) if !observe_only => scope,
-            refused => {
-                ctx.metrics.forget(ns, &dxc.name_any());
-                let note = match refused {
-                    Err(refusal) => format!("nothing was changed in AWS: {}", refusal.message),
-                    Ok(_) => "ObserveOnly: AWS is left as it is".to_string(),
-                };
-                ctx.publish(
-                    &reference(dxc),
-                    EventType::Normal,
-                    "Retained",
-                    "Delete",
-                    note,
-                )
-                .await;
-                return Ok(Action::await_change());
-            }
-        };
-        // A Conflict loser never managed the resource: nothing of its own to remove.
-        if conflict_owner(dxc, &scope, &ctx.all_connections(), &access).is_some() {
-            return Ok(Action::await_change());
-        }
-        let deletion = match dxc.spec.deletion_policy {
-            DeletionPolicy::Retain => Deletion::Retain,
-            DeletionPolicy::Disassociate => Deletion::Disassociate {
-                managed: dxc
-                    .status
-                    .as_ref()
-                    .map(|s| s.keys.clone())
-                    .unwrap_or_default(),
-            },
-        };
-        let desired = Desired {
-            owner: Some(desired::owner_tag(&ctx.settings.cluster_name, dxc)),
-            deletion: Some(deletion),
-            ..Desired::new(&dxc.spec.connection_id)
-        };
-        let result = ctx
-            .engine
-            .pass(
-                &scope,
-                &desired,
-                &PriorState::default(),
-                Timestamp::now(),
-                Mode::Execute,
+        let (action, keys_removed) = cleanup_aws(dxc, ctx).await?;
+        // The keys a schedule made go with the DxConnection only once AWS no longer holds
+        // them; otherwise they stay (no longer owned by it) for the router and a successor.
+        schedule::release_keys(dxc, ctx, keys_removed).await?;
+        Ok(action)
+    }
+}
+
+/// What deleting `dxc` does on AWS, as its deletionPolicy says; whether its keys were
+/// removed from AWS.
+async fn cleanup_aws(dxc: &DxConnection, ctx: &Context) -> Result<(Action, bool), Error> {
+    let ns = crate::crd::namespace_of(dxc);
+    let observe_only = dxc.spec.management_policy == ManagementPolicy::ObserveOnly;
+    let access = ctx.access();
+    let scope = match access.scope_of(dxc) {
+        Ok(scope) if !observe_only => scope,
+        refused => {
+            ctx.metrics.forget(ns, &dxc.name_any());
+            let note = match refused {
+                Err(refusal) => format!("nothing was changed in AWS: {}", refusal.message),
+                Ok(_) => "ObserveOnly: AWS is left as it is".to_string(),
+            };
+            ctx.publish(
+                &reference(dxc),
+                EventType::Normal,
+                "Retained",
+                "Delete",
+                note,
             )
             .await;
-        publish_calls(ctx, &reference(dxc), &result, Some("Delete")).await;
-        match dxc.spec.deletion_policy {
-            DeletionPolicy::Retain => {
-                retained(ctx, dxc, &result).await;
-                Ok(Action::await_change())
-            }
-            DeletionPolicy::Disassociate => disassociated(ctx, dxc, &result).await,
+            return Ok((Action::await_change(), false));
         }
+    };
+    // A Conflict loser never managed the resource: nothing of its own to remove.
+    if conflict_owner(dxc, &scope, &ctx.all_connections(), &access).is_some() {
+        return Ok((Action::await_change(), false));
+    }
+    let deletion = match dxc.spec.deletion_policy {
+        DeletionPolicy::Retain => Deletion::Retain,
+        DeletionPolicy::Disassociate => Deletion::Disassociate {
+            managed: dxc
+                .status
+                .as_ref()
+                .map(|s| s.keys.clone())
+                .unwrap_or_default(),
+        },
+    };
+    let desired = Desired {
+        owner: Some(desired::owner_tag(&ctx.settings.cluster_name, dxc)),
+        deletion: Some(deletion),
+        ..Desired::new(&dxc.spec.connection_id)
+    };
+    let result = ctx
+        .engine
+        .pass(
+            &scope,
+            &desired,
+            &PriorState::default(),
+            Timestamp::now(),
+            Mode::Execute,
+        )
+        .await;
+    publish_calls(ctx, &reference(dxc), &result, Some("Delete")).await;
+    match dxc.spec.deletion_policy {
+        DeletionPolicy::Retain => {
+            retained(ctx, dxc, &result).await;
+            Ok((Action::await_change(), false))
+        }
+        DeletionPolicy::Disassociate => Ok((disassociated(ctx, dxc, &result).await?, true)),
     }
 }
 

@@ -76,8 +76,14 @@ async fn in_secret(key: &MacSecKey, ctx: &Context) -> Result<MaterialLocation, K
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let (ckn, cak) = crate::keys::generate_pair();
     let data = BTreeMap::from([
-        ("ckn".to_string(), ByteString(ckn.as_str().as_bytes().to_vec())),
-        ("cak".to_string(), ByteString(cak.expose().as_bytes().to_vec())),
+        (
+            "ckn".to_string(),
+            ByteString(ckn.as_str().as_bytes().to_vec()),
+        ),
+        (
+            "cak".to_string(),
+            ByteString(cak.expose().as_bytes().to_vec()),
+        ),
     ]);
     let secret = Secret {
         metadata: ObjectMeta {
@@ -114,13 +120,18 @@ async fn in_secret(key: &MacSecKey, ctx: &Context) -> Result<MaterialLocation, K
                 Ok(location)
             } else {
                 Err(failed(
-                    format!("{what}: a Secret of that name exists and this MacSecKey did not make it; the operator never overwrites it. Delete or rename that Secret, or give the MacSecKey another name"),
+                    format!(
+                        "{what}: a Secret of that name exists and this MacSecKey did not make it; the operator never overwrites it. Delete or rename that Secret, or give the MacSecKey another name"
+                    ),
                     false,
                 ))
             }
         }
         Err(kube::Error::Api(e)) if e.code == 403 => Err(failed(
-            format!("{what}: the operator may not create Secrets here ({}); enable key generation (chart value keyGeneration.enabled) or use a Secret made by keygen", e.message),
+            format!(
+                "{what}: the operator may not create Secrets here ({}); enable key generation (chart value keyGeneration.enabled) or use a Secret made by keygen",
+                e.message
+            ),
             false,
         )),
         Err(e) => Err(failed(format!("{what}: {e}; retried"), true)),
@@ -144,9 +155,7 @@ async fn in_secrets_manager(
         .generation_scope(namespace, generate)
         .map_err(|r| failed(r.message, false))?;
     let name = secret_name(key);
-    let what = format!(
-        "cannot make Secrets Manager secret {name} in {scope} for spec.generate"
-    );
+    let what = format!("cannot make Secrets Manager secret {name} in {scope} for spec.generate");
     let api = ctx
         .engine
         .secrets()
@@ -199,12 +208,22 @@ pub(crate) async fn destroy(key: &MacSecKey, ctx: &Context) -> Result<Option<Str
                 match api.delete(&secret.name, &DeleteParams::default()).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(format!("cannot delete Secret {}/{}: {e}", secret.namespace, secret.name)),
+                    Err(e) => {
+                        return Err(format!(
+                            "cannot delete Secret {}/{}: {e}",
+                            secret.namespace, secret.name
+                        ));
+                    }
                 }
                 return Ok(Some(format!("Secret {}/{}", secret.namespace, secret.name)));
             }
             Ok(_) => return Ok(None),
-            Err(e) => return Err(format!("cannot read Secret {}/{}: {e}", secret.namespace, secret.name)),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read Secret {}/{}: {e}",
+                    secret.namespace, secret.name
+                ));
+            }
         }
     }
     if let Some(sm) = &made.secrets_manager {

@@ -77,7 +77,7 @@ impl Reconciled for MacSecKey {
         let (generation, now) = (key.metadata.generation, Timestamp::now());
         let msg = match guarded_by(key, &all, now) {
             _ if !users.is_empty() => format!(
-                "deletion waits: used by DxConnection {}; remove this key from their spec.keys (rotate to another key) first",
+                "deletion waits: used by DxConnection {}; remove this key from their spec.keys (rotate to another key) first, or, for a key of a scheduled rotation, wait until it retires",
                 users.join(", ")
             ),
             // Removed in a rotation: it may have to come back (by CKN/CAK if its managed
@@ -162,7 +162,11 @@ async fn check_material(
                 }
                 Err(problem) => {
                     return Checked {
-                        condition: ConditionValue::new(false, problem.reason, problem.message.clone()),
+                        condition: ConditionValue::new(
+                            false,
+                            problem.reason,
+                            problem.message.clone(),
+                        ),
                         requeue: Requeue::Soon,
                         transient_failure: problem.transient.then_some(problem),
                     };
@@ -267,7 +271,10 @@ async fn source_version(key: &MacSecKey, ctx: &Context, scope: &Scope) -> Option
     if let Some(secret) = made.and_then(|m| m.secret.as_ref()) {
         return ctx.secret_version(namespace, &secret.name);
     }
-    let source = match (&key.spec.secrets_manager, made.and_then(|m| m.secrets_manager.as_ref())) {
+    let source = match (
+        &key.spec.secrets_manager,
+        made.and_then(|m| m.secrets_manager.as_ref()),
+    ) {
         (Some(sm), _) => (
             crate::material::secrets_manager_scope(sm, scope),
             sm.secret_id.clone(),

@@ -9,10 +9,10 @@
 
 pub mod connection;
 mod generate;
-mod schedule;
 pub mod key;
 pub mod leader;
 pub(crate) mod relations;
+mod schedule;
 mod shell;
 #[cfg(test)]
 mod tests;
@@ -54,7 +54,9 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("deletion waits: {0}")]
     CleanupPending(String),
-    #[error("MacSecKey is in use by {0}; remove it from their spec.keys first")]
+    #[error(
+        "MacSecKey is in use by {0}; remove it from their spec.keys first (a key of a scheduled rotation goes when it retires)"
+    )]
     #[strum(serialize = "InUse")]
     KeyInUse(String),
 }

@@ -255,6 +255,8 @@ pub(crate) fn key_relevance(key: &DeserializeGuard<MacSecKey>) -> KeyRelevance {
         deleting: meta.deletion_timestamp.is_some(),
         ckn: status.and_then(|s| s.ckn.clone()),
         managed_secret_arn: status.and_then(|s| s.direct_connect_secret_arn.clone()),
+        // A scheduled rotation waits for its new key's material, and reports why it fails.
+        ready: key.0.as_ref().is_ok_and(MacSecKey::validated),
     }
 }
 
@@ -266,6 +268,7 @@ pub(crate) struct KeyRelevance {
     deleting: bool,
     ckn: Option<String>,
     managed_secret_arn: Option<String>,
+    ready: bool,
 }
 
 #[cfg(test)]

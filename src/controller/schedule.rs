@@ -12,8 +12,8 @@ use kube::{Api, Resource, ResourceExt};
 use super::{Context, reference};
 use crate::conditions::{ConditionType, ConditionValue, RotationReason, set_condition};
 use crate::crd::{
-    DxConnection, DxConnectionStatus, MacSecKey, MacSecKeySpec, ManagementPolicy,
-    MaterialLocation, RotationStage,
+    DxConnection, DxConnectionStatus, MacSecKey, MacSecKeySpec, ManagementPolicy, MaterialLocation,
+    RotationStage,
 };
 use crate::plan::Requeue;
 use crate::rotation::{self, Input, KeyView, OnAws, Step};
@@ -57,16 +57,19 @@ fn location(key: &MacSecKey) -> Option<MaterialLocation> {
             secrets_manager: None,
         });
     }
-    key.spec.secrets_manager.as_ref().map(|sm| MaterialLocation {
-        secret: None,
-        secrets_manager: Some(crate::crd::SecretsManagerLocation {
-            secret_arn: sm.secret_id.clone(),
-            region: sm.region.clone().unwrap_or_default(),
-            role_arn: None,
-            ckn_field: sm.ckn_field.clone(),
-            cak_field: sm.cak_field.clone(),
-        }),
-    })
+    key.spec
+        .secrets_manager
+        .as_ref()
+        .map(|sm| MaterialLocation {
+            secret: None,
+            secrets_manager: Some(crate::crd::SecretsManagerLocation {
+                secret_arn: sm.secret_id.clone(),
+                region: sm.region.clone().unwrap_or_default(),
+                role_arn: None,
+                ckn_field: sm.ckn_field.clone(),
+                cak_field: sm.cak_field.clone(),
+            }),
+        })
 }
 
 fn view(key: &MacSecKey) -> KeyView {
@@ -114,7 +117,13 @@ pub(crate) fn decide(dxc: &DxConnection, ctx: &Context) -> Option<Scheduled> {
     let input = Input {
         name: &dxc.name_any(),
         periods,
-        spec_keys: dxc.spec.keys.iter().flatten().map(|k| k.name.clone()).collect(),
+        spec_keys: dxc
+            .spec
+            .keys
+            .iter()
+            .flatten()
+            .map(|k| k.name.clone())
+            .collect(),
         schedule: status.and_then(|s| s.schedule.clone()).unwrap_or_default(),
         router: status.and_then(|s| s.router.clone()).unwrap_or_default(),
         rotate_now: dxc
@@ -149,9 +158,7 @@ pub(crate) async fn carry_out(dxc: &DxConnection, ctx: &Context, step: &mut Step
         key.metadata = ObjectMeta {
             name: Some(name.clone()),
             namespace: Some(ns.to_string()),
-            labels: Some(
-                [(rotation::ROTATED_FOR_LABEL.to_string(), dxc.name_any())].into(),
-            ),
+            labels: Some([(rotation::ROTATED_FOR_LABEL.to_string(), dxc.name_any())].into()),
             owner_references: Some(vec![OwnerReference {
                 api_version: DxConnection::api_version(&()).into_owned(),
                 kind: DxConnection::kind(&()).into_owned(),
@@ -184,9 +191,52 @@ pub(crate) async fn carry_out(dxc: &DxConnection, ctx: &Context, step: &mut Step
         match api.delete(name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => tracing::warn!(key = %name, error = %e, "cannot delete a retired MacSecKey; retried"),
+            Err(e) => {
+                tracing::warn!(key = %name, error = %e, "cannot delete a retired MacSecKey; retried")
+            }
         }
     }
+}
+
+/// When `dxc` is deleted: the MacSecKeys its schedule made are deleted (`remove`: AWS no
+/// longer holds them; their finalizers delete the material) or kept without their owner
+/// reference, so garbage collection leaves them to the router and a successor.
+pub(crate) async fn release_keys(
+    dxc: &DxConnection,
+    ctx: &Context,
+    remove: bool,
+) -> Result<(), super::Error> {
+    let ns = crate::crd::namespace_of(dxc);
+    let uid = dxc.uid();
+    let made = ctx.keys_in(ns, |k| {
+        k.owner_references()
+            .iter()
+            .any(|o| o.kind == DxConnection::kind(&()) && Some(&o.uid) == uid.as_ref())
+    });
+    let api: Api<MacSecKey> = Api::namespaced(ctx.client.clone(), ns);
+    for key in made {
+        let name = key.name_any();
+        let done = if remove {
+            api.delete(&name, &DeleteParams::default())
+                .await
+                .map(|_| ())
+        } else {
+            let orphan = serde_json::json!({"metadata": {"ownerReferences": null}});
+            api.patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&orphan),
+            )
+            .await
+            .map(|_| ())
+        };
+        match done {
+            Ok(()) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Writes the schedule's fields and its `KeyRotation` condition into `status`; without a
@@ -281,6 +331,11 @@ pub(crate) fn sooner(ctx: &Context, pass: Requeue, scheduled: Option<&Scheduled>
     let Some(Scheduled::Step(step)) = scheduled else {
         return pass;
     };
+    // The new key's material is being made: its MacSecKey's change may land before this
+    // status names it (and so wake nothing), so look again soon.
+    if step.schedule.stage == Some(RotationStage::Generating) {
+        return Requeue::Soon;
+    }
     let Some(wake) = step.wake else {
         return pass;
     };

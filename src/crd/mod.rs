@@ -147,7 +147,9 @@ mod tests {
             assert!(dxc.contains(needle), "DxConnection CRD lacks {needle}");
         }
         let key = serde_json::to_string(&schema_of(key)).unwrap();
-        assert!(key.contains("has(self.directConnectSecretArn) ? 1 : 0) + (has(self.generate) ? 1 : 0) == 1"));
+        assert!(key.contains(
+            "has(self.directConnectSecretArn) ? 1 : 0) + (has(self.generate) ? 1 : 0) == 1"
+        ));
         assert!(key.contains("has(self.generate) == has(oldSelf.generate)"));
         let access = serde_json::to_value(access).unwrap();
         assert_eq!(access["spec"]["scope"], "Cluster");
