@@ -142,6 +142,8 @@ pub enum RotationReason {
     InvalidSchedule,
     /// `managementPolicy: ObserveOnly`: the schedule makes no key.
     ObserveOnly,
+    /// Another DxConnection manages the connection (Conflict): the schedule makes no key.
+    Conflict,
 }
 
 impl RotationReason {

@@ -274,298 +274,369 @@ pub fn step(input: Input<'_>, key: impl Fn(&str) -> Option<KeyView>) -> Step {
         name,
         periods,
         spec_keys,
-        mut schedule,
+        schedule,
         router,
         rotate_now,
         aws,
         now,
     } = input;
-    let mut keys = router.keys.clone();
-    let mut notes = Vec::new();
-    let mut create = None;
-    let mut wake: Option<Duration> = None;
-    let mut soon = |d: Duration| wake = Some(wake.map_or(d, |w| w.min(d)));
-
-    // The schedule starts: the keys in spec.keys are in use; the first rotation is due a
-    // period later, or at once when there is none.
-    if keys.is_empty() && schedule.next_rotation.is_none() {
-        for k in &spec_keys {
-            keys.push(RouterKey {
-                mac_sec_key: k.clone(),
-                ckn: None,
-                material: None,
-                state: RouterKeyState::Active,
-                since: now.to_string(),
-                confirmed_at: None,
-                generated: false,
-            });
+    let mut s = Stepper::new(schedule, router.keys.clone(), periods, now);
+    s.start(&spec_keys);
+    s.refresh(&key);
+    s.rotate_now(rotate_now);
+    s.stage_next(name);
+    if let Some(i) = s.staged() {
+        let view = key(&s.keys[i].mac_sec_key);
+        if view.is_none() && s.create.is_none() {
+            // Made before a restart, or deleted by someone: made (again) under its name.
+            s.create = Some(s.keys[i].mac_sec_key.clone());
         }
-        let first = if keys.is_empty() {
-            now
-        } else {
-            plus(now, periods.every)
-        };
-        schedule.next_rotation = Some(first.to_string());
+        match s.keys[i].ckn.clone() {
+            None => s.generating(i, view.and_then(|v| v.problem)),
+            Some(ckn) => s.hand_over(i, name, &ckn, router.confirmed_ckn.as_deref(), &aws),
+        }
     }
-    for k in &mut keys {
-        if let Some(view) = key(&k.mac_sec_key) {
+    s.retire_old(&aws);
+    s.finish(router.confirmed_ckn)
+}
+
+/// One step's working state.
+struct Stepper {
+    schedule: ScheduleStatus,
+    keys: Vec<RouterKey>,
+    periods: Periods,
+    now: Timestamp,
+    next: Timestamp,
+    stage: RotationStage,
+    condition: ConditionValue<RotationReason>,
+    associating: bool,
+    create: Option<String>,
+    retire: Vec<String>,
+    notes: Vec<Note>,
+    wake: Option<Duration>,
+}
+
+impl Stepper {
+    fn new(
+        schedule: ScheduleStatus,
+        keys: Vec<RouterKey>,
+        periods: Periods,
+        now: Timestamp,
+    ) -> Self {
+        Stepper {
+            schedule,
+            keys,
+            periods,
+            now,
+            next: now,
+            stage: RotationStage::Idle,
+            condition: ConditionValue::new(true, RotationReason::OnSchedule, String::new()),
+            associating: false,
+            create: None,
+            retire: Vec::new(),
+            notes: Vec::new(),
+            wake: None,
+        }
+    }
+
+    fn note(&mut self, reason: &'static str, message: String) {
+        self.notes.push(Note {
+            warning: false,
+            reason,
+            message,
+        });
+    }
+
+    /// Look again in `d` at the latest.
+    fn soon(&mut self, d: Duration) {
+        self.wake = Some(self.wake.map_or(d, |w| w.min(d)));
+    }
+
+    fn key(name: &str, state: RouterKeyState, now: Timestamp, generated: bool) -> RouterKey {
+        RouterKey {
+            mac_sec_key: name.to_string(),
+            ckn: None,
+            material: None,
+            state,
+            since: now.to_string(),
+            confirmed_at: None,
+            generated,
+        }
+    }
+
+    /// The schedule starts: the keys in spec.keys are in use; the first rotation is due a
+    /// period later, or at once when there is none.
+    fn start(&mut self, spec_keys: &[String]) {
+        if self.keys.is_empty() && self.schedule.next_rotation.is_none() {
+            for k in spec_keys {
+                self.keys
+                    .push(Self::key(k, RouterKeyState::Active, self.now, false));
+            }
+            let first = if self.keys.is_empty() {
+                self.now
+            } else {
+                plus(self.now, self.periods.every)
+            };
+            self.schedule.next_rotation = Some(first.to_string());
+        }
+        self.next = at(self.schedule.next_rotation.as_deref()).unwrap_or(self.now);
+    }
+
+    /// Each key's CKN and material as its MacSecKey now says; a staged key that got its CKN
+    /// is told to the router.
+    fn refresh(&mut self, key: &impl Fn(&str) -> Option<KeyView>) {
+        let mut staged = None;
+        for k in &mut self.keys {
+            let Some(view) = key(&k.mac_sec_key) else {
+                continue;
+            };
             if k.state == RouterKeyState::Staged && k.ckn.is_none() && view.ckn.is_some() {
-                notes.push(Note {
-                    warning: false,
-                    reason: "KeyStaged",
-                    message: format!(
-                        "the next key, CKN {} (MacSecKey {}), is listed as staged in status.router.keys: configure it on the router, then confirm it",
-                        view.ckn.as_deref().unwrap_or_default(),
-                        k.mac_sec_key
-                    ),
-                });
+                staged = Some(format!(
+                    "the next key, CKN {} (MacSecKey {}), is listed as staged in status.router.keys: configure it on the router, then confirm it",
+                    view.ckn.as_deref().unwrap_or_default(),
+                    k.mac_sec_key
+                ));
             }
             k.ckn = k.ckn.take().or(view.ckn);
             k.material = k.material.take().or(view.material);
         }
-    }
-    let mut next = at(schedule.next_rotation.as_deref()).unwrap_or(now);
-
-    // A new value of the rotate-now annotation makes the rotation due now.
-    if let Some(value) = rotate_now.filter(|v| schedule.rotate_now_used.as_ref() != Some(v)) {
-        schedule.rotate_now_used = Some(value);
-        next = next.min(now);
-        notes.push(Note {
-            warning: false,
-            reason: "RotationRequested",
-            message: format!("{ROTATE_NOW_ANNOTATION} changed: the next rotation is due now"),
-        });
-    }
-    let staging = minus(next, periods.lead);
-    if !keys.iter().any(|k| k.state == RouterKeyState::Staged) {
-        if now >= staging {
-            schedule.sequence += 1;
-            let new = format!("{name}-k{}", schedule.sequence);
-            notes.push(Note {
-                warning: false,
-                reason: "RotationStarted",
-                message: format!(
-                    "rotation {}: making key {new} for the router; due at {next}",
-                    schedule.sequence
-                ),
-            });
-            keys.push(RouterKey {
-                mac_sec_key: new.clone(),
-                ckn: None,
-                material: None,
-                state: RouterKeyState::Staged,
-                since: now.to_string(),
-                confirmed_at: None,
-                generated: true,
-            });
-            create = Some(new);
-        } else {
-            soon(until(now, staging));
+        if let Some(message) = staged {
+            self.note("KeyStaged", message);
         }
     }
 
-    let mut stage = RotationStage::Idle;
-    let mut associating = false;
-    let mut condition = ConditionValue::new(
-        true,
-        RotationReason::OnSchedule,
-        format!(
+    /// A new value of the rotate-now annotation makes the rotation due now.
+    fn rotate_now(&mut self, value: Option<String>) {
+        if let Some(value) = value.filter(|v| self.schedule.rotate_now_used.as_ref() != Some(v)) {
+            self.schedule.rotate_now_used = Some(value);
+            self.next = self.next.min(self.now);
+            self.note(
+                "RotationRequested",
+                format!("{ROTATE_NOW_ANNOTATION} changed: the next rotation is due now"),
+            );
+        }
+    }
+
+    fn staged(&self) -> Option<usize> {
+        self.keys
+            .iter()
+            .position(|k| k.state == RouterKeyState::Staged)
+    }
+
+    /// A lead time before the rotation is due, the next key is made and staged.
+    fn stage_next(&mut self, name: &str) {
+        let (next, staging) = (self.next, minus(self.next, self.periods.lead));
+        self.condition.message = format!(
             "the next rotation is due at {next}; its key is made and staged for the router at {staging}"
-        ),
-    );
-    if let Some(i) = keys.iter().position(|k| k.state == RouterKeyState::Staged) {
-        let view = key(&keys[i].mac_sec_key);
-        if view.is_none() && create.is_none() {
-            // Made before a restart, or deleted by someone: made (again) under its name.
-            create = Some(keys[i].mac_sec_key.clone());
+        );
+        if self.staged().is_some() {
+            return;
         }
-        let staged = &mut keys[i];
-        match staged.ckn.clone() {
-            None => {
-                stage = RotationStage::Generating;
-                condition = match view.and_then(|v| v.problem) {
-                    Some(problem) => ConditionValue::new(
-                        false,
-                        RotationReason::KeyGenerationFailed,
-                        format!(
-                            "the next key, MacSecKey {}, is not ready: {problem}",
-                            staged.mac_sec_key
-                        ),
-                    ),
-                    None => ConditionValue::new(
-                        true,
-                        RotationReason::GeneratingKey,
-                        format!("making the next key, MacSecKey {}", staged.mac_sec_key),
-                    ),
-                };
-            }
-            Some(ckn) => {
-                let confirmed = staged.confirmed_at.is_some()
-                    || router
-                        .confirmed_ckn
-                        .as_deref()
-                        .is_some_and(|c| c.trim().eq_ignore_ascii_case(&ckn));
-                if confirmed && staged.confirmed_at.is_none() {
-                    staged.confirmed_at = Some(now.to_string());
-                    notes.push(Note {
-                        warning: false,
-                        reason: "RouterConfirmed",
-                        message: format!("the router holds CKN {ckn}: associating it"),
-                    });
-                }
-                if !confirmed {
-                    stage = RotationStage::WaitingForRouter;
-                    let ask = format!(
-                        "configure CKN {ckn} (MacSecKey {}) on the router, then confirm: {}",
-                        staged.mac_sec_key,
-                        confirm_command(name, &ckn)
-                    );
-                    condition = if now >= next {
-                        ConditionValue::new(
-                            false,
-                            RotationReason::WaitingForRouter,
-                            format!(
-                                "the rotation was due at {next} and waits for the router; nothing is associated until it confirms: {ask}"
-                            ),
-                        )
-                    } else {
-                        soon(until(now, next));
-                        ConditionValue::new(
-                            true,
-                            RotationReason::KeyStaged,
-                            format!("the next key is staged; the rotation is due at {next}: {ask}"),
-                        )
-                    };
-                } else if now < next {
-                    // Confirmed early: associated when due, so the period holds.
-                    stage = RotationStage::Confirmed;
-                    soon(until(now, next));
-                    condition = ConditionValue::new(
-                        true,
-                        RotationReason::KeyStaged,
-                        format!(
-                            "the router confirmed CKN {ckn}; it is associated when the rotation is due, at {next}"
-                        ),
-                    );
-                } else if aws.state_of(&ckn) == Some(KeyState::Associated) && aws.port_up {
-                    // In use: the new key is active, the others retire.
-                    for other in keys.iter_mut() {
-                        if other.state == RouterKeyState::Active {
-                            other.state = RouterKeyState::Retiring;
-                            other.since = now.to_string();
-                        }
-                    }
-                    let staged = &mut keys[i];
-                    staged.state = RouterKeyState::Active;
-                    staged.since = now.to_string();
-                    schedule.last_rotation = Some(now.to_string());
-                    next = plus(now, periods.every);
-                    notes.push(Note {
-                        warning: false,
-                        reason: "KeyActivated",
-                        message: format!(
-                            "CKN {ckn} is associated and the port is Encryption Up: it is the active key; the old key is removed after the overlap; next rotation due at {next}"
-                        ),
-                    });
-                } else {
-                    associating = true;
-                    stage = RotationStage::Associating;
-                    condition = ConditionValue::new(
-                        true,
-                        RotationReason::Associating,
-                        format!(
-                            "the router confirmed CKN {ckn} and the rotation is due: associating it, and waiting for Encryption Up"
-                        ),
-                    );
-                }
-            }
+        if self.now < staging {
+            self.soon(until(self.now, staging));
+            return;
         }
+        self.schedule.sequence += 1;
+        let new = format!("{name}-k{}", self.schedule.sequence);
+        let sequence = self.schedule.sequence;
+        self.note(
+            "RotationStarted",
+            format!("rotation {sequence}: making key {new} for the router; due at {next}"),
+        );
+        self.keys
+            .push(Self::key(&new, RouterKeyState::Staged, self.now, true));
+        self.create = Some(new);
     }
 
-    // Retiring keys leave once AWS holds them no more, the guard cannot bring them back and
-    // their retention has passed.
-    let mut retire = Vec::new();
-    let mut kept = Vec::with_capacity(keys.len());
-    for k in keys {
-        if k.state != RouterKeyState::Retiring {
-            kept.push(k);
-            continue;
-        }
-        let ckn = k.ckn.as_deref().unwrap_or_default();
-        if aws.rolled_back.iter().any(|c| c.eq_ignore_ascii_case(ckn)) {
-            stage = RotationStage::RolledBack;
-            condition = ConditionValue::new(
+    /// The staged key's material is being made.
+    fn generating(&mut self, i: usize, problem: Option<String>) {
+        let key = &self.keys[i].mac_sec_key;
+        self.stage = RotationStage::Generating;
+        self.condition = match problem {
+            Some(problem) => ConditionValue::new(
                 false,
-                RotationReason::RotationRolledBack,
+                RotationReason::KeyGenerationFailed,
+                format!("the next key, MacSecKey {key}, is not ready: {problem}"),
+            ),
+            None => ConditionValue::new(
+                true,
+                RotationReason::GeneratingKey,
+                format!("making the next key, MacSecKey {key}"),
+            ),
+        };
+    }
+
+    /// The staged key `ckn` is with the router: waits for its confirmation and the due
+    /// time, then for AWS to hold it with the port up, when it becomes the active key.
+    fn hand_over(
+        &mut self,
+        i: usize,
+        name: &str,
+        ckn: &str,
+        confirmed_ckn: Option<&str>,
+        aws: &OnAws,
+    ) {
+        let (now, next) = (self.now, self.next);
+        let confirmed = self.keys[i].confirmed_at.is_some()
+            || confirmed_ckn.is_some_and(|c| c.trim().eq_ignore_ascii_case(ckn));
+        if confirmed && self.keys[i].confirmed_at.is_none() {
+            self.keys[i].confirmed_at = Some(now.to_string());
+            self.note("RouterConfirmed", format!("the router holds CKN {ckn}"));
+        }
+        if !confirmed {
+            self.stage = RotationStage::WaitingForRouter;
+            let ask = format!(
+                "configure CKN {ckn} (MacSecKey {}) on the router, then confirm: {}",
+                self.keys[i].mac_sec_key,
+                confirm_command(name, ckn)
+            );
+            self.condition = if now >= next {
+                ConditionValue::new(
+                    false,
+                    RotationReason::WaitingForRouter,
+                    format!(
+                        "the rotation was due at {next} and waits for the router; nothing is associated until it confirms: {ask}"
+                    ),
+                )
+            } else {
+                self.soon(until(now, next));
+                ConditionValue::new(
+                    true,
+                    RotationReason::KeyStaged,
+                    format!("the next key is staged; the rotation is due at {next}: {ask}"),
+                )
+            };
+        } else if now < next {
+            // Confirmed early: associated when due, so the period holds.
+            self.stage = RotationStage::Confirmed;
+            self.soon(until(now, next));
+            self.condition = ConditionValue::new(
+                true,
+                RotationReason::KeyStaged,
                 format!(
-                    "removing CKN {ckn} took the port to Encryption Down, so the guard associated it again: the router does not use the new key. Fix the router, then set the annotation dxmacsec.io/confirm-removal to a new value"
+                    "the router confirmed CKN {ckn}; it is associated when the rotation is due, at {next}"
                 ),
             );
-            kept.push(k);
-            continue;
-        }
-        let on_aws = k.ckn.is_none()
-            || aws
-                .state_of(ckn)
-                .is_some_and(|s| s != KeyState::Disassociated);
-        let guarded = aws.guarded.iter().any(|c| c.eq_ignore_ascii_case(ckn));
-        let retire_at = plus(at(Some(&k.since)).unwrap_or(now), periods.retain);
-        if on_aws || guarded || now < retire_at {
-            if !on_aws && !guarded {
-                soon(until(now, retire_at));
-            }
-            if stage == RotationStage::Idle {
-                stage = RotationStage::Retiring;
-                condition = ConditionValue::new(
-                    true,
-                    RotationReason::Retiring,
-                    format!(
-                        "CKN {ckn} (MacSecKey {}) is retiring: removed after the overlap, its material deleted from {retire_at} once AWS no longer holds it; the router keeps it until it leaves status.router.keys",
-                        k.mac_sec_key
-                    ),
-                );
-            }
-            kept.push(k);
-            continue;
-        }
-        notes.push(Note {
-            warning: false,
-            reason: "KeyRetired",
-            message: format!(
-                "CKN {ckn} (MacSecKey {}) retired: the router may delete it{}",
-                k.mac_sec_key,
-                if k.generated {
-                    "; its MacSecKey and material are deleted"
-                } else {
-                    ""
+        } else if aws.state_of(ckn) == Some(KeyState::Associated) && aws.port_up {
+            // In use: the new key is active, the others retire.
+            for other in &mut self.keys {
+                if other.state == RouterKeyState::Active {
+                    other.state = RouterKeyState::Retiring;
+                    other.since = now.to_string();
                 }
-            ),
-        });
-        if k.generated {
-            retire.push(k.mac_sec_key);
+            }
+            self.keys[i].state = RouterKeyState::Active;
+            self.keys[i].since = now.to_string();
+            self.schedule.last_rotation = Some(now.to_string());
+            self.next = plus(now, self.periods.every);
+            let next = self.next;
+            self.note(
+                "KeyActivated",
+                format!("CKN {ckn} is associated and the port is Encryption Up: it is the active key; the old key is removed after the overlap; next rotation due at {next}"),
+            );
+        } else {
+            self.associating = true;
+            self.stage = RotationStage::Associating;
+            self.condition = ConditionValue::new(
+                true,
+                RotationReason::Associating,
+                format!(
+                    "the router confirmed CKN {ckn} and the rotation is due: associating it, and waiting for Encryption Up"
+                ),
+            );
         }
     }
-    schedule.next_rotation = Some(next.to_string());
-    schedule.stage = Some(stage);
-    let wanted = kept
-        .iter()
-        .filter(|k| {
-            k.state == RouterKeyState::Active || (k.state == RouterKeyState::Staged && associating)
-        })
-        .map(|k| k.mac_sec_key.clone())
-        .collect();
-    Step {
-        schedule,
-        router: RouterStatus {
-            keys: kept,
-            confirmed_ckn: router.confirmed_ckn,
-        },
-        wanted,
-        create,
-        retire,
-        notes,
-        condition,
-        wake,
+
+    /// Retiring keys leave once AWS holds them no more, the guard cannot bring them back and
+    /// their retention has passed; a rolled-back removal keeps them and says so.
+    fn retire_old(&mut self, aws: &OnAws) {
+        let now = self.now;
+        for k in std::mem::take(&mut self.keys) {
+            if k.state != RouterKeyState::Retiring {
+                self.keys.push(k);
+                continue;
+            }
+            let ckn = k.ckn.clone().unwrap_or_default();
+            if aws.rolled_back.iter().any(|c| c.eq_ignore_ascii_case(&ckn)) {
+                self.stage = RotationStage::RolledBack;
+                self.condition = ConditionValue::new(
+                    false,
+                    RotationReason::RotationRolledBack,
+                    format!(
+                        "removing CKN {ckn} took the port to Encryption Down, so the guard associated it again: the router does not use the new key. Fix the router, then set the annotation dxmacsec.io/confirm-removal to a new value"
+                    ),
+                );
+                self.keys.push(k);
+                continue;
+            }
+            let on_aws = k.ckn.is_none()
+                || aws
+                    .state_of(&ckn)
+                    .is_some_and(|s| s != KeyState::Disassociated);
+            let guarded = aws.guarded.iter().any(|c| c.eq_ignore_ascii_case(&ckn));
+            let retire_at = plus(at(Some(&k.since)).unwrap_or(now), self.periods.retain);
+            if on_aws || guarded || now < retire_at {
+                if !on_aws && !guarded {
+                    self.soon(until(now, retire_at));
+                }
+                if self.stage == RotationStage::Idle {
+                    self.stage = RotationStage::Retiring;
+                    self.condition = ConditionValue::new(
+                        true,
+                        RotationReason::Retiring,
+                        format!(
+                            "CKN {ckn} (MacSecKey {}) is retiring: removed after the overlap, its material deleted from {retire_at} once AWS no longer holds it; the router keeps it until it leaves status.router.keys",
+                            k.mac_sec_key
+                        ),
+                    );
+                }
+                self.keys.push(k);
+                continue;
+            }
+            let gone = if k.generated {
+                "; its MacSecKey and material are deleted"
+            } else {
+                ""
+            };
+            self.note(
+                "KeyRetired",
+                format!(
+                    "CKN {ckn} (MacSecKey {}) retired: the router may delete it{gone}",
+                    k.mac_sec_key
+                ),
+            );
+            if k.generated {
+                self.retire.push(k.mac_sec_key);
+            }
+        }
+    }
+
+    fn finish(mut self, confirmed_ckn: Option<String>) -> Step {
+        self.schedule.next_rotation = Some(self.next.to_string());
+        self.schedule.stage = Some(self.stage);
+        let associating = self.associating;
+        let wanted = self
+            .keys
+            .iter()
+            .filter(|k| {
+                k.state == RouterKeyState::Active
+                    || (k.state == RouterKeyState::Staged && associating)
+            })
+            .map(|k| k.mac_sec_key.clone())
+            .collect();
+        Step {
+            schedule: self.schedule,
+            router: RouterStatus {
+                keys: self.keys,
+                confirmed_ckn,
+            },
+            wanted,
+            create: self.create,
+            retire: self.retire,
+            notes: self.notes,
+            condition: self.condition,
+            wake: self.wake,
+        }
     }
 }
 
@@ -647,6 +718,15 @@ mod tests {
             step
         }
 
+        /// The MacSecKey `name` exists with its material read: CKN `ckn`.
+        fn made(&mut self, name: &str, ckn: &str) {
+            let view = KeyView {
+                ckn: Some(ckn.into()),
+                ..KeyView::default()
+            };
+            self.keys.push((name.into(), view));
+        }
+
         fn states(&self) -> Vec<(String, RouterKeyState)> {
             self.router
                 .keys
@@ -690,13 +770,7 @@ mod tests {
             Some("edge-k1"),
             "made again until it exists"
         );
-        w.keys.push((
-            "edge-k1".into(),
-            KeyView {
-                ckn: Some(NEW.into()),
-                ..KeyView::default()
-            },
-        ));
+        w.made("edge-k1", NEW);
         let s = w.step(t(3010));
         assert_eq!(s.create, None);
         assert!(
@@ -783,13 +857,7 @@ mod tests {
         let s = w.step(t(10));
         assert_eq!(s.create.as_deref(), Some("edge-k1"), "started at once");
         assert!(s.notes.iter().any(|n| n.reason == "RotationRequested"));
-        w.keys.push((
-            "edge-k1".into(),
-            KeyView {
-                ckn: Some(NEW.into()),
-                ..KeyView::default()
-            },
-        ));
+        w.made("edge-k1", NEW);
         w.router.confirmed_ckn = Some(NEW.into());
         w.step(t(20));
         w.aws = OnAws {
@@ -816,13 +884,7 @@ mod tests {
         let s = w.step(t(60));
         assert_eq!(s.create.as_deref(), Some("edge-k2"));
         const THIRD: &str = "3333333333333333333333333333333333333333333333333333333333333333";
-        w.keys.push((
-            "edge-k2".into(),
-            KeyView {
-                ckn: Some(THIRD.into()),
-                ..KeyView::default()
-            },
-        ));
+        w.made("edge-k2", THIRD);
         w.router.confirmed_ckn = Some(THIRD.into());
         w.step(t(70));
         w.aws.keys = vec![aws_key(NEW, "associated"), aws_key(THIRD, "associated")];
@@ -848,13 +910,7 @@ mod tests {
         let mut w = World::new();
         w.step(t(0));
         w.step(t(3000));
-        w.keys.push((
-            "edge-k1".into(),
-            KeyView {
-                ckn: Some(NEW.into()),
-                ..KeyView::default()
-            },
-        ));
+        w.made("edge-k1", NEW);
         w.router.confirmed_ckn = Some(NEW.into());
         let s = w.step(t(3010));
         assert_eq!(w.schedule.stage, Some(RotationStage::Confirmed));

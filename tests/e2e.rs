@@ -1843,6 +1843,11 @@ async fn chart_identity(name: &str, values: &str) -> String {
     )
     .await;
     assert!(ok, "{err}");
+    kubeconfig_with_token(name, &token)
+}
+
+/// A kubeconfig `E2E_WORK/{name}.kubeconfig`: the admin's, with `token` in place of its own.
+fn kubeconfig_with_token(name: &str, token: &str) -> String {
     let admin = std::fs::read_to_string(env("E2E_ADMIN_KUBECONFIG")).unwrap();
     let start = admin.find("token: \"").unwrap() + "token: \"".len();
     let end = start + admin[start..].find('"').unwrap();

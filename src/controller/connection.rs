@@ -81,8 +81,8 @@ async fn pass(
     ctx: &Context,
     ns: &str,
     scope: &crate::aws::Scope,
-    access: &crate::access::Access,
     scheduled: Option<&schedule::Scheduled>,
+    conflict_with: Option<String>,
 ) -> PassOutcome {
     // With a schedule, the keys in use are the schedule's, not spec.keys.
     let with_schedule;
@@ -110,7 +110,7 @@ async fn pass(
         scope,
     )
     .await;
-    desired.conflict_with = conflict_owner(dxc, scope, &ctx.all_connections(), access);
+    desired.conflict_with = conflict_with;
     desired.owner = Some(desired::owner_tag(&ctx.settings.cluster_name, dxc));
     // Only within a guard window, and only where the last pass saw what a rollback needs
     // (keys wanted, the port encrypting and not Encryption Up): the MacSecKeys that may
@@ -174,10 +174,14 @@ impl Reconciled for DxConnection {
                 return Ok(ctx.requeue(Requeue::Resync));
             }
         };
-        let mut scheduled = schedule::decide(dxc, ctx);
+        let conflict_with = conflict_owner(dxc, &scope, &ctx.all_connections(), &access);
+        let mut scheduled = schedule::decide(dxc, ctx, conflict_with.as_deref());
         let result = match ctx.engine.refused(&scope, &dxc.spec.connection_id).await {
             Some(refusal) => PassOutcome::Unread(refusal),
-            None => pass(dxc, ctx, ns, &scope, &access, scheduled.as_ref()).await,
+            None => {
+                let s = scheduled.as_ref();
+                pass(dxc, ctx, ns, &scope, s, conflict_with).await
+            }
         };
         if let PassOutcome::Deferred(wait) = result {
             // Nothing was read, decided or done: the status stays as it is.

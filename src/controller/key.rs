@@ -150,30 +150,13 @@ async fn check_material(
 ) -> Checked {
     // A key the operator makes: its material is made once, then read like any other.
     let made;
-    let key = match &key.spec.generate {
-        Some(generate) if status.generated.is_none() => {
-            match super::generate::make(key, generate, ctx).await {
-                Ok(location) => {
-                    status.generated = Some(location.clone());
-                    let mut with = key.clone();
-                    with.status.get_or_insert_with(Default::default).generated = Some(location);
-                    made = with;
-                    &made
-                }
-                Err(problem) => {
-                    return Checked {
-                        condition: ConditionValue::new(
-                            false,
-                            problem.reason,
-                            problem.message.clone(),
-                        ),
-                        requeue: Requeue::Soon,
-                        transient_failure: problem.transient.then_some(problem),
-                    };
-                }
-            }
+    let key = match make_material(key, ctx, status).await {
+        Ok(Some(with)) => {
+            made = with;
+            &made
         }
-        _ => key,
+        Ok(None) => key,
+        Err(failed) => return failed,
     };
     let Some(scope) = secrets_scope(key, users, all, &ctx.access()).or_else(|| {
         // Only Secrets Manager sources are read in a region.
@@ -255,6 +238,35 @@ async fn check_material(
                 requeue: Requeue::Soon,
             }
         }
+    }
+}
+
+/// For a key with `spec.generate` whose material is not made yet: makes it, and returns the
+/// key as its status now says (`status.generated` set, also in `status`); `None` for any
+/// other key; the `Ready` it earns when the material cannot be made.
+async fn make_material(
+    key: &MacSecKey,
+    ctx: &Context,
+    status: &mut MacSecKeyStatus,
+) -> Result<Option<MacSecKey>, Checked> {
+    let Some(generate) = &key.spec.generate else {
+        return Ok(None);
+    };
+    if status.generated.is_some() {
+        return Ok(None);
+    }
+    match super::generate::make(key, generate, ctx).await {
+        Ok(location) => {
+            status.generated = Some(location.clone());
+            let mut with = key.clone();
+            with.status.get_or_insert_with(Default::default).generated = Some(location);
+            Ok(Some(with))
+        }
+        Err(problem) => Err(Checked {
+            condition: ConditionValue::new(false, problem.reason, problem.message.clone()),
+            requeue: Requeue::Soon,
+            transient_failure: problem.transient.then_some(problem),
+        }),
     }
 }
 

@@ -89,12 +89,30 @@ fn view(key: &MacSecKey) -> KeyView {
     }
 }
 
-/// The schedule's step for `dxc`, or `None` without a schedule.
-pub(crate) fn decide(dxc: &DxConnection, ctx: &Context) -> Option<Scheduled> {
+/// The schedule's step for `dxc`, or `None` without a schedule. A DxConnection that another
+/// one's Conflict rule keeps from acting (`conflict_with`) makes no key.
+pub(crate) fn decide(
+    dxc: &DxConnection,
+    ctx: &Context,
+    conflict_with: Option<&str>,
+) -> Option<Scheduled> {
     let schedule = dxc.spec.rotation.schedule.as_ref()?;
     let ns = crate::crd::namespace_of(dxc);
     let status = dxc.status.as_ref();
     let in_use = || rotation::keys_in_use(dxc);
+    if let Some(owner) = conflict_with {
+        return Some(Scheduled::Held {
+            wanted: in_use(),
+            condition: ConditionValue::new(
+                false,
+                RotationReason::Conflict,
+                format!(
+                    "DxConnection {owner} manages {}: this schedule makes no key",
+                    dxc.spec.connection_id
+                ),
+            ),
+        });
+    }
     if dxc.spec.management_policy == ManagementPolicy::ObserveOnly {
         return Some(Scheduled::Held {
             wanted: in_use(),

@@ -19,16 +19,7 @@ async fn kubeconfig_of(ns: &str, sa: &str) -> String {
     let (ok, token, err) =
         kubectl(&["create", "token", sa, "-n", ns, "--duration", "2h"], None).await;
     assert!(ok, "{err}");
-    let admin = std::fs::read_to_string(env("E2E_ADMIN_KUBECONFIG")).unwrap();
-    let start = admin.find("token: \"").unwrap() + "token: \"".len();
-    let end = start + admin[start..].find('"').unwrap();
-    let path = format!("{}/{sa}.kubeconfig", env("E2E_WORK"));
-    std::fs::write(
-        &path,
-        format!("{}{}{}", &admin[..start], token.trim(), &admin[end..]),
-    )
-    .unwrap();
-    path
+    kubeconfig_with_token(sa, &token)
 }
 
 /// `POST http://{addr}{path}` with a JSON body (dx-sim's controls).
