@@ -409,6 +409,8 @@ async fn end_to_end() {
     lag_with_two_members(&e).await;
     an_interconnect_and_lag_membership_changes(&e).await;
     roles_reach_two_accounts_and_regions(&e).await;
+    // Before the metrics are read: a schedule's series exist once one does.
+    schedule::scheduled_rotations_wait_for_the_router(&e).await;
     monitoring_reads_what_the_operator_exports().await;
     cel_rejects_invalid_objects().await;
     deletion_policies_and_key_protection(&e).await;
@@ -424,7 +426,6 @@ async fn end_to_end() {
     a_leader_cut_off_from_the_api_server_stops_at_its_deadline(&mut e).await;
     killed_after_every_step_converges_without_harm(&mut e).await;
     a_steady_resync_reads_no_secret(&mut e).await;
-    schedule::scheduled_rotations_wait_for_the_router(&e).await;
     schedule::a_scheduled_rotation_survives_a_kill_in_every_stage(&mut e).await;
     gitops_tools_judge_live_objects().await;
     namespaced_mode_leaves_other_namespaces_alone(&mut e).await;

@@ -537,6 +537,8 @@ pub(super) async fn scheduled_rotations_wait_for_the_router(e: &E2e) {
         "due: the alert's condition holds"
     );
 
+    deleting_a_schedule_keeps_or_removes_its_keys(e).await;
+
     let caks: Vec<String> = seen.lock().unwrap().caks.values().cloned().collect();
     assert!(
         caks.len() >= 8,
@@ -548,6 +550,66 @@ pub(super) async fn scheduled_rotations_wait_for_the_router(e: &E2e) {
     all += &caks.join("\n");
     all += "\n";
     std::fs::write(path, all).unwrap();
+}
+
+/// Deleting a scheduled DxConnection: under `deletionPolicy: Retain` the key stays on AWS, so
+/// its MacSecKey and material stay too, no longer owned by the DxConnection (garbage
+/// collection leaves them to the router and a successor); under `Disassociate` the key leaves
+/// AWS and its MacSecKey and material go.
+async fn deleting_a_schedule_keeps_or_removes_its_keys(e: &E2e) {
+    let (ok, _, err) = kubectl(
+        &[
+            "patch",
+            "dxc",
+            "-n",
+            NS,
+            "lag",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"deletionPolicy":"Disassociate"}}"#,
+        ],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl(
+        &["delete", "dxc", "-n", NS, "con", "lag", "--timeout=90s"],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = kubectl(&["get", "mskey", "-n", NS, "con-k4", "-o", "json"], None).await;
+    assert!(ok, "the retained key's MacSecKey stays: {err}");
+    let key: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        key["metadata"]["ownerReferences"].is_null(),
+        "no longer owned: {key}"
+    );
+    let (found, _, _) = kubectl(&["get", "secret", "-n", NS, "con-k4"], None).await;
+    assert!(found, "the retained key's material stays");
+    assert_eq!(
+        key_ckns(&e.sim.shared.state(), "dxcon-sched001").len(),
+        1,
+        "Retain: still associated"
+    );
+    wait_for(
+        "the LAG's key and material gone",
+        Duration::from_secs(60),
+        || async {
+            let (found, _, _) = kubectl(&["get", "mskey", "-n", NS, "lag-k4"], None).await;
+            let left = e.sim.shared.state_of("222222222222", "us-east-1")["secrets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| {
+                    s["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("dx-macsec/sched/lag-k"))
+                });
+            !found && !left
+        },
+    )
+    .await;
 }
 
 /// The operator killed (SIGKILL, another replica started) in each stage of one scheduled
