@@ -449,7 +449,13 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["nyc-primary", "core-lag", "legacy-link", "nyc-secondary"]
+            [
+                "nyc-primary",
+                "core-lag",
+                "legacy-link",
+                "nyc-secondary",
+                "chi-primary"
+            ]
         );
         assert_eq!(
             inputs.grants.keys().collect::<Vec<_>>(),
