@@ -74,6 +74,9 @@ fn location(key: &MacSecKey) -> Option<MaterialLocation> {
 
 fn view(key: &MacSecKey) -> KeyView {
     let ready = key.validated();
+    let stalled = key
+        .condition(ConditionType::Stalled)
+        .is_some_and(|c| c.status == "True");
     KeyView {
         ckn: key
             .status
@@ -81,7 +84,8 @@ fn view(key: &MacSecKey) -> KeyView {
             .and_then(|s| s.ckn.clone())
             .filter(|_| ready),
         material: location(key),
-        problem: (!ready)
+        // Only what needs a person: a passing failure (throttled, a timeout) heals by itself.
+        problem: (!ready && stalled)
             .then(|| key.condition(ConditionType::Ready))
             .flatten()
             .filter(|c| c.status == "False")
@@ -197,6 +201,10 @@ pub(crate) async fn carry_out(dxc: &DxConnection, ctx: &Context, step: &mut Step
                 });
                 (!ours).then(|| format!("a MacSecKey {name} exists that this DxConnection's schedule did not make; delete or rename it"))
             }
+            Err(kube::Error::Api(e)) if e.code == 403 => Some(format!(
+                "the operator may not create MacSecKey {name} ({}); enable key generation (chart value keyGeneration.enabled, or deploy/key-generation-rbac.yaml)",
+                e.message
+            )),
             Err(e) => Some(format!("cannot create MacSecKey {name}: {e}; retried")),
         };
         if let Some(message) = problem {

@@ -1554,3 +1554,133 @@ async fn a_leader_whose_lease_requests_hang_stops_at_its_renew_deadline() {
         "{made} requests: a hung one was not given up and retried"
     );
 }
+
+/// `g1`: a MacSecKey that asks for its key to be made, in a Secret.
+fn generated_key() -> MacSecKey {
+    let mut k = mskey("g1");
+    k.spec.secret_ref = None;
+    k.spec.generate = Some(crate::crd::GenerateKey::default());
+    k.metadata.uid = Some("0a1b2c3d-0000-4000-8000-000000000001".into());
+    k
+}
+
+/// A key the operator makes: a Secret owned by the MacSecKey and labelled as key material,
+/// with a fresh 64-hex CKN and CAK; the status says where it went and holds the CKN read from
+/// there, never a CAK.
+#[tokio::test]
+async fn a_generated_key_is_written_to_a_secret_it_owns() {
+    let key = generated_key();
+    let mut h = harness(SEED, vec![], vec![key.clone()]).await;
+    let (result, bodies) = h
+        .reconcile(
+            key.clone(),
+            vec![
+                expect("POST", "/api/v1/namespaces/net/secrets?"),
+                expect("GET", "/api/v1/namespaces/net/secrets/g1")
+                    .answer(StatusCode::OK, secret_json("g1")),
+                status_patch(&key),
+            ],
+        )
+        .await;
+    result.unwrap();
+    let secret = &bodies[0];
+    assert_eq!(secret["metadata"]["name"], "g1");
+    assert_eq!(
+        secret["metadata"]["labels"][crate::material::KEY_MATERIAL_LABEL],
+        "true"
+    );
+    let owner = &secret["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (
+            &owner["kind"],
+            &owner["name"],
+            &owner["uid"],
+            &owner["controller"]
+        ),
+        (
+            &json!("MacSecKey"),
+            &json!("g1"),
+            &json!("0a1b2c3d-0000-4000-8000-000000000001"),
+            &json!(true)
+        )
+    );
+    let field = |k: &str| {
+        let b: k8s_openapi::ByteString = serde_json::from_value(secret["data"][k].clone()).unwrap();
+        String::from_utf8(b.0).unwrap()
+    };
+    let (ckn, cak) = (field("ckn"), field("cak"));
+    for v in [&ckn, &cak] {
+        assert!(
+            v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit()),
+            "{v}"
+        );
+    }
+    assert_ne!(ckn, cak);
+    let status = &bodies[2]["status"];
+    assert_eq!(
+        status["generated"]["secret"],
+        json!({"namespace": "net", "name": "g1", "cknKey": "ckn", "cakKey": "cak"})
+    );
+    assert_eq!(status["conditions"][0]["reason"], "KeyMaterialValid");
+    let written = bodies[2].to_string();
+    assert!(
+        !written.contains(&cak) && !written.contains(CAK),
+        "{written}"
+    );
+}
+
+/// A Secret of the key's name that it did not make is never overwritten, and an operator
+/// that may not create Secrets says which chart value allows it: both need a person.
+#[tokio::test]
+async fn a_generated_key_never_takes_a_secret_it_did_not_make() {
+    let key = generated_key();
+    let mut h = harness(SEED, vec![], vec![key.clone()]).await;
+    let exists = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "secrets \"g1\" already exists"});
+    let theirs = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "g1", "namespace": "net", "ownerReferences": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "someone-else"}]}});
+    let (result, bodies) = h
+        .reconcile(
+            key.clone(),
+            vec![
+                expect("POST", "/api/v1/namespaces/net/secrets?")
+                    .answer(StatusCode::CONFLICT, exists),
+                expect("GET", "/api/v1/namespaces/net/secrets/g1").answer(StatusCode::OK, theirs),
+                status_patch(&key),
+            ],
+        )
+        .await;
+    result.unwrap();
+    let ready = condition(&bodies[2], "Ready");
+    assert_eq!(ready["reason"], "KeyGenerationFailed");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("never overwrites"),
+        "{ready}"
+    );
+    assert_eq!(condition(&bodies[2], "Stalled")["status"], "True");
+    assert!(bodies[2]["status"]["generated"].is_null());
+
+    let forbidden = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403, "message": "secrets is forbidden"});
+    let (result, bodies) = h
+        .reconcile(
+            key.clone(),
+            vec![
+                expect("POST", "/api/v1/namespaces/net/secrets?")
+                    .answer(StatusCode::FORBIDDEN, forbidden),
+                status_patch(&key),
+            ],
+        )
+        .await;
+    result.unwrap();
+    let ready = condition(&bodies[1], "Ready");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("keyGeneration.enabled"),
+        "{ready}"
+    );
+}
