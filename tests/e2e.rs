@@ -1059,11 +1059,11 @@ async fn cel_rejects_invalid_objects() {
         (dxc_manifest("bad-id", "dxcon_nope", "should_encrypt", &[], ""), "spec.connectionId"),
         (
             "apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: two}\nspec: {secretRef: {name: s}, directConnectSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:x'}\n".to_string(),
-            "set exactly one of secretRef, secretsManager or directConnectSecretArn",
+            "set exactly one of secretRef, secretsManager, directConnectSecretArn or generate",
         ),
         (
             "apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: none}\nspec: {}\n".to_string(),
-            "set exactly one of secretRef, secretsManager or directConnectSecretArn",
+            "set exactly one of secretRef, secretsManager, directConnectSecretArn or generate",
         ),
     ];
     for (yaml, message) in cases {
@@ -1096,6 +1096,34 @@ async fn cel_rejects_invalid_objects() {
     .await;
     assert!(!ok);
     assert!(err.contains("connectionId is immutable"), "{err}");
+    // A schedule's durations are checked at admission; a key cannot start or stop being
+    // generated (its material would be another key's).
+    let (ok, _, err) = kubectl(
+        &["apply", "-n", "cel", "-f", "-"],
+        Some(&dxc_manifest(
+            "sched",
+            "dxcon-cel00001",
+            "must_encrypt",
+            &[],
+            ", rotation: {schedule: {every: 90 days}}",
+        )),
+    )
+    .await;
+    assert!(!ok && err.contains("spec.rotation.schedule.every"), "{err}");
+    apply(
+        "cel",
+        "apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: made}\nspec: {secretRef: {name: s}}\n",
+    )
+    .await;
+    let (ok, _, err) = kubectl(
+        &["apply", "-n", "cel", "-f", "-"],
+        Some("apiVersion: dxmacsec.io/v1alpha1\nkind: MacSecKey\nmetadata: {name: made}\nspec: {generate: {}}\n"),
+    )
+    .await;
+    assert!(
+        !ok && err.contains("generate cannot be added to or removed from an existing MacSecKey"),
+        "{err}"
+    );
 }
 
 /// A MacSecKey in use is held on deletion and says by whom; Retain leaves AWS alone;
