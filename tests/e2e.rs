@@ -1124,6 +1124,9 @@ async fn cel_rejects_invalid_objects() {
         !ok && err.contains("generate cannot be added to or removed from an existing MacSecKey"),
         "{err}"
     );
+    // Its Secret never comes: it would be read again and again for the rest of the run.
+    let (ok, _, err) = kubectl(&["delete", "mskey", "-n", "cel", "made"], None).await;
+    assert!(ok, "{err}");
 }
 
 /// A MacSecKey in use is held on deletion and says by whom; Retain leaves AWS alone;
