@@ -400,7 +400,6 @@ pub(super) async fn scheduled_rotations_wait_for_the_router(e: &E2e) {
     stand_in.abort();
 
     let calls = e.calls();
-    let state_222 = e.sim.shared.state_of("222222222222", "us-east-1");
     let outages = e.sim.shared.outages();
     for (name, resource, ports) in [
         ("con", "dxcon-sched001", vec!["dxcon-sched001"]),
@@ -442,18 +441,37 @@ pub(super) async fn scheduled_rotations_wait_for_the_router(e: &E2e) {
             4,
             "{name}: the router confirmed each key once: {confirmed:?}"
         );
-        for old in 1..=3 {
-            let (gone, _, _) =
-                kubectl(&["get", "mskey", "-n", NS, &format!("{name}-k{old}")], None).await;
-            assert!(!gone, "{name}-k{old}: the retired MacSecKey is deleted");
-        }
     }
-    // The old material is gone: the connection's Secrets, the LAG's Secrets Manager secrets.
-    for old in 1..=3 {
-        let (found, _, _) =
-            kubectl(&["get", "secret", "-n", NS, &format!("con-k{old}")], None).await;
-        assert!(!found, "Secret con-k{old} is deleted after its retention");
-    }
+    // The retired keys go: their MacSecKeys (deleted once listed no more; each finalizer
+    // first deletes the material) and the material, the connection's Secrets and the LAG's
+    // Secrets Manager secrets.
+    wait_for(
+        "the retired keys and their material gone",
+        Duration::from_secs(60),
+        || async {
+            let mut gone = true;
+            for old in 1..=3 {
+                for (kind, name) in [
+                    ("mskey", format!("con-k{old}")),
+                    ("mskey", format!("lag-k{old}")),
+                    ("secret", format!("con-k{old}")),
+                ] {
+                    let (found, _, _) = kubectl(&["get", kind, "-n", NS, &name], None).await;
+                    gone &= !found;
+                }
+            }
+            // Only the retired ones: the next rotation may have made its key by now.
+            let left = e.sim.shared.state_of("222222222222", "us-east-1")["secrets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|s| s["name"].as_str())
+                .filter(|n| (1..=3).any(|k| n.starts_with(&format!("dx-macsec/sched/lag-k{k}-"))))
+                .count();
+            gone && left == 0
+        },
+    )
+    .await;
     let (found, out, _) = kubectl(&["get", "secret", "-n", NS, "con-k4", "-o", "json"], None).await;
     assert!(found, "the active key's Secret stays");
     let secret: Value = serde_json::from_str(&out).unwrap();
@@ -462,19 +480,15 @@ pub(super) async fn scheduled_rotations_wait_for_the_router(e: &E2e) {
         secret["metadata"]["labels"]["dxmacsec.io/key-material"],
         "true"
     );
+    let state_222 = e.sim.shared.state_of("222222222222", "us-east-1");
     let made: Vec<&str> = state_222["secrets"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|s| s["name"].as_str())
-        .filter(|n| n.starts_with("dx-macsec/sched/lag-k"))
+        .filter(|n| n.starts_with("dx-macsec/sched/lag-k4-"))
         .collect();
-    assert_eq!(
-        made.len(),
-        1,
-        "only the active key's secret is left: {made:?}"
-    );
-    assert!(made[0].starts_with("dx-macsec/sched/lag-k4-"), "{made:?}");
+    assert_eq!(made.len(), 1, "the active key's secret stays: {made:?}");
 
     // The silent router: the rotation waits on the current key with a reason of its own.
     let silent = status_of(NS, "silent").await;
