@@ -280,7 +280,7 @@ async fn from_generated(
     }
     Err(KeyProblem {
         reason: KeyReason::KeyNotGenerated,
-        message: "the operator has not made this key's material yet (spec.generate)".into(),
+        message: "the key's material is not made yet (spec.generate): the controller makes it and records where in status.generated; plan and apply read a generated key only from a manifest whose status says where it is (kubectl get mskey NAME -o yaml)".into(),
         transient: true,
     })
 }

@@ -633,6 +633,9 @@ async fn deleting_a_schedule_keeps_or_removes_its_keys(e: &E2e) {
 pub(super) async fn a_scheduled_rotation_survives_a_kill_in_every_stage(e: &mut E2e) {
     const ID: &str = "dxcon-schedk01";
     let store = "{store: SecretsManager, accessRef: {name: sched-xacct}}";
+    // A replica of the operator's own ServiceAccount, which deploy/key-generation-rbac.yaml
+    // lets make keys (an earlier scenario ran another identity).
+    replace_operators(e, "AKIDSCHEDKILL0").await;
     apply(
         NS,
         &dxc_manifest(
