@@ -734,25 +734,17 @@ pub(super) async fn a_scheduled_rotation_survives_a_kill_in_every_stage(e: &mut 
         1,
         "k1, once"
     );
-    let made: Vec<&CallRecord> = calls
-        .iter()
-        .filter(|c| c.operation == "CreateSecret" && c.outcome == "ok")
-        .filter(|c| {
-            c.target
-                .as_deref()
-                .is_some_and(|t| t.starts_with("dx-macsec/sched/kill-k2-"))
-        })
-        .collect();
+    // The successful calls of `op` on a secret whose name or ARN holds `part`.
+    let ok_on = |op: &str, part: &str| -> Vec<&CallRecord> {
+        calls
+            .iter()
+            .filter(|c| c.operation == op && c.outcome == "ok")
+            .filter(|c| c.target.as_deref().is_some_and(|t| t.contains(part)))
+            .collect()
+    };
+    let made = ok_on("CreateSecret", "dx-macsec/sched/kill-k2-");
     assert_eq!(made.len(), 1, "the secret made once: {made:?}");
-    let put: Vec<&CallRecord> = calls
-        .iter()
-        .filter(|c| c.operation == "PutSecretValue" && c.outcome == "ok")
-        .filter(|c| {
-            c.target
-                .as_deref()
-                .is_some_and(|t| t.contains(":secret:dx-macsec/sched/kill-k2-"))
-        })
-        .collect();
+    let put = ok_on("PutSecretValue", ":secret:dx-macsec/sched/kill-k2-");
     assert_eq!(put.len(), 1, "one value put: {put:?}");
     let port = &e.sim.shared.outages()["ports"][ID];
     assert_eq!(port["downSeconds"], 0.0, "{port}");
