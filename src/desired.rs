@@ -81,6 +81,19 @@ pub async fn desired(
     d
 }
 
+/// `dxc` with `spec.keys` naming `names`: the keys a schedule has in use, which [`desired`]
+/// reads in place of the starting set its spec lists (the controller and the CLI alike).
+pub fn with_keys(dxc: &DxConnection, names: &[String]) -> DxConnection {
+    let mut d = dxc.clone();
+    d.spec.keys = Some(
+        names
+            .iter()
+            .map(|name| crate::crd::KeyReference { name: name.clone() })
+            .collect(),
+    );
+    d
+}
+
 /// The CKNs of the outgoing keys `dxc`'s status says were removed within a guard window.
 pub fn removed_ckns(dxc: &DxConnection) -> Vec<String> {
     dxc.status

@@ -16,7 +16,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::core::ObjectMeta;
 
 use crate::aws::{AwsError, BoxFut, ErrorClass, Scope, SecretsProvider};
-use crate::crd::{MacSecKey, MacSecKeySpec, SecretKeySource, SecretsManagerSource};
+use crate::crd::{
+    MacSecKey, MacSecKeySpec, SecretKeySource, SecretsManagerLocation, SecretsManagerSource,
+};
 use crate::keys::{Cak, Ckn};
 use crate::plan::{KeyMaterial, KeyProblem, KeyReason, Reason};
 
@@ -266,16 +268,7 @@ async fn from_generated(
         return from_secret(&source, crate::crd::namespace_of(key), secrets).await;
     }
     if let Some(sm) = made.and_then(|m| m.secrets_manager.as_ref()) {
-        let source = SecretsManagerSource {
-            secret_id: sm.secret_arn.clone(),
-            region: Some(sm.region.clone()),
-            ckn_field: sm.ckn_field.clone(),
-            cak_field: sm.cak_field.clone(),
-        };
-        let scope = Scope {
-            region: sm.region.clone(),
-            role_arn: sm.role_arn.clone(),
-        };
+        let (source, scope) = made_in_secrets_manager(sm);
         return from_secrets_manager(&source, aws, &scope).await;
     }
     Err(KeyProblem {
@@ -283,6 +276,22 @@ async fn from_generated(
         message: "the key's material is not made yet (spec.generate): the controller makes it and records where in status.generated; plan and apply read a generated key only from a manifest whose status says where it is (kubectl get mskey NAME -o yaml)".into(),
         transient: true,
     })
+}
+
+/// A generated key's Secrets Manager secret as a source, and where it is read: its region,
+/// with the role it was made with.
+pub fn made_in_secrets_manager(sm: &SecretsManagerLocation) -> (SecretsManagerSource, Scope) {
+    let source = SecretsManagerSource {
+        secret_id: sm.secret_arn.clone(),
+        region: Some(sm.region.clone()),
+        ckn_field: sm.ckn_field.clone(),
+        cak_field: sm.cak_field.clone(),
+    };
+    let scope = Scope {
+        region: sm.region.clone(),
+        role_arn: sm.role_arn.clone(),
+    };
+    (source, scope)
 }
 
 /// Parses a CKN and a CAK read from `source`'s fields; a CAK equal to its CKN is refused,

@@ -15,8 +15,8 @@ use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
 
 use crate::conditions::{ConditionValue, RotationReason};
 use crate::crd::{
-    DxConnectionStatus, KeyStatus, MaterialLocation, RotationSchedule, RotationStage, RouterKey,
-    RouterKeyState, RouterStatus, ScheduleStatus,
+    KeyStatus, MaterialLocation, RotationSchedule, RotationStage, RouterKey, RouterKeyState,
+    RouterStatus, ScheduleStatus,
 };
 use crate::observed::KeyState;
 
@@ -96,29 +96,17 @@ pub struct OnAws {
 
 impl OnAws {
     /// From the status the last pass wrote.
-    pub fn from_status(status: Option<&DxConnectionStatus>) -> Self {
-        let Some(s) = status else {
+    pub fn from_status(dxc: &crate::crd::DxConnection) -> Self {
+        let Some(s) = dxc.status.as_ref() else {
             return OnAws::default();
         };
-        let port_up = match s.resource_type {
-            Some(t) if t.is_lag() => {
-                !s.members.is_empty()
-                    && s.members
-                        .iter()
-                        .all(|m| crate::observed::is_port_up(m.port_encryption_status.as_deref()))
-            }
-            _ => crate::observed::is_port_up(s.port_encryption_status.as_deref()),
-        };
-        let rotation = s.rotation.as_ref();
         OnAws {
             keys: s.keys.clone(),
-            port_up,
-            guarded: rotation
-                .iter()
-                .flat_map(|r| r.removed.iter())
-                .filter_map(|r| r.ckn.clone())
-                .collect(),
-            rolled_back: rotation
+            // For a LAG the status's summary is `Encryption Up` only when every member is.
+            port_up: crate::observed::is_port_up(s.port_encryption_status.as_deref()),
+            guarded: crate::desired::removed_ckns(dxc),
+            rolled_back: s
+                .rotation
                 .iter()
                 .flat_map(|r| r.rolled_back.iter())
                 .flat_map(|r| r.keys.iter())

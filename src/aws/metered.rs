@@ -191,7 +191,7 @@ impl SecretsApi for Metered<dyn SecretsApi> {
         &'a self,
         name: &'a str,
         description: &'a str,
-    ) -> BoxFut<'a, Result<Result<String, String>, AwsError>> {
+    ) -> BoxFut<'a, Result<String, AwsError>> {
         Box::pin(async move {
             let r = self.inner.create_secret(name, description).await;
             record(&self.metrics, "CreateSecret", &r);

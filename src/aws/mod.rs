@@ -105,12 +105,12 @@ pub trait DirectConnectApi: Send + Sync {
 /// deleting the ones the operator makes (`generate`).
 pub trait SecretsApi: Send + Sync {
     /// CreateSecret without a value: the ARN of the new secret, or of the secret of that
-    /// name that exists already (`Ok(Err(arn))`), found with DescribeSecret.
+    /// name that exists already (found with DescribeSecret).
     fn create_secret<'a>(
         &'a self,
         name: &'a str,
         description: &'a str,
-    ) -> BoxFut<'a, Result<Result<String, String>, AwsError>>;
+    ) -> BoxFut<'a, Result<String, AwsError>>;
     /// PutSecretValue of a key as `{"ckn": …, "cak": …}`, with an idempotency token: the
     /// same token again with the same value makes no new version.
     fn put_key<'a>(

@@ -734,7 +734,7 @@ impl SecretsApi for SdkSecrets {
         &'a self,
         name: &'a str,
         description: &'a str,
-    ) -> BoxFut<'a, Result<Result<String, String>, AwsError>> {
+    ) -> BoxFut<'a, Result<String, AwsError>> {
         Box::pin(async move {
             let created = self
                 .0
@@ -744,7 +744,7 @@ impl SecretsApi for SdkSecrets {
                 .send()
                 .await;
             match created {
-                Ok(out) => Ok(Ok(out.arn().unwrap_or(name).to_string())),
+                Ok(out) => Ok(out.arn().unwrap_or(name).to_string()),
                 Err(e) => {
                     let e = AwsError::from_sdk("CreateSecret", &e);
                     if e.code.as_deref() != Some("ResourceExistsException") {
@@ -757,7 +757,7 @@ impl SecretsApi for SdkSecrets {
                         .send()
                         .await
                         .map_err(|e| AwsError::from_sdk("DescribeSecret", &e))?;
-                    Ok(Err(out.arn().unwrap_or(name).to_string()))
+                    Ok(out.arn().unwrap_or(name).to_string())
                 }
             }
         })

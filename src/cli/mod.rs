@@ -123,14 +123,7 @@ async fn prepare(
                 // are those a status in the file names, as the controller's.
                 let scheduled;
                 let dxc = if dxc.spec.rotation.schedule.is_some() {
-                    let mut d = dxc.clone();
-                    d.spec.keys = Some(
-                        crate::rotation::keys_in_use(dxc)
-                            .into_iter()
-                            .map(|name| crate::crd::KeyReference { name })
-                            .collect(),
-                    );
-                    scheduled = d;
+                    scheduled = desired::with_keys(dxc, &crate::rotation::keys_in_use(dxc));
                     &scheduled
                 } else {
                     dxc

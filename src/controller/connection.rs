@@ -88,14 +88,7 @@ async fn pass(
     let with_schedule;
     let dxc = match scheduled {
         Some(s) => {
-            let mut d = dxc.clone();
-            d.spec.keys = Some(
-                s.wanted()
-                    .iter()
-                    .map(|name| crate::crd::KeyReference { name: name.clone() })
-                    .collect(),
-            );
-            with_schedule = d;
+            with_schedule = desired::with_keys(dxc, s.wanted());
             &with_schedule
         }
         None => dxc,

@@ -166,10 +166,10 @@ async fn in_secrets_manager(
         "MACsec CKN/CAK made by dx-macsec-operator for MacSecKey {namespace}/{}",
         key.name_any()
     );
-    let arn = match api.create_secret(&name, &description).await {
-        Ok(Ok(arn) | Err(arn)) => arn,
-        Err(e) => return Err(aws_failed(&what, &e)),
-    };
+    let arn = api
+        .create_secret(&name, &description)
+        .await
+        .map_err(|e| aws_failed(&what, &e))?;
     // A secret with a value was made before a restart: that value is the key.
     let current = api
         .current_version(&arn)
@@ -194,54 +194,42 @@ async fn in_secrets_manager(
     })
 }
 
-/// Deletes the material the operator made for `key` (its status says where). A Secret is
-/// deleted only if this MacSecKey owns it.
+/// Deletes the material the operator made for `key` (its status says where); what was
+/// deleted, for the event. A Secret is deleted only if this MacSecKey owns it.
 pub(crate) async fn destroy(key: &MacSecKey, ctx: &Context) -> Result<Option<String>, String> {
     let Some(made) = key.status.as_ref().and_then(|s| s.generated.as_ref()) else {
         return Ok(None);
     };
     if let Some(secret) = &made.secret {
+        let what = format!("Secret {}/{}", secret.namespace, secret.name);
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &secret.namespace);
         let uid = key.uid().unwrap_or_default();
-        match api.get_metadata_opt(&secret.name).await {
-            Ok(Some(m)) if m.owner_references().iter().any(|o| o.uid == uid) => {
-                match api.delete(&secret.name, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => {
-                        return Err(format!(
-                            "cannot delete Secret {}/{}: {e}",
-                            secret.namespace, secret.name
-                        ));
-                    }
-                }
-                return Ok(Some(format!("Secret {}/{}", secret.namespace, secret.name)));
-            }
-            Ok(_) => return Ok(None),
-            Err(e) => {
-                return Err(format!(
-                    "cannot read Secret {}/{}: {e}",
-                    secret.namespace, secret.name
-                ));
-            }
-        }
-    }
-    if let Some(sm) = &made.secrets_manager {
-        let scope = crate::aws::Scope {
-            region: sm.region.clone(),
-            role_arn: sm.role_arn.clone(),
+        let ours = match api.get_metadata_opt(&secret.name).await {
+            Ok(m) => m.is_some_and(|m| m.owner_references().iter().any(|o| o.uid == uid)),
+            Err(e) => return Err(format!("cannot read {what}: {e}")),
         };
-        let what = format!("cannot delete Secrets Manager secret {}", sm.secret_arn);
-        let api = ctx
-            .engine
-            .secrets()
-            .secrets(&scope)
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
-        api.delete_secret(&sm.secret_arn)
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
-        return Ok(Some(format!("Secrets Manager secret {}", sm.secret_arn)));
+        if !ours {
+            return Ok(None);
+        }
+        return match api.delete(&secret.name, &DeleteParams::default()).await {
+            Ok(_) => Ok(Some(what)),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(Some(what)),
+            Err(e) => Err(format!("cannot delete {what}: {e}")),
+        };
     }
-    Ok(None)
+    let Some(sm) = &made.secrets_manager else {
+        return Ok(None);
+    };
+    let what = format!("Secrets Manager secret {}", sm.secret_arn);
+    let (_, scope) = crate::material::made_in_secrets_manager(sm);
+    let api = ctx
+        .engine
+        .secrets()
+        .secrets(&scope)
+        .await
+        .map_err(|e| format!("cannot delete {what}: {e}"))?;
+    api.delete_secret(&sm.secret_arn)
+        .await
+        .map_err(|e| format!("cannot delete {what}: {e}"))?;
+    Ok(Some(what))
 }

@@ -291,13 +291,10 @@ async fn source_version(key: &MacSecKey, ctx: &Context, scope: &Scope) -> Option
             crate::material::secrets_manager_scope(sm, scope),
             sm.secret_id.clone(),
         ),
-        (None, Some(sm)) => (
-            Scope {
-                region: sm.region.clone(),
-                role_arn: sm.role_arn.clone(),
-            },
-            sm.secret_arn.clone(),
-        ),
+        (None, Some(sm)) => {
+            let (source, scope) = crate::material::made_in_secrets_manager(sm);
+            (scope, source.secret_id)
+        }
         (None, None) => return None,
     };
     // Within half a resync of the last look, and with the spec as it was read, the version

@@ -152,7 +152,7 @@ pub(crate) fn decide(
             .annotations()
             .get(rotation::ROTATE_NOW_ANNOTATION)
             .cloned(),
-        aws: OnAws::from_status(status),
+        aws: OnAws::from_status(dxc),
         now: Timestamp::now(),
     };
     let step = rotation::step(input, |name| ctx.find_key(ns, name).map(|k| view(&k)));
